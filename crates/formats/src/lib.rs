@@ -1,0 +1,12 @@
+//! Pure, deterministic writers for the formats Cairn produces.
+//!
+//! Architecture invariant: nothing in this crate reads the clock, the environment or the
+//! filesystem. Every writer takes `impl Write` and data; time is a parameter.
+
+pub mod digest;
+pub mod gzip;
+pub mod json;
+pub mod oci;
+pub mod tar;
+
+pub use digest::{Digest, DigestParseError, HashingReader, HashingWriter};
