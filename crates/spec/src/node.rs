@@ -1,0 +1,290 @@
+//! `nodes/cluster.toml` and `nodes/<node>.toml`.
+
+use crate::values::{Arch, Cidr, Hostname, MacAddress, Name};
+use crate::{ImageKind, ImageSpec, SpecError, stem};
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    Kubeadm,
+    K3s,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    pub distribution: Distribution,
+    /// e.g. "1.31.2"
+    pub version: String,
+    /// `host:port` of the API server (a load-balanced address for HA control planes).
+    pub control_plane_endpoint: String,
+    pub pod_cidr: Cidr,
+    pub service_cidr: Cidr,
+    pub cni: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// Registry host (and port), e.g. `harbor.homelab.lan`.
+    pub host: String,
+    /// Harbor project that holds the cluster's images.
+    pub project: String,
+    /// Cluster CA certificate (PEM), relative to `nodes/`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNetwork {
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    #[serde(default)]
+    pub ntp: Vec<String>,
+    #[serde(default)]
+    pub search: Vec<Hostname>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+}
+
+/// `nodes/cluster.toml`: what every node of the cluster shares.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: Name,
+    pub domain: Hostname,
+    pub kubernetes: KubernetesSpec,
+    pub registry: RegistrySpec,
+    #[serde(default)]
+    pub network: ClusterNetwork,
+    #[serde(default)]
+    pub ssh: SshSpec,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl ClusterSpec {
+    pub fn load(path: &Path) -> Result<ClusterSpec, SpecError> {
+        let source = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
+        ClusterSpec::parse(path, &source)
+    }
+
+    pub fn parse(path: &Path, source: &str) -> Result<ClusterSpec, SpecError> {
+        let mut spec: ClusterSpec = toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
+        spec.path = path.to_path_buf();
+        let err = |needle: &str, msg: String| SpecError::at(path, source, find_key(source, needle), msg);
+        let k = &spec.kubernetes;
+        for (key, cidr) in [("pod_cidr", k.pod_cidr), ("service_cidr", k.service_cidr)] {
+            if !cidr.is_network() {
+                return Err(err(key, format!("{cidr} has host bits set: write the network address")));
+            }
+        }
+        if k.pod_cidr.contains(k.service_cidr.address) || k.service_cidr.contains(k.pod_cidr.address) {
+            return Err(err("service_cidr", format!("service CIDR {} overlaps pod CIDR {}", k.service_cidr, k.pod_cidr)));
+        }
+        if !valid_endpoint(&k.control_plane_endpoint) {
+            return Err(err(
+                "control_plane_endpoint",
+                format!("invalid endpoint {:?}, expected host:port like 10.0.10.10:6443", k.control_plane_endpoint),
+            ));
+        }
+        for key in &spec.ssh.authorized_keys {
+            let kind = key.split_whitespace().next().unwrap_or("");
+            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) || key.split_whitespace().count() < 2 {
+                return Err(err("authorized_keys", format!("{key:?} is not an SSH public key (expected `ssh-ed25519 AAAA... comment`)")));
+            }
+        }
+        Ok(spec)
+    }
+}
+
+fn valid_endpoint(endpoint: &str) -> bool {
+    let Some((host, port)) = endpoint.rsplit_once(':') else { return false };
+    let host_ok = host.parse::<IpAddr>().is_ok() || host.parse::<Hostname>().is_ok()
+        || host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.parse::<IpAddr>().is_ok());
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The byte span of the first `key =` line in `source`.
+pub(crate) fn find_key(source: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                let start = offset + (line.len() - trimmed.len());
+                return Some(start..start + key.len());
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMethod {
+    Sd,
+    Pxe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Board {
+    /// Raspberry Pi 4 (and 400, CM4).
+    Rpi4,
+    /// Raspberry Pi 3.
+    Rpi3,
+    /// Raspberry Pi 2.
+    Rpi2,
+    /// A PC or server (x86_64).
+    Pc,
+}
+
+impl Board {
+    fn arches(self) -> &'static [Arch] {
+        match self {
+            Board::Rpi4 | Board::Rpi3 => &[Arch::Aarch64, Arch::Armv7],
+            Board::Rpi2 => &[Arch::Armv7],
+            Board::Pc => &[Arch::X86_64],
+        }
+    }
+
+    fn boot(self) -> BootMethod {
+        match self {
+            Board::Pc => BootMethod::Pxe,
+            _ => BootMethod::Sd,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Static address with prefix, e.g. `10.0.10.21/24`.
+    #[serde(default)]
+    pub address: Option<Cidr>,
+    #[serde(default)]
+    pub gateway: Option<IpAddr>,
+}
+
+/// `nodes/<name>.toml`: one machine of the cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    pub hostname: Hostname,
+    pub arch: Arch,
+    pub board: Board,
+    pub boot: BootMethod,
+    pub role: Role,
+    /// The OS image (`images/<image>.toml`) this node runs.
+    pub image: Spanned<String>,
+    #[serde(default)]
+    pub mac: Option<MacAddress>,
+    pub network: NetworkSpec,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<String>,
+    #[serde(skip)]
+    source: String,
+}
+
+impl NodeSpec {
+    pub fn load(path: &Path) -> Result<NodeSpec, SpecError> {
+        let source = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
+        NodeSpec::parse(path, &source)
+    }
+
+    pub fn parse(path: &Path, source: &str) -> Result<NodeSpec, SpecError> {
+        let name = stem(path);
+        if let Err(msg) = name.parse::<Name>() {
+            return Err(SpecError::at(path, source, None, format!("bad file name: {msg}")));
+        }
+        let mut node: NodeSpec = toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
+        node.name = name;
+        node.path = path.to_path_buf();
+        node.source = source.to_string();
+        let err = |key: &str, msg: String| SpecError::at(path, source, find_key(source, key), msg);
+        if !node.board.arches().contains(&node.arch) {
+            let arches: Vec<&str> = node.board.arches().iter().map(|a| a.as_str()).collect();
+            return Err(err("arch", format!("board {:?} cannot run {}: use one of {}", node.board, node.arch, arches.join(", "))));
+        }
+        if node.board.boot() != node.boot {
+            return Err(err("boot", format!("board {:?} boots by {:?}, not {:?}", node.board, node.board.boot(), node.boot)));
+        }
+        if node.boot == BootMethod::Pxe && node.mac.is_none() {
+            return Err(SpecError::at(path, source, None, "key `mac` is missing: a PXE node is matched by its MAC address"));
+        }
+        let net = &node.network;
+        match (net.dhcp, net.address) {
+            (true, Some(_)) => return Err(err("address", "set either `dhcp = true` or a static `address`, not both".into())),
+            (false, None) => return Err(err("network", "set `dhcp = true` or a static `address` like 10.0.10.21/24".into())),
+            (false, Some(address)) => {
+                if address.is_network() && address.prefix < 31 {
+                    return Err(err("address", format!("{address} is a network address, not a host address")));
+                }
+                if let Some(gw) = net.gateway {
+                    if !address.contains(gw) {
+                        return Err(err("gateway", format!("gateway {gw} is outside the node's network {address}")));
+                    }
+                }
+            }
+            (true, None) => {}
+        }
+        for taint in &node.taints {
+            if !valid_taint(taint) {
+                return Err(err("taints", format!("invalid taint {taint:?}, expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")));
+            }
+        }
+        Ok(node)
+    }
+
+    /// Checks that the node's image exists, is an OS image and is built for the node's arch.
+    pub fn check_image(&self, images: &[ImageSpec]) -> Result<(), SpecError> {
+        let span = Some(self.image.span());
+        let err = |msg: String| SpecError::at(&self.path, &self.source, span.clone(), msg);
+        let name = self.image.get_ref();
+        let Some(image) = images.iter().find(|i| &i.name == name) else {
+            let known: Vec<&str> = images.iter().filter(|i| i.kind == ImageKind::Os).map(|i| i.name.as_str()).collect();
+            return Err(err(format!("image {name:?} does not exist (no images/{name}.toml); OS images: {}", known.join(", "))));
+        };
+        if image.kind != ImageKind::Os {
+            return Err(err(format!("image {name:?} is a container image; a node needs an OS image (kind = \"os\")")));
+        }
+        if !image.arches.contains(&self.arch) {
+            return Err(err(format!("image {name:?} is not built for {}: add it to `arches` in {}", self.arch, image.path.display())));
+        }
+        Ok(())
+    }
+}
+
+fn valid_taint(taint: &str) -> bool {
+    let Some((kv, effect)) = taint.rsplit_once(':') else { return false };
+    let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+    !key.is_empty() && matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+}
