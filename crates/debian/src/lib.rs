@@ -1,14 +1,17 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Debian archives: signed Release files, Packages indexes, dependency resolution and
+//! native `.deb` unpacking.
+//!
+//! Architecture invariant: this crate does no network I/O. Callers fetch bytes and hand
+//! them over; everything here is parsing, checking and resolving.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod control;
+pub mod deb;
+pub mod packages;
+pub mod release;
+pub mod resolve;
+pub mod version;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use deb::{DebEntry, DebEntryKind, DebError, unpack_data};
+pub use packages::{Dependency, Package, PackageIndex, Relation};
+pub use release::{Release, ReleaseError, verify_inrelease};
+pub use resolve::{ResolveError, Resolution, resolve};
