@@ -1,14 +1,252 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The content-addressed store: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/`) plus an action cache (`cache/actions/`), with atomic writes and a lock
+//! against concurrent builds.
+//!
+//! Architecture invariant: a blob file exists under `blobs/sha256/<hex>` only if its bytes
+//! hash to `<hex>`: every write goes to `tmp/`, is hashed while written, fsynced and renamed.
+
+mod error;
+mod gc;
+
+pub use error::StoreError;
+pub use gc::{GcReport, VerifyReport};
+
+use cairn_formats::{Digest, HashingWriter};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const REF_NAME: &str = cairn_formats::oci::REF_NAME;
+
+/// An open store, holding its lock until dropped.
+pub struct Store {
+    root: PathBuf,
+    _lock: File,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a cached step produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// The step kind, for people reading the cache.
+    pub step: String,
+    /// Every blob the output refers to; the record counts only while they all exist.
+    pub blobs: Vec<Digest>,
+    /// Step-specific output (descriptors, sizes, ...).
+    pub output: serde_json::Value,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// One tagged entry of `index.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tag {
+    pub name: String,
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, waiting for the lock if another
+    /// process holds it; `on_wait` is called once before waiting.
+    pub fn open(root: &Path, on_wait: impl FnOnce()) -> Result<Store, StoreError> {
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| StoreError::Io { path: path.clone(), err: e }
+        };
+        for dir in ["blobs/sha256", "cache/actions", "tmp"] {
+            fs::create_dir_all(root.join(dir)).map_err(err(&root.join(dir)))?;
+        }
+        let lock_path = root.join(".lock");
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait();
+                lock.lock().map_err(err(&lock_path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path: lock_path, err: e }),
+        }
+        let store = Store { root: root.to_path_buf(), _lock: lock };
+        // Leftovers of a killed build: temp files are never referenced, so drop them.
+        if let Ok(entries) = fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        if !root.join("oci-layout").exists() {
+            store.write_file_atomic(&root.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
+        }
+        if !root.join("index.json").exists() {
+            store.write_index(&[])?;
+        }
+        Ok(store)
     }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Writes `bytes` as a blob (a no-op when it exists) and returns its digest.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            let mut w = self.blob_writer()?;
+            w.write_all(bytes).map_err(|e| StoreError::Io { path: self.root.join("tmp"), err: e })?;
+            w.finish(Some(digest))?;
+        }
+        Ok(digest)
+    }
+
+    /// A writer that hashes into a temp file; [`BlobWriter::finish`] moves it into place.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(|e| StoreError::Io { path: self.root.join("tmp"), err: e })?;
+        Ok(BlobWriter { store: self, inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)) })
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        fs::read(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob { digest: *digest } } else { StoreError::Io { path, err: e } })
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob { digest: *digest } } else { StoreError::Io { path, err: e } })
+    }
+
+    fn action_path(&self, key: &Digest) -> PathBuf {
+        self.root.join("cache/actions").join(format!("{}.json", key.hex()))
+    }
+
+    /// The cached output of the step with `key`, if it is recorded and all its blobs exist.
+    pub fn action_get(&self, key: &Digest) -> Option<ActionRecord> {
+        let bytes = fs::read(self.action_path(key)).ok()?;
+        let record: ActionRecord = serde_json::from_slice(&bytes).ok()?;
+        record.blobs.iter().all(|d| self.has_blob(d)).then_some(record)
+    }
+
+    pub fn action_put(&self, key: &Digest, record: &ActionRecord) -> Result<(), StoreError> {
+        let bytes = cairn_formats::json::to_canonical_vec(record).expect("action records serialise");
+        self.write_file_atomic(&self.action_path(key), &bytes)
+    }
+
+    /// The tagged entries of `index.json`, sorted by tag.
+    pub fn tags(&self) -> Result<Vec<Tag>, StoreError> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(|e| StoreError::Io { path: path.clone(), err: e })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { path: path.clone(), what: e.to_string() })?;
+        let mut tags = Vec::new();
+        for m in value["manifests"].as_array().into_iter().flatten() {
+            let digest = m["digest"].as_str().and_then(|d| d.parse().ok());
+            let (Some(digest), Some(size), Some(media_type)) = (digest, m["size"].as_u64(), m["mediaType"].as_str()) else {
+                return Err(StoreError::Corrupt { path: path.clone(), what: format!("bad manifest entry {m}") });
+            };
+            let name = m["annotations"][REF_NAME].as_str().unwrap_or("").to_string();
+            tags.push(Tag { name, media_type: media_type.to_string(), digest, size });
+        }
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tags)
+    }
+
+    pub fn tag(&self, name: &str) -> Result<Option<Tag>, StoreError> {
+        Ok(self.tags()?.into_iter().find(|t| t.name == name))
+    }
+
+    /// Points tag `name` at a blob, replacing an earlier entry of that name.
+    pub fn set_tag(&self, tag: Tag) -> Result<(), StoreError> {
+        let mut tags = self.tags()?;
+        tags.retain(|t| t.name != tag.name);
+        tags.push(tag);
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        self.write_index(&tags)
+    }
+
+    pub(crate) fn write_index(&self, tags: &[Tag]) -> Result<(), StoreError> {
+        let manifests: Vec<serde_json::Value> = tags
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "mediaType": t.media_type,
+                    "digest": t.digest.to_string(),
+                    "size": t.size,
+                    "annotations": { REF_NAME: t.name },
+                })
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json values serialise");
+        self.write_file_atomic(&self.root.join("index.json"), &bytes)
+    }
+
+    /// Writes `path` by temp file, fsync and rename.
+    pub fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let err = |e: io::Error| StoreError::Io { path: path.to_path_buf(), err: e };
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(err)?;
+        tmp.write_all(bytes).map_err(err)?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(path).map_err(|e| err(e.error))?;
+        Ok(())
+    }
+}
+
+/// A blob being written. Dropped without `finish`, it leaves nothing behind.
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    inner: HashingWriter<io::BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl BlobWriter<'_> {
+    pub fn n_bytes(&self) -> u64 {
+        self.inner.n_bytes()
+    }
+
+    /// Moves the blob into place. With `expected`, a different digest is an error and the
+    /// blob is discarded.
+    pub fn finish(self, expected: Option<Digest>) -> Result<(Digest, u64), StoreError> {
+        let tmp_dir = self.store.root.join("tmp");
+        let (buffered, digest, size) = self.inner.finish();
+        let err = |e: io::Error| StoreError::Io { path: tmp_dir.clone(), err: e };
+        let tmp = buffered.into_inner().map_err(|e| err(e.into_error()))?;
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(StoreError::DigestMismatch { expected, found: digest });
+            }
+        }
+        let path = self.store.blob_path(&digest);
+        if !path.exists() {
+            tmp.as_file().sync_all().map_err(err)?;
+            tmp.persist(&path).map_err(|e| err(e.error))?;
+        }
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes a reader to the end.
+pub fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut w = HashingWriter::new(io::sink());
+    io::copy(&mut r, &mut w)?;
+    let (_, digest, size) = w.finish();
+    Ok((digest, size))
 }

@@ -1,0 +1,133 @@
+//! `store verify` (re-hash everything) and `store gc` (keep what the tags reach).
+
+use crate::{ActionRecord, Store, StoreError, hash_reader};
+use cairn_formats::Digest;
+use std::collections::BTreeSet;
+use std::fs;
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub n_blobs: usize,
+    pub n_bytes: u64,
+    /// Blob files whose content does not hash to their name: (name, actual digest).
+    pub corrupt: Vec<(String, Option<Digest>)>,
+    /// Blobs that a tag reaches but that are absent: (tag, digest).
+    pub missing: Vec<(String, Digest)>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty()
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GcReport {
+    pub removed_tags: Vec<String>,
+    pub removed_blobs: usize,
+    pub removed_bytes: u64,
+    pub removed_actions: usize,
+    pub kept_blobs: usize,
+}
+
+impl Store {
+    fn blob_names(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut names = Vec::new();
+        for e in fs::read_dir(&dir).map_err(|err| StoreError::Io { path: dir.clone(), err })? {
+            let e = e.map_err(|err| StoreError::Io { path: dir.clone(), err })?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every blob reachable from `roots` (indexes and manifests are followed).
+    /// Missing blobs are returned separately.
+    fn reachable(&self, roots: &[Digest]) -> (BTreeSet<Digest>, Vec<Digest>) {
+        let mut seen = BTreeSet::new();
+        let mut missing = Vec::new();
+        let mut stack: Vec<Digest> = roots.to_vec();
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&d) else {
+                missing.push(d);
+                continue;
+            };
+            // Only JSON documents have children; layers fail to parse quickly (binary).
+            if bytes.first() != Some(&b'{') {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let children = v["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(v["layers"].as_array().into_iter().flatten())
+                .chain(std::iter::once(&v["config"]))
+                .chain(std::iter::once(&v["subject"]));
+            for c in children {
+                if let Some(cd) = c["digest"].as_str().and_then(|s| s.parse::<Digest>().ok()) {
+                    stack.push(cd);
+                }
+            }
+        }
+        (seen, missing)
+    }
+
+    /// Re-hashes every blob and checks that every tag's closure is present.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        for name in self.blob_names()? {
+            let path = self.root.join("blobs/sha256").join(&name);
+            let file = fs::File::open(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            let (digest, size) = hash_reader(file).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            report.n_blobs += 1;
+            report.n_bytes += size;
+            progress(size);
+            if digest.hex() != name {
+                report.corrupt.push((name, Some(digest)));
+            }
+        }
+        for tag in self.tags()? {
+            let (_, missing) = self.reachable(&[tag.digest]);
+            report.missing.extend(missing.into_iter().map(|d| (tag.name.clone(), d)));
+        }
+        Ok(report)
+    }
+
+    /// Drops tags not in `keep_tags`, then every blob no remaining tag reaches, then action
+    /// records whose blobs are gone.
+    pub fn gc(&self, keep_tags: &BTreeSet<String>) -> Result<GcReport, StoreError> {
+        let mut report = GcReport::default();
+        let tags = self.tags()?;
+        let (kept, dropped): (Vec<_>, Vec<_>) = tags.into_iter().partition(|t| keep_tags.contains(&t.name));
+        report.removed_tags = dropped.into_iter().map(|t| t.name).collect();
+        self.write_index(&kept)?;
+        let roots: Vec<Digest> = kept.iter().map(|t| t.digest).collect();
+        let (live, _) = self.reachable(&roots);
+        for name in self.blob_names()? {
+            let keep = Digest::from_hex(&name).is_ok_and(|d| live.contains(&d));
+            if keep {
+                report.kept_blobs += 1;
+                continue;
+            }
+            let path = self.root.join("blobs/sha256").join(&name);
+            report.removed_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            report.removed_blobs += 1;
+        }
+        let actions = self.root.join("cache/actions");
+        for e in fs::read_dir(&actions).map_err(|err| StoreError::Io { path: actions.clone(), err })?.flatten() {
+            let record: Option<ActionRecord> = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            let alive = record.is_some_and(|r| r.blobs.iter().all(|d| live.contains(d)));
+            if !alive {
+                fs::remove_file(e.path()).map_err(|err| StoreError::Io { path: e.path(), err })?;
+                report.removed_actions += 1;
+            }
+        }
+        Ok(report)
+    }
+}
