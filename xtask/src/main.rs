@@ -1,3 +1,89 @@
-fn main() {
-    println!("Hello, world!");
+//! Cairn's command line: parse flags, find the project, dispatch to one `run` per task.
+
+mod bench;
+mod build_image;
+mod lock;
+mod store;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Build the OS and container images of a bare-metal Kubernetes cluster, reproducibly.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    /// Project root holding images/, nodes/ and inputs.lock [default: this repository]
+    #[arg(long, global = true, env = "CAIRN_ROOT")]
+    root: Option<PathBuf>,
+    /// The store (an OCI image layout) [default: ROOT/artifacts]
+    #[arg(long, global = true, env = "CAIRN_STORE")]
+    store: Option<PathBuf>,
+    /// Download cache shared between checkouts [default: $XDG_CACHE_HOME/cairn]
+    #[arg(long, global = true, env = "CAIRN_CACHE_DIR")]
+    cache: Option<PathBuf>,
+    /// No progress bars
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve every image's Debian packages per arch and pin them in inputs.lock
+    Lock(lock::Args),
+    /// Build a container image (all its arches, or those given) into the store
+    BuildImage(build_image::Args),
+    /// Check or clean the store
+    #[command(subcommand)]
+    Store(store::Command),
+    /// Measure build speed, compression and hashing against peer tools
+    Bench(bench::Args),
+}
+
+pub struct Env {
+    pub ctx: cairn_build::Context,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli.root.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")).canonicalize_or_self();
+    let json = matches!(&cli.command, Command::BuildImage(a) if a.json) || matches!(&cli.command, Command::Lock(a) if a.json);
+    let ctx = cairn_build::Context {
+        store: cli.store.unwrap_or_else(|| root.join("artifacts")),
+        cache: cli.cache.unwrap_or_else(cairn_build::Context::default_cache),
+        progress: !cli.quiet && !json && std::io::stderr().is_terminal(),
+        root,
+    };
+    let env = Env { ctx };
+    let result = match cli.command {
+        Command::Lock(args) => lock::run(&env, args),
+        Command::BuildImage(args) => build_image::run(&env, args),
+        Command::Store(cmd) => store::run(&env, cmd),
+        Command::Bench(args) => bench::run(&env, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+trait CanonicalizeOrSelf {
+    fn canonicalize_or_self(self) -> PathBuf;
+}
+
+impl CanonicalizeOrSelf for PathBuf {
+    fn canonicalize_or_self(self) -> PathBuf {
+        self.canonicalize().unwrap_or(self)
+    }
+}
+
+/// Loads the project's specs.
+pub fn load_project(env: &Env) -> Result<cairn_spec::Project, cairn_build::Error> {
+    Ok(cairn_spec::Project::load(&env.ctx.root)?)
 }

@@ -1,14 +1,52 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The build graph: specs and lock to steps (lock, fetch, unpack, assemble, layers,
+//! manifests), each keyed for the action cache.
+
+pub mod bench;
+pub mod error;
+pub mod fetch;
+pub mod image;
+pub mod lock;
+pub mod lockfile;
+pub mod mirror;
+pub mod progress;
+pub mod rootfs;
+
+pub use error::Error;
+
+use std::path::PathBuf;
+
+/// The version of Cairn's builders; part of every step key, so a change of any builder's
+/// output is a change of this number.
+pub const BUILDER_VERSION: &str = "cairn-builders-1";
+
+/// Where things are, decided once by the command line.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The project root (holds `images/`, `nodes/`, `inputs.lock`).
+    pub root: PathBuf,
+    /// The store (`artifacts/` by default).
+    pub store: PathBuf,
+    /// Download cache shared between checkouts.
+    pub cache: PathBuf,
+    /// Show progress bars (on a terminal, unless `--quiet` or `--json`).
+    pub progress: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Context {
+    /// The default download cache: `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`, else
+    /// `~/.cache/cairn`.
+    pub fn default_cache() -> PathBuf {
+        if let Some(dir) = std::env::var_os("CAIRN_CACHE_DIR") {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("cairn");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache/cairn")
+    }
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("inputs.lock")
     }
 }

@@ -73,7 +73,11 @@ pub fn parse_relations(field: &str) -> Result<Vec<Vec<Dependency>>, String> {
 
 fn parse_one(s: &str) -> Option<Dependency> {
     // Drop architecture restrictions and build profiles, which binary packages don't use.
-    let s = s.split(['[', '<']).next()?.trim();
+    let s = match s.find(')') {
+        Some(close) => &s[..=close],
+        None => s.split(['[', '<']).next()?,
+    }
+    .trim();
     let (name, constraint) = match s.split_once('(') {
         Some((n, rest)) => {
             let inner = rest.strip_suffix(')')?.trim();
@@ -180,6 +184,10 @@ mod tests {
         assert_eq!(r[1][1].to_string(), "mawk (>> 1.3~)");
         assert_eq!(r[2][1].name, "debconf-2.0");
         assert!(parse_relations("a (>= 1").is_err());
+        let r = parse_relations("0ad-data (<= 0.27.0-2), b [amd64] <!nocheck>, c (<< 2) [i386]").unwrap();
+        assert_eq!(r[0][0].to_string(), "0ad-data (<= 0.27.0-2)");
+        assert_eq!(r[1][0].to_string(), "b");
+        assert_eq!(r[2][0].to_string(), "c (<< 2)");
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! `cargo xtask build-image`: one layer per arch from the locked packages and the spec's
+//! files, an image config and manifest per arch, an image index, tagged in the store.
+
+use crate::error::Context as _;
+use crate::fetch::{Cache, Download};
+use crate::lockfile::{LockedPackage, Lockfile};
+use crate::rootfs::Rootfs;
+use crate::{BUILDER_VERSION, Context, Error, mirror};
+use cairn_formats::oci::{self, ContainerConfig, OciMediaType, Platform};
+use cairn_formats::{Digest, HashingWriter, gzip};
+use cairn_spec::{Arch, ImageKind, ImageSpec, Project};
+use cairn_store::{ActionRecord, Store, Tag};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchResult {
+    pub arch: Arch,
+    pub platform: String,
+    pub manifest: Digest,
+    pub manifest_size: u64,
+    pub layer: Digest,
+    pub layer_size: u64,
+    /// Whether the layer came from the action cache.
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageResult {
+    pub name: String,
+    pub index: Digest,
+    pub index_size: u64,
+    pub layout: PathBuf,
+    pub arches: Vec<ArchResult>,
+}
+
+impl ImageResult {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "image": self.name,
+            "index": { "digest": self.index.to_string(), "size": self.index_size },
+            "layout": self.layout.display().to_string(),
+            "reference": format!("oci:{}:{}", self.layout.display(), self.name),
+            "manifests": self.arches.iter().map(|a| (a.arch.as_str().to_string(), serde_json::json!({
+                "platform": a.platform,
+                "digest": a.manifest.to_string(),
+                "size": a.manifest_size,
+                "layer": { "digest": a.layer.to_string(), "size": a.layer_size },
+                "cached": a.cached,
+            }))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+}
+
+fn platform(arch: Arch) -> Platform {
+    let (architecture, variant) = arch.oci();
+    Platform { architecture, variant }
+}
+
+/// Content of a declared file.
+fn file_bytes(spec: &ImageSpec, f: &cairn_spec::FileSpec) -> Result<Vec<u8>, Error> {
+    match (&f.content, &f.source) {
+        (Some(c), _) => Ok(c.as_bytes().to_vec()),
+        (None, Some(src)) => {
+            let path = spec.dir().join(src);
+            std::fs::read(&path).map_err(|e| Error::msg(format!("{}: file {}: {}: {e}", spec.path.display(), f.path, path.display())))
+        }
+        (None, None) => Err(Error::msg(format!("{}: file {} has no content", spec.path.display(), f.path))),
+    }
+}
+
+/// `/etc/passwd`, `/etc/group` and `/etc/shadow` from the spec (passwords locked).
+fn account_files(spec: &ImageSpec, epoch: u64) -> Vec<(&'static str, String, u32, u64)> {
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut shadow = format!("root:*:{}:0:99999:7:::\n", epoch / 86_400);
+    let mut groups: BTreeMap<u32, (String, Vec<String>)> = BTreeMap::new();
+    groups.insert(0, ("root".into(), vec![]));
+    groups.insert(42, ("shadow".into(), vec![]));
+    groups.insert(65534, ("nogroup".into(), vec![]));
+    for g in &spec.groups {
+        groups.insert(g.gid, (g.name.clone(), g.members.clone()));
+    }
+    for u in &spec.users {
+        passwd.push_str(&format!("{}:x:{}:{}:{}:{}:{}\n", u.name, u.uid, u.gid, u.comment, u.home, u.shell));
+        shadow.push_str(&format!("{}:!:{}:0:99999:7:::\n", u.name, epoch / 86_400));
+        groups.entry(u.gid).or_insert_with(|| (u.name.clone(), vec![]));
+    }
+    passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    shadow.push_str(&format!("nobody:*:{}:0:99999:7:::\n", epoch / 86_400));
+    let group: String = groups.iter().map(|(gid, (name, members))| format!("{name}:x:{gid}:{}\n", members.join(","))).collect();
+    vec![("/etc/passwd", passwd, 0o644, 0), ("/etc/group", group, 0o644, 0), ("/etc/shadow", shadow, 0o640, 42)]
+}
+
+/// Everything a layer is made of, hashed into its action-cache key.
+struct LayerPlan<'a> {
+    arch: Arch,
+    packages: Vec<&'a LockedPackage>,
+    files: Vec<(String, Vec<u8>, u32, u64, u64)>,
+    key: Digest,
+}
+
+fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) -> Result<LayerPlan<'a>, Error> {
+    let locked = lock.image_for(spec)?;
+    let packages = lock.packages(locked, arch)?;
+    let mut files = Vec::new();
+    for (path, text, mode, gid) in account_files(spec, epoch) {
+        files.push((path.to_string(), text.into_bytes(), mode, 0, gid));
+    }
+    for f in &spec.files {
+        files.push((f.path.clone(), file_bytes(spec, f)?, f.mode.0, u64::from(f.uid), u64::from(f.gid)));
+    }
+    let key_doc = serde_json::json!({
+        "step": "container-layer",
+        "builder": BUILDER_VERSION,
+        "arch": arch.as_str(),
+        "source_date_epoch": epoch,
+        "packages": packages.iter().map(|p| format!("{} {}", p.name, p.sha256)).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, b, m, u, g)| format!("{p} {} {m:o} {u} {g}", Digest::of(b))).collect::<Vec<_>>(),
+        "dirs": spec.dirs.iter().map(|d| format!("{} {:o} {} {}", d.path, d.mode.0, d.uid, d.gid)).collect::<Vec<_>>(),
+        "symlinks": spec.symlinks.iter().map(|s| format!("{} {}", s.path, s.target)).collect::<Vec<_>>(),
+        "compression": format!("gzip-{}", gzip::LEVEL),
+    });
+    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
+    Ok(LayerPlan { arch, packages, files, key })
+}
+
+struct Layer {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+}
+
+fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<'_>, epoch: u64) -> Result<Layer, Error> {
+    let mut fs = Rootfs::new(&store.root().join("tmp"))?;
+    for p in &plan.packages {
+        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        fs.add_deb(&cache.path(&sha), &p.name, &sha).context(|| format!("unpacking {} {}", p.name, p.version))?;
+    }
+    for d in &spec.dirs {
+        fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
+    }
+    for (path, bytes, mode, uid, gid) in &plan.files {
+        fs.add_file(path, bytes, *mode, *uid, *gid)?;
+    }
+    for s in &spec.symlinks {
+        fs.add_symlink(&s.path, &s.target)?;
+    }
+    fs.add_merged_usr_links();
+    let blob = store.blob_writer()?;
+    let diff = HashingWriter::new(gzip::writer(blob));
+    let diff = fs.write_tar(diff, epoch)?;
+    let (gz, diff_id, _) = diff.finish();
+    let blob = gz.finish().map_err(|e| Error::msg(format!("compressing the layer: {e}")))?;
+    let (digest, size) = blob.finish(None)?;
+    Ok(Layer { digest, size, diff_id })
+}
+
+fn container_config(spec: &ImageSpec) -> ContainerConfig {
+    let c = spec.config.clone().unwrap_or_default();
+    ContainerConfig {
+        entrypoint: c.entrypoint,
+        cmd: c.cmd,
+        env: c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        user: c.user,
+        working_dir: c.workdir,
+        exposed_ports: c.exposed_ports,
+        labels: c.labels,
+        stop_signal: c.stop_signal,
+    }
+}
+
+/// Builds image `name` for `arches` (all of the spec's when empty).
+pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str, arches: &[Arch]) -> Result<ImageResult, Error> {
+    let spec = project.image(name).ok_or_else(|| {
+        let known: Vec<&str> = project.images.iter().filter(|i| i.kind == ImageKind::Container).map(|i| i.name.as_str()).collect();
+        Error::msg(format!("no container image named {name:?} in images/: there are {}", known.join(", ")))
+    })?;
+    if spec.kind != ImageKind::Container {
+        return Err(Error::msg(format!("{} is an OS image (kind = \"os\"): nodes are built from it with `cargo xtask build-node`", spec.path.display())));
+    }
+    let arches: Vec<Arch> = if arches.is_empty() { spec.arches.clone() } else { arches.to_vec() };
+    if let Some(a) = arches.iter().find(|a| !spec.arches.contains(a)) {
+        return Err(Error::msg(format!("image {name} is not built for {a}: add it to `arches` in {}", spec.path.display())));
+    }
+    let locked = lock.image_for(spec)?;
+    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let plans: Vec<LayerPlan<'_>> = arches.iter().map(|a| plan_layer(spec, lock, *a, epoch)).collect::<Result<_, _>>()?;
+
+    let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
+    let cache = Cache::new(&ctx.cache);
+
+    let todo: Vec<&LayerPlan<'_>> = plans.iter().filter(|p| store.action_get(&p.key).is_none()).collect();
+    let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();
+    for p in &plans {
+        if let Some(record) = store.action_get(&p.key) {
+            let o = &record.output;
+            let parse = |k: &str| o[k].as_str().and_then(|s| s.parse::<Digest>().ok());
+            if let (Some(digest), Some(diff_id), Some(size)) = (parse("digest"), parse("diff_id"), o["size"].as_u64()) {
+                layers.insert(p.arch, (Layer { digest, size, diff_id }, true));
+            }
+        }
+    }
+    if !todo.is_empty() {
+        let mut downloads = Vec::new();
+        for p in &todo {
+            for pkg in &p.packages {
+                let sha = Digest::from_hex(&pkg.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", pkg.name)))?;
+                if !cache.has(&sha) {
+                    let mirror = mirror::resolve(spec.mirror.as_deref())?;
+                    downloads.push(Download { name: format!("{} {} {}", pkg.name, pkg.version, pkg.arch), url: format!("{mirror}/{}", pkg.path), sha256: sha, size: pkg.size });
+                }
+            }
+        }
+        cache.fetch_all(&downloads, ctx.progress).context(|| format!("building {name}"))?;
+        let spinner = crate::progress::spinner(ctx.progress, &format!("building {name} layers for {}", todo.iter().map(|p| p.arch.as_str()).collect::<Vec<_>>().join(", ")));
+        let built: Vec<(Arch, Digest, Result<Layer, Error>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .iter()
+                .map(|p| (p.arch, p.key, s.spawn(|| build_layer(&store, &cache, spec, p, epoch))))
+                .collect();
+            handles.into_iter().map(|(a, k, h)| (a, k, h.join().unwrap_or_else(|_| Err(Error::msg("layer builder panicked"))))).collect()
+        });
+        spinner.finish_and_clear();
+        for (arch, key, layer) in built {
+            let layer = layer.context(|| format!("building {name} for {arch}"))?;
+            store.action_put(&key, &ActionRecord {
+                step: format!("container-layer {name} {arch}"),
+                blobs: vec![layer.digest],
+                output: serde_json::json!({ "digest": layer.digest.to_string(), "size": layer.size, "diff_id": layer.diff_id.to_string() }),
+            })?;
+            layers.insert(arch, (layer, false));
+        }
+    }
+
+    let config = container_config(spec);
+    let mut results = Vec::new();
+    let mut manifest_descriptors = Vec::new();
+    for arch in &arches {
+        let (layer, cached) = &layers[arch];
+        let platform = platform(*arch);
+        let config_blob = oci::image_config(platform, &config, &[layer.diff_id], epoch, &format!("cairn build-image {name}"));
+        store.write_blob(&config_blob.bytes)?;
+        let manifest = oci::image_manifest(
+            oci::descriptor(OciMediaType::ImageConfig, config_blob.digest, config_blob.size()),
+            vec![oci::descriptor(OciMediaType::ImageLayerGzip, layer.digest, layer.size)],
+            &BTreeMap::new(),
+        );
+        store.write_blob(&manifest.bytes)?;
+        manifest_descriptors.push(oci::platform_manifest_descriptor(platform, manifest.digest, manifest.size()));
+        results.push(ArchResult {
+            arch: *arch,
+            platform: platform.to_string(),
+            manifest: manifest.digest,
+            manifest_size: manifest.size(),
+            layer: layer.digest,
+            layer_size: layer.size,
+            cached: *cached,
+        });
+    }
+    let index = oci::image_index(manifest_descriptors, &BTreeMap::new());
+    store.write_blob(&index.bytes)?;
+    let tag = Tag { name: name.to_string(), media_type: "application/vnd.oci.image.index.v1+json".into(), digest: index.digest, size: index.size() };
+    if store.tag(name)?.as_ref() != Some(&tag) {
+        store.set_tag(tag)?;
+    }
+    Ok(ImageResult { name: name.to_string(), index: index.digest, index_size: index.size(), layout: ctx.store.clone(), arches: results })
+}

@@ -1,0 +1,30 @@
+use crate::Env;
+use cairn_build::Error;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print what was locked as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
+    let project = crate::load_project(env)?;
+    let summary = cairn_build::lock::lock(&env.ctx, &project)?;
+    if args.json {
+        let entries: Vec<_> = summary
+            .entries
+            .iter()
+            .map(|(image, arch, n, bytes)| serde_json::json!({"image": image, "arch": arch.as_str(), "packages": n, "bytes": bytes}))
+            .collect();
+        println!("{}", serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries}));
+    } else {
+        for (image, arch, n, bytes) in &summary.entries {
+            eprintln!("{image:>16} {:<8} {n:>4} packages {:>8.1} MiB", arch.as_str(), *bytes as f64 / 1048576.0);
+        }
+        let what = if summary.changed { "updated" } else { "unchanged" };
+        eprintln!("{} {what}", env.ctx.lock_path().display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
