@@ -113,7 +113,13 @@ impl Cache {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(FetchError::Transient(Error::msg(format!("connection failed mid-download: {e}")))),
+                Err(e) => {
+                    return Err(FetchError::Transient(Error::msg(format!(
+                        "truncated download: the connection dropped after {} of {} bytes ({e})",
+                        w.n_bytes(),
+                        item.size
+                    ))));
+                }
             };
             if w.n_bytes() + n as u64 > item.size {
                 return Err(FetchError::Fatal(Error::msg(format!(
@@ -126,7 +132,7 @@ impl Cache {
         }
         let (buffered, digest, n_bytes) = w.finish();
         if n_bytes != item.size {
-            return Err(FetchError::Transient(Error::msg(format!("truncated download: got {n_bytes} of {} bytes", item.size))));
+            return Err(FetchError::Transient(Error::msg(format!("truncated download: the server sent {n_bytes} of {} bytes", item.size))));
         }
         if digest != item.sha256 {
             return Err(FetchError::Fatal(Error::msg(format!(

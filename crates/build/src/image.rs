@@ -211,7 +211,7 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
                 }
             }
         }
-        cache.fetch_all(&downloads, ctx.progress).context(|| format!("building {name}"))?;
+        cache.fetch_all(&downloads, ctx.progress)?;
         let spinner = crate::progress::spinner(ctx.progress, &format!("building {name} layers for {}", todo.iter().map(|p| p.arch.as_str()).collect::<Vec<_>>().join(", ")));
         let built: Vec<(Arch, Digest, Result<Layer, Error>)> = std::thread::scope(|s| {
             let handles: Vec<_> = todo

@@ -8,7 +8,7 @@
 use crate::Error;
 use cairn_debian::{DebEntryKind, unpack_data};
 use cairn_formats::tar::{EntryMeta, TarWriter};
-use cairn_formats::{Digest, HashingReader, HashingWriter};
+use cairn_formats::{Digest, HashingWriter};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -161,12 +161,18 @@ impl Rootfs {
         Ok((offset, size, digest))
     }
 
-    /// Unpacks one .deb (its sha256 checked while reading it).
+    /// Unpacks one .deb after checking its sha256 against the lock.
     pub fn add_deb(&mut self, deb_path: &Path, package: &str, expected: &Digest) -> Result<(), Error> {
-        let file = File::open(deb_path).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
-        let mut reader = HashingReader::new(file);
+        let open = || File::open(deb_path).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())));
+        let (digest, _) = cairn_store::hash_reader(open()?).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
+        if digest != *expected {
+            return Err(Error::msg(format!(
+                "{package}: {} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
+                deb_path.display()
+            )));
+        }
         let mut failure: Option<Error> = None;
-        let result = unpack_data(&mut reader, package, |entry, data| {
+        let result = unpack_data(open()?, package, |entry, data| {
             let Some(path) = merged_usr(&entry.path) else { return Ok(()) };
             let meta = |kind| Node { kind, mode: entry.mode, uid: entry.uid, gid: entry.gid, owner: package.to_string() };
             let node = match &entry.kind {
@@ -198,14 +204,6 @@ impl Rootfs {
             return Err(e);
         }
         result?;
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::msg(format!("{package}: {e}")))?;
-        let (_, digest, _) = reader.finish();
-        if digest != *expected {
-            return Err(Error::msg(format!(
-                "{package}: {} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
-                deb_path.display()
-            )));
-        }
         Ok(())
     }
 

@@ -1,0 +1,68 @@
+//! Shared helpers of the integration tests: the xtask binary, project copies, host tools,
+//! a loopback HTTP server with fault injection, and a .deb writer.
+#![allow(dead_code)]
+
+pub mod deb;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+/// The xtask binary with the project at `root` and its store inside it.
+pub fn xtask(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.arg("--root").arg(root).arg("--store").arg(root.join("artifacts")).arg("--quiet");
+    c.env_remove("CAIRN_ROOT").env_remove("CAIRN_STORE");
+    c
+}
+
+/// Runs, asserting success; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs, asserting failure; returns stderr.
+pub fn run_err(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("spawn");
+    assert!(!out.status.success(), "{cmd:?} succeeded but should fail:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Copies the example project (specs, files and lock) into `dest`.
+pub fn copy_project(dest: &Path) {
+    let root = repo_root();
+    for sub in ["images", "images/files", "nodes"] {
+        std::fs::create_dir_all(dest.join(sub)).unwrap();
+        for entry in std::fs::read_dir(root.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dest.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(root.join("inputs.lock"), dest.join("inputs.lock")).unwrap();
+}
+
+/// Fails (naming the tool and its Debian package) when a host tool is missing: a test
+/// that needs a tool never passes silently without it.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => p,
+        None => panic!("host tool `{tool}` is missing: install it with `apt-get install {package}` (or run .ci/run, which does)"),
+    }
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
