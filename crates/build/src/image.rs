@@ -146,6 +146,7 @@ fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<
         fs.add_symlink(&s.path, &s.target)?;
     }
     fs.add_merged_usr_links();
+    fs.add_ca_bundle()?;
     let blob = store.blob_writer()?;
     let diff = HashingWriter::new(gzip::writer(blob));
     let diff = fs.write_tar(diff, epoch)?;

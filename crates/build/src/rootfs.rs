@@ -221,6 +221,33 @@ impl Rootfs {
         self.insert(rel(path), Node { kind: Kind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0, owner: SPEC.into() })
     }
 
+    /// What `update-ca-certificates` would write: every certificate under
+    /// `/usr/share/ca-certificates`, in path order, as `/etc/ssl/certs/ca-certificates.crt`.
+    /// Returns whether there were any.
+    pub fn add_ca_bundle(&mut self) -> Result<bool, Error> {
+        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        let mut bundle = Vec::new();
+        for (path, node) in self.nodes.range("usr/share/ca-certificates/".to_string()..) {
+            if !path.starts_with("usr/share/ca-certificates/") {
+                break;
+            }
+            if let (true, Kind::File { offset, size, .. }) = (path.ends_with(".crt"), &node.kind) {
+                let start = bundle.len();
+                bundle.resize(start + *size as usize, 0);
+                self.scratch.get_ref().read_exact_at(&mut bundle[start..], *offset).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+                if !bundle.ends_with(b"\n") {
+                    bundle.push(b'\n');
+                }
+            }
+        }
+        if bundle.is_empty() {
+            return Ok(false);
+        }
+        let (offset, size, sha256) = self.store_bytes(&mut &bundle[..]).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.insert("etc/ssl/certs/ca-certificates.crt", Node { kind: Kind::File { offset, size, sha256 }, mode: 0o644, uid: 0, gid: 0, owner: SPEC.into() })?;
+        Ok(true)
+    }
+
     /// The top-level merged-/usr links, for the lib directories that exist.
     pub fn add_merged_usr_links(&mut self) {
         for name in MERGED {
