@@ -4,6 +4,7 @@ mod bench;
 mod build_image;
 mod lock;
 mod store;
+mod test;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -39,6 +40,8 @@ enum Command {
     /// Check or clean the store
     #[command(subcommand)]
     Store(store::Command),
+    /// Install the host tools the tests use (apt-get), then run every test
+    Test(test::Args),
     /// Measure build speed, compression and hashing against peer tools
     Bench(bench::Args),
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::BuildImage(args) => build_image::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
+        Command::Test(args) => test::run(&env, args),
     };
     match result {
         Ok(code) => code,

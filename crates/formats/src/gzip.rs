@@ -5,15 +5,60 @@
 //! test below catches it).
 
 use flate2::{Compression, GzBuilder};
-use std::io::Write;
+use std::io::{self, Write};
 
 /// The compression level of every layer Cairn writes.
 pub const LEVEL: u32 = 6;
 
-pub type GzipWriter<W> = flate2::write::GzEncoder<W>;
+/// Input is handed to the compressor in blocks of exactly this size (the last one
+/// shorter): zlib-rs, like zlib-ng, picks different matches depending on how much input
+/// each call offers, so without this the bytes would depend on the caller's write sizes.
+pub const BLOCK: usize = 1 << 20;
+
+/// A gzip writer whose output depends only on the bytes written, never on how the writes
+/// were split.
+pub struct GzipWriter<W: Write> {
+    encoder: flate2::write::GzEncoder<W>,
+    block: Vec<u8>,
+}
 
 pub fn writer<W: Write>(inner: W) -> GzipWriter<W> {
-    GzBuilder::new().mtime(0).operating_system(255).write(inner, Compression::new(LEVEL))
+    GzipWriter {
+        encoder: GzBuilder::new().mtime(0).operating_system(255).write(inner, Compression::new(LEVEL)),
+        block: Vec::with_capacity(BLOCK),
+    }
+}
+
+impl<W: Write> GzipWriter<W> {
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.block.is_empty() {
+            self.encoder.write_all(&self.block)?;
+        }
+        self.encoder.finish()
+    }
+}
+
+impl<W: Write> Write for GzipWriter<W> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let take = (BLOCK - self.block.len()).min(buf.len());
+            self.block.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.block.len() == BLOCK {
+                self.encoder.write_all(&self.block)?;
+                self.block.clear();
+            }
+        }
+        Ok(n)
+    }
+
+    /// Compressed output stays pending until a block is full or `finish`: flushing the
+    /// encoder early would change the bytes.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Compresses `data` in one call (small inputs and tests).
@@ -27,7 +72,7 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::Digest;
-    use std::io::Read;
+    use std::io::{Read, Write};
 
     #[test]
     fn header_has_no_name_no_time_unknown_os() {
@@ -41,6 +86,19 @@ mod tests {
         assert_eq!(hex::encode(&out), "1f8b08000000000000ff4b4ecc2cca53484627b9009b1dbbdf18000000");
         let big: Vec<u8> = (0..1_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         assert_eq!(Digest::of(&compress(&big)).to_string(), "sha256:6c3fd3a2d6789f023bab4a2f74bc8897098f18b0dcc9cf5a89cff022cc7a1030");
+    }
+
+    #[test]
+    fn output_does_not_depend_on_write_sizes() {
+        let data: Vec<u8> = (0..5_000_000u64).map(|i| ((i * 2_654_435_761) >> 13) as u8 & if i % 3 == 0 { 0xff } else { 0x0f }).collect();
+        let one_shot = compress(&data);
+        for chunk in [1, 511, 512, 4096, 65_536, 3_000_001] {
+            let mut w = writer(Vec::new());
+            for c in data.chunks(chunk) {
+                w.write_all(c).unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), one_shot, "chunk size {chunk}");
+        }
     }
 
     #[test]

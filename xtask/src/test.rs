@@ -1,0 +1,80 @@
+//! `cargo xtask test`: make sure the host tools the tests use are there (installing them
+//! with apt-get when possible), then run every test of the workspace.
+
+use crate::Env;
+use cairn_build::Error;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Never install anything; fail naming what is missing
+    #[arg(long)]
+    pub no_install: bool,
+    /// Extra arguments for `cargo test` (after `--`)
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+/// (what must exist, Debian package that provides it)
+pub const HOST_TOOLS: &[(&str, &str)] = &[
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("faketime", "faketime"),
+    ("gzip", "gzip"),
+    ("tar", "tar"),
+    ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
+];
+
+fn present(what: &str) -> bool {
+    if what.starts_with('/') {
+        return Path::new(what).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(what).is_file()))
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    let mut pkgs: Vec<&str> = HOST_TOOLS.iter().filter(|(what, _)| !present(what)).map(|(_, pkg)| *pkg).collect();
+    pkgs.dedup();
+    pkgs
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn install(pkgs: &[&str]) -> Result<(), Error> {
+    let apt = |args: &[&str]| -> Result<(), Error> {
+        let mut cmd = if is_root() { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        let status = cmd.status().map_err(|e| Error::msg(format!("running apt-get: {e}")))?;
+        if status.success() { Ok(()) } else { Err(Error::msg(format!("apt-get {} failed", args.join(" ")))) }
+    };
+    eprintln!("installing host tools the tests use: {}", pkgs.join(" "));
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(pkgs);
+    apt(&args)
+}
+
+pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
+    let missing = missing_packages();
+    if !missing.is_empty() {
+        let can_install = !args.no_install && present("apt-get") && (is_root() || present("sudo"));
+        if !can_install {
+            return Err(Error::msg(format!("the tests need host tools that are missing: install them with `apt-get install {}`", missing.join(" "))));
+        }
+        install(&missing)?;
+        let still = missing_packages();
+        if !still.is_empty() {
+            return Err(Error::msg(format!("still missing after apt-get install: {}", still.join(" "))));
+        }
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--workspace", "--locked"])
+        .args(&args.cargo_args)
+        .current_dir(&env.ctx.root)
+        .status()
+        .map_err(|e| Error::msg(format!("running cargo test: {e}")))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
