@@ -13,6 +13,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 pub const DEFAULT_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// Overrides the default keyring (Nix shells keep it elsewhere).
+pub const KEYRING_ENV: &str = "CAIRN_DEBIAN_KEYRING";
 
 /// What `lock` did, per image and arch: (image, arch, packages, total bytes).
 #[derive(Debug, Clone, Default)]
@@ -34,7 +36,7 @@ fn keyring_path(ctx: &Context, spec: &ImageSpec) -> PathBuf {
         Some(k) => spec.dir().join(k),
         None => {
             let _ = ctx;
-            PathBuf::from(DEFAULT_KEYRING)
+            std::env::var_os(KEYRING_ENV).filter(|k| !k.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_KEYRING), PathBuf::from)
         }
     }
 }
