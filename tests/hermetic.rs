@@ -43,6 +43,9 @@ fn repo() -> Repo {
         pkg("evil-link", "1-1", "", "", &[Item::Dir("usr", 0o755), Item::Symlink("usr/escape", "../../../.."), Item::File("usr/escape/etc/evil", b"pwned", 0o644)]),
     ];
     deb::write_repo(dir.path(), "cairn-test", &["amd64", "arm64"], &packages, &key);
+    std::fs::create_dir_all(dir.path().join("tools")).unwrap();
+    std::fs::write(dir.path().join("tools/greet-amd64"), b"greet for amd64\n").unwrap();
+    std::fs::write(dir.path().join("tools/greet-arm64"), b"greet for arm64\n").unwrap();
     let server = Server::start(dir.path().to_path_buf());
 
     let project = tempfile::tempdir().unwrap();
@@ -281,6 +284,38 @@ fn a_stale_lock_and_bad_specs_are_errors_that_say_what_to_do() {
     std::fs::write(repo.project.path().join("images/app.toml"), "kind = \"container\"\narches = [\"x86_64\"]\npackages = [\"hello\"]\ncolour = 1\n").unwrap();
     let err = run_err(repo.xtask().args(["build-image", "app"]));
     assert!(err.contains("images/app.toml:4:1: key `colour`: unknown field `colour`"), "{err}");
+}
+
+#[test]
+fn url_inputs_are_pinned_by_lock_and_verified_by_build() {
+    let repo = repo();
+    let spec = repo.project.path().join("images/app.toml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("\n[[downloads]]\nname = \"greet\"\nurl = \"URL/tools/greet-{go_arch}\"\npath = \"/usr/local/bin/greet\"\nmode = \"0755\"\n".replace("URL", &repo.server.url).as_str());
+    std::fs::write(&spec, text).unwrap();
+    let lock = repo.lock();
+    let greet_amd64 = cairn_formats::Digest::of(b"greet for amd64\n").hex();
+    assert!(lock.contains(&format!("name = \"app/greet\"\nurl = \"{}/tools/greet-amd64\"\nsize = 16\nsha256 = \"{greet_amd64}\"", repo.server.url)), "{lock}");
+    assert!(lock.contains("/tools/greet-arm64"), "{lock}");
+
+    let out = json(&run_ok(repo.xtask().args(["build-image", "app", "--json"])));
+    for (arch, want) in [("x86_64", &b"greet for amd64\n"[..]), ("aarch64", &b"greet for arm64\n"[..])] {
+        let layer = out["manifests"][arch]["layer"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        let entries = layer_entries(&repo.store().join("blobs/sha256").join(layer));
+        let greet = entries.iter().find(|e| e.0 == "usr/local/bin/greet").expect("download in layer");
+        assert_eq!((greet.1, greet.3.as_slice()), (0o755, want), "{arch}");
+    }
+
+    // Re-locking keeps the pin without fetching again, even when the server's file changed.
+    std::fs::write(repo.dir.path().join("tools/greet-amd64"), b"greet, but evil\n").unwrap();
+    let n = repo.server.requests.lock().unwrap().iter().filter(|r| r.contains("greet")).count();
+    assert_eq!(repo.lock(), lock);
+    assert_eq!(repo.server.requests.lock().unwrap().iter().filter(|r| r.contains("greet")).count(), n);
+    // A build that has to download it again refuses the changed file.
+    let fresh_cache = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(repo.store()).unwrap();
+    let err = run_err(repo.xtask().env("CAIRN_CACHE_DIR", fresh_cache.path()).args(["build-image", "app"]));
+    assert!(err.contains("fetching download greet from") && err.contains("sha256 mismatch"), "{err}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("faketime", "faketime"),
     ("gzip", "gzip"),
     ("tar", "tar"),
+    ("cpio", "cpio"),
     ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
 ];
 

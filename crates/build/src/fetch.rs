@@ -147,6 +147,36 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Downloads a URL whose hash is not known yet (to pin it), into the cache; returns its
+    /// digest and size.
+    pub fn fetch_unpinned(&self, url: &str, name: &str) -> Result<(Digest, u64), Error> {
+        let ctx = || format!("fetching {name} from {url}");
+        let tmp_dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        std::fs::create_dir_all(self.dir.join("sha256")).map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = open_url(url).and_then(|mut reader| {
+                let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                let mut w = HashingWriter::new(io::BufWriter::new(tmp));
+                io::copy(&mut reader, &mut w).map_err(|e| FetchError::Transient(Error::msg(format!("connection failed: {e}"))))?;
+                let (buffered, digest, size) = w.finish();
+                let tmp = buffered.into_inner().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                tmp.as_file().sync_all().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                tmp.persist(self.path(&digest)).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                Ok((digest, size))
+            });
+            match result {
+                Ok(r) => return Ok(r),
+                Err(FetchError::Transient(_)) if attempt < ATTEMPTS => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
+                Err(FetchError::Transient(e) | FetchError::Fatal(e)) => return Err(e.context(ctx())),
+            }
+        }
+    }
+}
+
 enum FetchError {
     /// Worth another try: a dropped connection, a 5xx, a short body.
     Transient(Error),

@@ -96,7 +96,19 @@ struct LayerPlan<'a> {
     arch: Arch,
     packages: Vec<&'a LockedPackage>,
     files: Vec<(String, Vec<u8>, u32, u64, u64)>,
+    downloads: Vec<PlannedDownload>,
     key: Digest,
+}
+
+struct PlannedDownload {
+    name: String,
+    url: String,
+    path: String,
+    sha256: Digest,
+    size: u64,
+    mode: u32,
+    uid: u64,
+    gid: u64,
 }
 
 fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) -> Result<LayerPlan<'a>, Error> {
@@ -109,6 +121,23 @@ fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) 
     for f in &spec.files {
         files.push((f.path.clone(), file_bytes(spec, f)?, f.mode.0, u64::from(f.uid), u64::from(f.gid)));
     }
+    let mut downloads = Vec::new();
+    for d in &spec.downloads {
+        let url = d.url_for(arch);
+        let pinned = lock.url.iter().find(|u| u.url == url).ok_or_else(|| {
+            Error::msg(format!("inputs.lock has no pin for download {} ({url}) of image {}: run `cargo xtask lock`", d.name, spec.name))
+        })?;
+        downloads.push(PlannedDownload {
+            name: d.name.clone(),
+            url,
+            path: d.path.clone(),
+            sha256: Digest::from_hex(&pinned.sha256).map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", pinned.url)))?,
+            size: pinned.size,
+            mode: d.mode.0,
+            uid: u64::from(d.uid),
+            gid: u64::from(d.gid),
+        });
+    }
     let key_doc = serde_json::json!({
         "step": "container-layer",
         "builder": BUILDER_VERSION,
@@ -118,10 +147,11 @@ fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) 
         "files": files.iter().map(|(p, b, m, u, g)| format!("{p} {} {m:o} {u} {g}", Digest::of(b))).collect::<Vec<_>>(),
         "dirs": spec.dirs.iter().map(|d| format!("{} {:o} {} {}", d.path, d.mode.0, d.uid, d.gid)).collect::<Vec<_>>(),
         "symlinks": spec.symlinks.iter().map(|s| format!("{} {}", s.path, s.target)).collect::<Vec<_>>(),
+        "downloads": downloads.iter().map(|d| format!("{} {} {:o} {} {}", d.path, d.sha256, d.mode, d.uid, d.gid)).collect::<Vec<_>>(),
         "compression": format!("gzip-{}", gzip::LEVEL),
     });
     let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
-    Ok(LayerPlan { arch, packages, files, key })
+    Ok(LayerPlan { arch, packages, files, downloads, key })
 }
 
 struct Layer {
@@ -141,6 +171,9 @@ fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<
     }
     for (path, bytes, mode, uid, gid) in &plan.files {
         fs.add_file(path, bytes, *mode, *uid, *gid)?;
+    }
+    for d in &plan.downloads {
+        fs.add_file_from(&d.path, &cache.path(&d.sha256), &d.sha256, d.mode, d.uid, d.gid).context(|| format!("download {}", d.name))?;
     }
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
@@ -209,6 +242,13 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
                 if !cache.has(&sha) {
                     let mirror = mirror::resolve(spec.mirror.as_deref())?;
                     downloads.push(Download { name: format!("{} {} {}", pkg.name, pkg.version, pkg.arch), url: format!("{mirror}/{}", pkg.path), sha256: sha, size: pkg.size });
+                }
+            }
+        }
+        for p in &todo {
+            for d in &p.downloads {
+                if !cache.has(&d.sha256) {
+                    downloads.push(Download { name: format!("download {}", d.name), url: d.url.clone(), sha256: d.sha256, size: d.size });
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::error::Context as _;
 use crate::fetch::{Cache, Download};
-use crate::lockfile::{LockedArch, LockedImage, LockedPackage, Lockfile, VERSION};
+use crate::lockfile::{LockedArch, LockedImage, LockedPackage, LockedUrl, Lockfile, VERSION};
 use crate::{Context, Error, mirror};
 use cairn_debian::{PackageIndex, Release};
 use cairn_formats::Digest;
@@ -209,7 +209,28 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
             arch: arches,
         });
     }
-    lock.url = old.url.clone();
+    // 5. URL inputs: a URL pinned before keeps its pin; a new one is fetched and hashed.
+    for spec in &project.images {
+        for d in &spec.downloads {
+            for arch in &spec.arches {
+                let url = d.url_for(*arch);
+                if lock.url.iter().any(|u| u.url == url) {
+                    continue;
+                }
+                let pinned = match old.url.iter().find(|u| u.url == url) {
+                    Some(u) => u.clone(),
+                    None => {
+                        spinner.set_message(format!("pinning {url}"));
+                        let (digest, size) = cache
+                            .fetch_unpinned(&url, &format!("download {} of image {}", d.name, spec.name))
+                            .context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
+                        LockedUrl { name: format!("{}/{}", spec.name, d.name), url: url.clone(), size, sha256: digest.hex() }
+                    }
+                };
+                lock.url.push(pinned);
+            }
+        }
+    }
     spinner.finish_and_clear();
 
     let text = lock.to_toml();

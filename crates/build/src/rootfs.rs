@@ -213,6 +213,20 @@ impl Rootfs {
         self.insert(rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
     }
 
+    /// A file from the download cache, streamed (its sha256 checked against the lock).
+    pub fn add_file_from(&mut self, path: &str, source: &Path, expected: &Digest, mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
+        let open = || File::open(source).map_err(|e| Error::msg(format!("{}: {e}", source.display())));
+        let (digest, _) = cairn_store::hash_reader(open()?).map_err(|e| Error::msg(format!("{}: {e}", source.display())))?;
+        if digest != *expected {
+            return Err(Error::msg(format!(
+                "{} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
+                source.display()
+            )));
+        }
+        let (offset, size, sha256) = self.store_bytes(&mut open()?).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.insert(rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
+    }
+
     pub fn add_dir(&mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
         self.insert(rel(path), Node { kind: Kind::Dir, mode, uid, gid, owner: SPEC.into() })
     }

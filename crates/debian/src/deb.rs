@@ -226,3 +226,113 @@ mod tests {
         assert!(normalize_path("./usr/../../etc").is_err());
     }
 }
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn data_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        b.append_data(&mut h, "./usr/", io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4755);
+        h.set_uid(0);
+        h.set_gid(42);
+        h.set_size(5);
+        b.append_data(&mut h, "./usr/x", &b"hello"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_mode(0o4755);
+        h.set_uid(0);
+        h.set_gid(42);
+        h.set_size(0);
+        b.append_link(&mut h, "./usr/y", "./usr/x").unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn control_tar_gz() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        let control = b"Package: t\nVersion: 1\n";
+        h.set_size(control.len() as u64);
+        b.append_data(&mut h, "./control", &control[..]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&b.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn ar(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, data) in members {
+            out.extend_from_slice(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, "100644", data.len()).as_bytes());
+            out.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    fn deb(data_name: &str, data: Vec<u8>) -> Vec<u8> {
+        ar(&[("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", control_tar_gz()), (data_name, data)])
+    }
+
+    fn entries(bytes: &[u8]) -> Result<Vec<(DebEntry, Vec<u8>)>, DebError> {
+        let mut out = Vec::new();
+        let info = unpack_data(bytes, "t", |e, r| {
+            let mut data = Vec::new();
+            r.read_to_end(&mut data)?;
+            out.push((e.clone(), data));
+            Ok(())
+        })?;
+        assert_eq!(info.control, "Package: t\nVersion: 1\n");
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_every_compression() {
+        let plain = data_tar();
+        let xz = {
+            let mut w = liblzma::write::XzEncoder::new(Vec::new(), 6);
+            w.write_all(&plain).unwrap();
+            w.finish().unwrap()
+        };
+        let zst = zstd::stream::encode_all(&plain[..], 3).unwrap();
+        let gz = {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            w.write_all(&plain).unwrap();
+            w.finish().unwrap()
+        };
+        for (name, data) in [("data.tar.xz", xz), ("data.tar.zst", zst), ("data.tar.gz", gz), ("data.tar", plain.clone())] {
+            let got = entries(&deb(name, data)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), 3, "{name}");
+            assert_eq!(got[0].0, DebEntry { path: "usr".into(), kind: DebEntryKind::Dir, mode: 0o755, uid: 0, gid: 0 });
+            assert_eq!(got[1].0, DebEntry { path: "usr/x".into(), kind: DebEntryKind::File { size: 5 }, mode: 0o4755, uid: 0, gid: 42 });
+            assert_eq!(got[1].1, b"hello");
+            assert_eq!(got[2].0.kind, DebEntryKind::Hardlink { target: "usr/x".into() });
+        }
+    }
+
+    #[test]
+    fn broken_debs_are_clear_errors() {
+        let good = deb("data.tar", data_tar());
+        let err = entries(&good[..good.len() - 700]).unwrap_err().to_string();
+        assert!(err.starts_with("t: "), "{err}");
+        let err = entries(b"PK\x03\x04 not a deb").unwrap_err().to_string();
+        assert!(err.contains("t: not a valid .deb: no ar magic"), "{err}");
+        let no_data = ar(&[("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", control_tar_gz())]);
+        assert!(entries(&no_data).unwrap_err().to_string().contains("no data.tar member"));
+        let err = entries(&deb("data.tar.bz2", vec![1, 2, 3])).unwrap_err().to_string();
+        assert!(err.contains("unsupported member \"data.tar.bz2\""), "{err}");
+    }
+}

@@ -92,6 +92,35 @@ fn default_file_mode() -> Mode {
     Mode(0o644)
 }
 
+/// A file fetched from a URL and pinned by sha256 in the lock (`cargo xtask lock` fetches
+/// and hashes it once, as nix-prefetch-url does). In `url`, `{arch}` becomes Cairn's arch,
+/// `{debian_arch}` Debian's and `{go_arch}` Go's (`amd64`, `arm`, `arm64`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadSpec {
+    pub name: String,
+    pub url: String,
+    /// Where the file goes in the image.
+    pub path: String,
+    #[serde(default = "default_file_mode")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+impl DownloadSpec {
+    pub fn url_for(&self, arch: Arch) -> String {
+        let go_arch = match arch {
+            Arch::X86_64 => "amd64",
+            Arch::Armv7 => "arm",
+            Arch::Aarch64 => "arm64",
+        };
+        self.url.replace("{arch}", arch.as_str()).replace("{debian_arch}", arch.debian()).replace("{go_arch}", go_arch)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SymlinkSpec {
@@ -166,6 +195,8 @@ pub struct ImageSpec {
     pub dirs: Vec<DirSpec>,
     #[serde(default)]
     pub symlinks: Vec<SymlinkSpec>,
+    #[serde(default)]
+    pub downloads: Vec<DownloadSpec>,
 }
 
 impl ImageSpec {
@@ -221,6 +252,16 @@ impl ImageSpec {
                 }
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &spec.downloads {
+            check_abs(&d.path).map_err(|m| err("path", m))?;
+            if !(d.url.starts_with("http://") || d.url.starts_with("https://") || d.url.starts_with("file://")) {
+                return Err(err("url", format!("download {}: {:?} must be an http://, https:// or file:// URL", d.name, d.url)));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err(err("name", format!("download {:?} is declared twice", d.name)));
+            }
+        }
         for s in &spec.symlinks {
             check_abs(&s.path).map_err(|m| err("path", m))?;
         }
@@ -263,6 +304,7 @@ impl ImageSpec {
             "arch_packages": self.arch_packages,
             "exclude": self.exclude,
             "source_date_epoch": self.source_date_epoch,
+            "downloads": self.downloads.iter().map(|d| (&d.name, &d.url)).collect::<Vec<_>>(),
         });
         format!("sha256:{}", hex::encode(Sha256::digest(value.to_string().as_bytes())))
     }

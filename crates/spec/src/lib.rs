@@ -7,7 +7,7 @@ mod node;
 mod values;
 
 pub use error::SpecError;
-pub use image::{ContainerSettings, DirSpec, FileSpec, GroupSpec, ImageKind, ImageSpec, SymlinkSpec, UserSpec};
+pub use image::{ContainerSettings, DirSpec, DownloadSpec, FileSpec, GroupSpec, ImageKind, ImageSpec, SymlinkSpec, UserSpec};
 pub use node::{ClusterSpec, Distribution, KubernetesSpec, NetworkSpec, NodeSpec, Role, BootMethod, Board};
 pub use values::{Arch, Cidr, Hostname, MacAddress, Mode, Name};
 
