@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_image;
+mod build_os;
 mod lock;
 mod store;
 mod test;
@@ -37,6 +38,8 @@ enum Command {
     Lock(lock::Args),
     /// Build a container image (all its arches, or those given) into the store
     BuildImage(build_image::Args),
+    /// Build the base root filesystem (squashfs) of an OS image, shared by its nodes
+    BuildOs(build_os::Args),
     /// Check or clean the store
     #[command(subcommand)]
     Store(store::Command),
@@ -53,7 +56,9 @@ pub struct Env {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")).canonicalize_or_self();
-    let json = matches!(&cli.command, Command::BuildImage(a) if a.json) || matches!(&cli.command, Command::Lock(a) if a.json);
+    let json = matches!(&cli.command, Command::BuildImage(a) if a.json)
+        || matches!(&cli.command, Command::BuildOs(a) if a.json)
+        || matches!(&cli.command, Command::Lock(a) if a.json);
     let ctx = cairn_build::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli.cache.unwrap_or_else(cairn_build::Context::default_cache),
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lock(args) => lock::run(&env, args),
         Command::BuildImage(args) => build_image::run(&env, args),
+        Command::BuildOs(args) => build_os::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
         Command::Test(args) => test::run(&env, args),

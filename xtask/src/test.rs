@@ -24,6 +24,9 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("gzip", "gzip"),
     ("tar", "tar"),
     ("cpio", "cpio"),
+    ("unsquashfs", "squashfs-tools"),
+    ("depmod", "kmod"),
+    ("dpkg-query", "dpkg"),
     ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
 ];
 

@@ -8,6 +8,7 @@ pub mod image;
 pub mod lock;
 pub mod lockfile;
 pub mod mirror;
+pub mod os;
 pub mod progress;
 pub mod rootfs;
 

@@ -162,7 +162,7 @@ impl Rootfs {
     }
 
     /// Unpacks one .deb after checking its sha256 against the lock.
-    pub fn add_deb(&mut self, deb_path: &Path, package: &str, expected: &Digest) -> Result<(), Error> {
+    pub fn add_deb(&mut self, deb_path: &Path, package: &str, expected: &Digest) -> Result<cairn_debian::deb::DebInfo, Error> {
         let open = || File::open(deb_path).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())));
         let (digest, _) = cairn_store::hash_reader(open()?).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
         if digest != *expected {
@@ -203,8 +203,63 @@ impl Rootfs {
         if let Some(e) = failure {
             return Err(e);
         }
-        result?;
-        Ok(())
+        Ok(result?)
+    }
+
+    /// The content of the regular file at `path` (relative), if there is one.
+    pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(Node { kind: Kind::File { offset, size, .. }, .. }) = self.nodes.get(path) else { return Ok(None) };
+        let (offset, size) = (*offset, *size);
+        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        let mut out = vec![0u8; size as usize];
+        self.scratch.get_ref().read_exact_at(&mut out, offset).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        Ok(Some(out))
+    }
+
+    /// Paths of the regular files under `prefix/` (relative, sorted).
+    pub fn files_under(&self, prefix: &str) -> Vec<String> {
+        let start = format!("{prefix}/");
+        self.nodes
+            .range(start.clone()..)
+            .take_while(|(p, _)| p.starts_with(&start))
+            .filter(|(_, n)| matches!(n.kind, Kind::File { .. }))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Adds or replaces a generated file (the owner names the step that made it).
+    pub fn put_file(&mut self, path: &str, bytes: &[u8], mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
+        self.add_file(path, bytes, mode, uid, gid)
+    }
+
+    /// Writes the tree as a squashfs (zstd), every mtime `mtime`, sorted by path.
+    pub fn write_squashfs<W: Write + io::Seek>(&mut self, out: W, mtime: u32) -> Result<(W, u64), Error> {
+        use backhand::compression::Compressor;
+        use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        let scratch = self.scratch.get_ref();
+        let fserr = |e: backhand::BackhandError| Error::msg(format!("writing the squashfs: {e}"));
+        let mut fs = FilesystemWriter::default();
+        fs.set_time(mtime);
+        fs.set_root_mode(0o755);
+        fs.set_root_uid(0);
+        fs.set_root_gid(0);
+        fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(fserr)?);
+        fs.set_block_size(1 << 17);
+        for (path, node) in &self.nodes {
+            let header = NodeHeader::new(node.mode as u16 & 0o7777, node.uid as u32, node.gid as u32, mtime);
+            let abs = format!("/{path}");
+            match &node.kind {
+                Kind::Dir => fs.push_dir(&abs, header).map_err(fserr)?,
+                Kind::Symlink(target) => fs.push_symlink(target.as_str(), &abs, header).map_err(fserr)?,
+                Kind::File { offset, size, .. } => {
+                    fs.push_file(ScratchReader { file: scratch, offset: *offset, remaining: *size }, &abs, header).map_err(fserr)?;
+                }
+            }
+        }
+        let mut out = out;
+        let (_, n_bytes) = fs.write(&mut out).map_err(fserr)?;
+        Ok((out, n_bytes))
     }
 
     /// A file from the spec (replaces a package's file at that path).

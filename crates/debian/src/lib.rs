@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod deb;
+pub mod kmod;
 pub mod packages;
 pub mod release;
 pub mod resolve;

@@ -197,6 +197,12 @@ pub struct ImageSpec {
     pub symlinks: Vec<SymlinkSpec>,
     #[serde(default)]
     pub downloads: Vec<DownloadSpec>,
+    /// systemd units to enable (OS images), as `systemctl enable` would from their [Install].
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// The systemd default target (OS images).
+    #[serde(default)]
+    pub default_target: Option<String>,
 }
 
 impl ImageSpec {
@@ -236,6 +242,16 @@ impl ImageSpec {
         }
         if let Some(arch) = spec.arch_packages.keys().find(|a| !spec.arches.contains(a)) {
             return Err(err("arch_packages", format!("{arch} is not in `arches`")));
+        }
+        for unit in spec.services.iter().chain(&spec.default_target) {
+            let ok = unit.rsplit_once('.').is_some_and(|(n, t)| !n.is_empty() && ["service", "socket", "timer", "target", "path", "mount"].contains(&t))
+                && !unit.contains('/');
+            if !ok {
+                return Err(err(if spec.services.contains(unit) { "services" } else { "default_target" }, format!("{unit:?} is not a systemd unit name like ssh.service")));
+            }
+        }
+        if spec.kind == ImageKind::Container && (!spec.services.is_empty() || spec.default_target.is_some()) {
+            return Err(err("services", "`services` and `default_target` are for OS images (kind = \"os\")".into()));
         }
         if spec.kind == ImageKind::Os && spec.config.is_some() {
             return Err(err("config", "an OS image has no container [config]".into()));

@@ -1,0 +1,438 @@
+//! The root filesystem of an OS image: packages unpacked, then what their maintainer
+//! scripts would have done, done declaratively (users and groups from base-passwd and
+//! sysusers.d, enabled units, the CA bundle, dpkg's status, an empty machine-id,
+//! modules.dep), written as one squashfs shared by every node of that (image, arch).
+
+use crate::error::Context as _;
+use crate::fetch::{Cache, Download};
+use crate::lockfile::Lockfile;
+use crate::rootfs::{Kind, Rootfs};
+use crate::{BUILDER_VERSION, Context, Error, mirror};
+use cairn_formats::Digest;
+use cairn_spec::{Arch, ImageKind, ImageSpec, Project};
+use cairn_store::{ActionRecord, Store};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// What maintainer scripts would have done, and the order they are done in.
+pub struct OsResult {
+    pub image: String,
+    pub arch: Arch,
+    pub squashfs: Digest,
+    pub size: u64,
+    pub cached: bool,
+}
+
+/// Users and groups, in file order.
+#[derive(Default)]
+struct Accounts {
+    passwd: Vec<[String; 7]>,
+    group: Vec<(String, u32, Vec<String>)>,
+    shadow_locked: BTreeMap<String, &'static str>,
+}
+
+impl Accounts {
+    fn uid_used(&self, id: u32) -> bool {
+        self.passwd.iter().any(|p| p[2] == id.to_string())
+    }
+    fn gid_used(&self, id: u32) -> bool {
+        self.group.iter().any(|g| g.1 == id)
+    }
+    fn gid_of(&self, name: &str) -> Option<u32> {
+        self.group.iter().find(|g| g.0 == name).map(|g| g.1)
+    }
+    /// systemd-sysusers' choice: the highest free system id, from 999 down.
+    fn allocate(&self, both: bool) -> Result<u32, Error> {
+        (100..=999)
+            .rev()
+            .find(|id| !self.gid_used(*id) && (!both || !self.uid_used(*id)))
+            .ok_or_else(|| Error::msg("no free system id left between 100 and 999"))
+    }
+
+    fn add_group(&mut self, name: &str, gid: Option<u32>) -> Result<u32, Error> {
+        if let Some(g) = self.gid_of(name) {
+            return Ok(g);
+        }
+        let gid = match gid {
+            Some(g) if !self.gid_used(g) => g,
+            _ => self.allocate(false)?,
+        };
+        self.group.push((name.to_string(), gid, Vec::new()));
+        Ok(gid)
+    }
+
+    fn add_user(&mut self, name: &str, id: Option<u32>, gecos: &str, home: &str, shell: &str) -> Result<(), Error> {
+        if self.passwd.iter().any(|p| p[0] == name) {
+            return Ok(());
+        }
+        let uid = match id {
+            Some(u) if !self.uid_used(u) => u,
+            _ => match self.gid_of(name) {
+                Some(g) if !self.uid_used(g) => g,
+                _ => self.allocate(true)?,
+            },
+        };
+        let gid = self.add_group(name, Some(uid))?;
+        self.passwd.push([name.into(), "x".into(), uid.to_string(), gid.to_string(), gecos.into(), home.into(), shell.into()]);
+        self.shadow_locked.insert(name.to_string(), "!*");
+        Ok(())
+    }
+
+    fn parse_master(&mut self, passwd: &str, group: &str) {
+        for line in passwd.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() == 7 {
+                self.passwd.push(std::array::from_fn(|i| if i == 1 { "x".to_string() } else { f[i].to_string() }));
+                self.shadow_locked.insert(f[0].to_string(), "*");
+            }
+        }
+        for line in group.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split(':').collect();
+            if let (4, Ok(gid)) = (f.len(), f.get(2).map_or(Ok(0), |g| g.parse::<u32>())) {
+                let members = f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
+                self.group.push((f[0].to_string(), gid, members));
+            }
+        }
+    }
+
+    /// Applies a sysusers.d file (`u`, `g` and `m` lines; ranges are ignored).
+    fn sysusers(&mut self, text: &str, file: &str) -> Result<(), Error> {
+        for line in text.lines() {
+            let words = split_quoted(line);
+            let Some(kind) = words.first() else { continue };
+            if kind.starts_with('#') {
+                continue;
+            }
+            let arg = |i: usize| words.get(i).map(String::as_str).filter(|w| *w != "-");
+            let name = arg(1).ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no name")))?;
+            let id = arg(2).and_then(|i| i.split(':').next()).and_then(|i| i.parse::<u32>().ok());
+            match kind.trim_end_matches('!') {
+                "u" => self.add_user(name, id, arg(3).unwrap_or(""), arg(4).unwrap_or("/"), arg(5).unwrap_or("/usr/sbin/nologin"))?,
+                "g" => {
+                    self.add_group(name, id)?;
+                }
+                "m" => {
+                    let group = arg(2).ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no group")))?.to_string();
+                    self.add_group(&group, None)?;
+                    if let Some(g) = self.group.iter_mut().find(|g| g.0 == group) {
+                        if !g.2.iter().any(|m| m == name) {
+                            g.2.push(name.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn files(&self, epoch: u64, shadow_gid: u64) -> Vec<(&'static str, String, u32, u64)> {
+        let days = epoch / 86_400;
+        let passwd: String = self.passwd.iter().map(|p| format!("{}\n", p.join(":"))).collect();
+        let group: String = self.group.iter().map(|g| format!("{}:x:{}:{}\n", g.0, g.1, g.2.join(","))).collect();
+        let shadow: String = self
+            .passwd
+            .iter()
+            .map(|p| format!("{}:{}:{days}:0:99999:7:::\n", p[0], self.shadow_locked.get(&p[0]).copied().unwrap_or("*")))
+            .collect();
+        let gshadow: String = self.group.iter().map(|g| format!("{}:*::{}\n", g.0, g.2.join(","))).collect();
+        vec![
+            ("/etc/passwd", passwd, 0o644, 0),
+            ("/etc/group", group, 0o644, 0),
+            ("/etc/shadow", shadow, 0o640, shadow_gid),
+            ("/etc/gshadow", gshadow, 0o640, shadow_gid),
+        ]
+    }
+}
+
+fn split_quoted(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// `/var/lib/dpkg/status` for the unpacked packages (sorted by name).
+pub fn dpkg_status(controls: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for control in controls.values() {
+        let mut lines = control.trim_end().lines();
+        if let Some(first) = lines.next() {
+            out.push_str(first);
+            out.push_str("\nStatus: install ok installed\n");
+            for l in lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `systemctl enable` for `unit`: symlinks from its [Install] section.
+fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
+    let (template, instance) = match unit.split_once('@') {
+        Some((base, rest)) if !rest.starts_with('.') => (format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service")), Some(unit)),
+        _ => (unit.to_string(), None),
+    };
+    let file = ["usr/lib/systemd/system", "etc/systemd/system"].iter().map(|d| format!("{d}/{template}")).find(|p| fs.nodes().contains_key(p));
+    let Some(file) = file else {
+        return Err(Error::msg(format!("service {unit}: no unit file {template} in the image: add the package that ships it")));
+    };
+    let text = match fs.read_file(&file)? {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => {
+            // A symlink (an alias): follow it once.
+            let Some(Kind::Symlink(target)) = fs.nodes().get(&file).map(|n| n.kind.clone()) else {
+                return Err(Error::msg(format!("service {unit}: {file} is not a unit file")));
+            };
+            let target = format!("usr/lib/systemd/system/{}", target.rsplit('/').next().unwrap_or(&target));
+            String::from_utf8_lossy(&fs.read_file(&target)?.unwrap_or_default()).into_owned()
+        }
+    };
+    let mut in_install = false;
+    let mut links = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+            continue;
+        }
+        if !in_install {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            for v in value.split_whitespace() {
+                match key.trim() {
+                    "WantedBy" => links.push(format!("etc/systemd/system/{v}.wants/{}", instance.unwrap_or(unit))),
+                    "RequiredBy" => links.push(format!("etc/systemd/system/{v}.requires/{}", instance.unwrap_or(unit))),
+                    "Alias" => links.push(format!("etc/systemd/system/{v}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if links.is_empty() {
+        return Err(Error::msg(format!("service {unit}: {file} has no [Install] section; it cannot be enabled")));
+    }
+    let target = format!("/{file}");
+    for link in links {
+        fs.add_symlink(&link, &target)?;
+    }
+    Ok(())
+}
+
+/// `modules.dep` and `modules.alias` for every kernel under `usr/lib/modules/`.
+fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
+    let mut kernels: Vec<String> = fs
+        .nodes()
+        .iter()
+        .filter(|(p, n)| matches!(n.kind, Kind::Dir) && p.starts_with("usr/lib/modules/") && p.matches('/').count() == 3)
+        .map(|(p, _)| p.clone())
+        .collect();
+    kernels.sort();
+    for dir in &kernels {
+        let mut modules = Vec::new();
+        for path in fs.files_under(dir) {
+            let rel = path[dir.len() + 1..].to_string();
+            if cairn_debian::kmod::module_name(&rel).is_none() {
+                continue;
+            }
+            let bytes = fs.read_file(&path)?.unwrap_or_default();
+            let elf = decompress_module(&rel, &bytes)?;
+            let info = cairn_debian::kmod::modinfo(&elf).map_err(|e| Error::msg(format!("/{path}: {e}")))?;
+            modules.push(cairn_debian::kmod::ModuleInfo { path: rel, info });
+        }
+        let (dep, alias) = cairn_debian::kmod::depmod(&modules).map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
+        fs.put_file(&format!("{dir}/modules.dep"), dep.as_bytes(), 0o644, 0, 0)?;
+        fs.put_file(&format!("{dir}/modules.alias"), alias.as_bytes(), 0o644, 0, 0)?;
+    }
+    Ok(kernels)
+}
+
+fn decompress_module(path: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let r = if path.ends_with(".xz") {
+        liblzma::read::XzDecoder::new_multi_decoder(bytes).read_to_end(&mut out)
+    } else if path.ends_with(".zst") {
+        zstd_decode(bytes, &mut out)
+    } else if path.ends_with(".gz") {
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)
+    } else {
+        out.extend_from_slice(bytes);
+        Ok(out.len())
+    };
+    r.map_err(|e| Error::msg(format!("decompressing module {path}: {e}")))?;
+    Ok(out)
+}
+
+fn zstd_decode(bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let decoded = zstd::stream::decode_all(bytes)?;
+    out.extend_from_slice(&decoded);
+    Ok(decoded.len())
+}
+
+/// Assembles the OS root filesystem of `spec` for `arch`.
+pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result<Rootfs, Error> {
+    let locked = lock.image_for(spec)?;
+    let packages = lock.packages(locked, arch)?;
+    let mut fs = Rootfs::new(&store.root().join("tmp"))?;
+    let mut controls = BTreeMap::new();
+    for p in &packages {
+        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        let info = fs.add_deb(&cache.path(&sha), &p.name, &sha).context(|| format!("unpacking {} {}", p.name, p.version))?;
+        controls.insert(p.name.clone(), info.control);
+    }
+    fs.add_merged_usr_links();
+
+    // Users and groups: base-passwd's static ids, then sysusers.d, then the spec.
+    let mut accounts = Accounts::default();
+    let master_passwd = fs.read_file("usr/share/base-passwd/passwd.master")?;
+    let master_group = fs.read_file("usr/share/base-passwd/group.master")?;
+    match (master_passwd, master_group) {
+        (Some(p), Some(g)) => accounts.parse_master(&String::from_utf8_lossy(&p), &String::from_utf8_lossy(&g)),
+        _ => accounts.parse_master("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\nshadow:x:42:\n"),
+    }
+    for file in fs.files_under("usr/lib/sysusers.d") {
+        if file.ends_with(".conf") {
+            let text = String::from_utf8_lossy(&fs.read_file(&file)?.unwrap_or_default()).into_owned();
+            accounts.sysusers(&text, &file)?;
+        }
+    }
+    for g in &spec.groups {
+        accounts.add_group(&g.name, Some(g.gid))?;
+    }
+    for u in &spec.users {
+        accounts.add_group(&u.name, Some(u.gid))?;
+        accounts.add_user(&u.name, Some(u.uid), &u.comment, &u.home, &u.shell)?;
+    }
+    let shadow_gid = u64::from(accounts.gid_of("shadow").unwrap_or(0));
+    for (path, text, mode, gid) in accounts.files(epoch, shadow_gid) {
+        fs.put_file(path, text.as_bytes(), mode, 0, gid)?;
+    }
+
+    fs.put_file("/var/lib/dpkg/status", dpkg_status(&controls).as_bytes(), 0o644, 0, 0)?;
+    fs.put_file("/etc/machine-id", b"", 0o444, 0, 0)?;
+    fs.add_ca_bundle()?;
+    depmod(&mut fs)?;
+    for unit in &spec.services {
+        enable_unit(&mut fs, unit)?;
+    }
+    if let Some(target) = &spec.default_target {
+        fs.add_symlink("/etc/systemd/system/default.target", &format!("/usr/lib/systemd/system/{target}"))?;
+    }
+    for d in &spec.dirs {
+        fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
+    }
+    for f in &spec.files {
+        let bytes = match (&f.content, &f.source) {
+            (Some(c), _) => c.clone().into_bytes(),
+            (None, Some(src)) => std::fs::read(spec.dir().join(src)).map_err(|e| Error::msg(format!("{}: file {}: {e}", spec.path.display(), f.path)))?,
+            _ => Vec::new(),
+        };
+        fs.add_file(&f.path, &bytes, f.mode.0, u64::from(f.uid), u64::from(f.gid))?;
+    }
+    for s in &spec.symlinks {
+        fs.add_symlink(&s.path, &s.target)?;
+    }
+    Ok(fs)
+}
+
+fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result<Digest, Error> {
+    let locked = lock.image_for(spec)?;
+    let packages = lock.packages(locked, arch)?;
+    let mut files = Vec::new();
+    for f in &spec.files {
+        let bytes = match (&f.content, &f.source) {
+            (Some(c), _) => c.clone().into_bytes(),
+            (None, Some(src)) => std::fs::read(spec.dir().join(src)).map_err(|e| Error::msg(format!("{}: file {}: {e}", spec.path.display(), f.path)))?,
+            _ => Vec::new(),
+        };
+        files.push(format!("{} {} {:o} {} {}", f.path, Digest::of(&bytes), f.mode.0, f.uid, f.gid));
+    }
+    let doc = serde_json::json!({
+        "step": "os-squashfs",
+        "builder": BUILDER_VERSION,
+        "arch": arch.as_str(),
+        "source_date_epoch": epoch,
+        "packages": packages.iter().map(|p| format!("{} {}", p.name, p.sha256)).collect::<Vec<_>>(),
+        "users": spec.users.iter().map(|u| format!("{} {} {} {} {} {}", u.name, u.uid, u.gid, u.comment, u.home, u.shell)).collect::<Vec<_>>(),
+        "groups": spec.groups.iter().map(|g| format!("{} {} {}", g.name, g.gid, g.members.join(","))).collect::<Vec<_>>(),
+        "files": files,
+        "dirs": spec.dirs.iter().map(|d| format!("{} {:o} {} {}", d.path, d.mode.0, d.uid, d.gid)).collect::<Vec<_>>(),
+        "symlinks": spec.symlinks.iter().map(|s| format!("{} {}", s.path, s.target)).collect::<Vec<_>>(),
+        "services": spec.services,
+        "default_target": spec.default_target,
+        "compression": "zstd",
+    });
+    Ok(Digest::of(&cairn_formats::json::to_canonical_vec(&doc).expect("json")))
+}
+
+/// Builds (or finds in the action cache) the base OS squashfs of `image` for `arch`.
+pub fn build_os(ctx: &Context, project: &Project, lock: &Lockfile, image: &str, arch: Arch) -> Result<OsResult, Error> {
+    let spec = project.image(image).ok_or_else(|| Error::msg(format!("no image named {image:?} in images/")))?;
+    if spec.kind != ImageKind::Os {
+        return Err(Error::msg(format!("{} is a container image; an OS image has kind = \"os\"", spec.path.display())));
+    }
+    if !spec.arches.contains(&arch) {
+        return Err(Error::msg(format!("image {image} is not built for {arch}: add it to `arches` in {}", spec.path.display())));
+    }
+    let locked = lock.image_for(spec)?;
+    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let key = step_key(spec, lock, arch, epoch)?;
+    let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
+    if let Some(record) = store.action_get(&key) {
+        if let (Some(d), Some(size)) = (record.output["digest"].as_str().and_then(|d| d.parse().ok()), record.output["size"].as_u64()) {
+            return Ok(OsResult { image: image.into(), arch, squashfs: d, size, cached: true });
+        }
+    }
+    let cache = Cache::new(&ctx.cache);
+    let mut downloads = Vec::new();
+    for p in lock.packages(locked, arch)? {
+        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        if !cache.has(&sha) {
+            let mirror = mirror::resolve(spec.mirror.as_deref())?;
+            downloads.push(Download { name: format!("{} {} {}", p.name, p.version, p.arch), url: format!("{mirror}/{}", p.path), sha256: sha, size: p.size });
+        }
+    }
+    cache.fetch_all(&downloads, ctx.progress)?;
+    let spinner = crate::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
+    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch).context(|| format!("assembling {image} for {arch}"))?;
+    spinner.set_message(format!("writing the {image} squashfs for {arch}"));
+    let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp")).map_err(|e| Error::msg(e.to_string()))?;
+    let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
+    let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
+    let mut w = store.blob_writer()?;
+    std::io::copy(&mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?, &mut w).map_err(|e| Error::msg(e.to_string()))?;
+    let (digest, size) = w.finish(None)?;
+    spinner.finish_and_clear();
+    store.action_put(&key, &ActionRecord {
+        step: format!("os-squashfs {image} {arch}"),
+        blobs: vec![digest],
+        output: serde_json::json!({ "digest": digest.to_string(), "size": size }),
+    })?;
+    Ok(OsResult { image: image.into(), arch, squashfs: digest, size, cached: false })
+}

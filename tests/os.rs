@@ -1,0 +1,158 @@
+//! The base OS root filesystem (squashfs) of the example OS image: reproducible, read by
+//! unsquashfs, and holding what maintainer scripts would have made, checked against the
+//! real tools (dpkg, depmod).
+
+mod support;
+
+use support::{copy_project, json, require_tool, run_ok};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+fn build_os(dir: &Path, arch: &str, tz: &str, umask: &str, faketime: Option<&str>) -> serde_json::Value {
+    let mut cmd = match faketime {
+        Some(offset) => {
+            let mut c = Command::new(require_tool("faketime", "faketime"));
+            c.args(["-f", offset, "sh"]);
+            c
+        }
+        None => Command::new("sh"),
+    };
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--root")
+        .arg(dir)
+        .arg("--quiet")
+        .args(["build-os", "node-os", "--arch", arch, "--json"])
+        .env("TZ", tz)
+        .env_remove("CAIRN_STORE")
+        .current_dir(dir);
+    json(&run_ok(&mut cmd))
+}
+
+fn deps(text: &str) -> BTreeMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().map(str::to_string).collect()))
+        .collect()
+}
+
+/// Extracts `paths` of the squashfs into `dest` with unsquashfs.
+fn unsquash(image: &Path, dest: &Path, paths: &[&str]) {
+    let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
+    let out = Command::new(unsquashfs).arg("-q").arg("-n").arg("-d").arg(dest).arg(image).args(paths).output().unwrap();
+    assert!(out.status.success(), "unsquashfs failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Our modules.dep against the host's depmod run on the same modules: the same
+/// dependency sets, and our order loads right to left.
+fn check_depmod(root: &Path) {
+    let depmod = require_tool("depmod", "kmod");
+    let modules = root.join("usr/lib/modules");
+    let kver = std::fs::read_dir(&modules).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let ours = deps(&std::fs::read_to_string(modules.join(&kver).join("modules.dep")).unwrap());
+    let base = tempfile::tempdir().unwrap();
+    let copy = base.path().join("lib/modules").join(&kver);
+    std::fs::create_dir_all(&copy).unwrap();
+    let cp = Command::new("cp").arg("-a").arg(format!("{}/.", modules.join(&kver).display())).arg(&copy).status().unwrap();
+    assert!(cp.success());
+    std::fs::remove_file(copy.join("modules.dep")).unwrap();
+    let st = Command::new(depmod).arg("-b").arg(base.path()).arg(&kver).status().unwrap();
+    assert!(st.success(), "depmod failed");
+    let theirs = deps(&std::fs::read_to_string(copy.join("modules.dep")).unwrap());
+    assert!(ours.len() > 1000, "only {} modules", ours.len());
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
+    for (module, list) in &ours {
+        let a: BTreeSet<&String> = list.iter().collect();
+        let b: BTreeSet<&String> = theirs[module].iter().collect();
+        assert_eq!(a, b, "dependencies of {module}");
+        // Every dependency's own dependencies come after it on the line.
+        for (i, d) in list.iter().enumerate() {
+            for dd in &ours[d] {
+                assert!(list[i + 1..].contains(dd), "{module}: {dd} (needed by {d}) is not to its right");
+            }
+        }
+    }
+}
+
+#[test]
+fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let b_deep = b.path().join("x/y/z");
+    std::fs::create_dir_all(&b_deep).unwrap();
+    copy_project(a.path());
+    copy_project(&b_deep);
+    let first = build_os(a.path(), "aarch64", "UTC", "022", None);
+    let second = build_os(&b_deep, "aarch64", "Asia/Kathmandu", "077", Some("+400d"));
+    assert_eq!(first["arches"]["aarch64"]["squashfs"]["digest"], second["arches"]["aarch64"]["squashfs"]["digest"]);
+    assert_eq!(second["arches"]["aarch64"]["cached"], false);
+    // Built again in the same store: the action cache answers.
+    let again = build_os(a.path(), "aarch64", "UTC", "022", None);
+    assert_eq!(again["arches"]["aarch64"]["cached"], true);
+
+    let image = Path::new(first["arches"]["aarch64"]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
+    let listing = Command::new(require_tool("unsquashfs", "squashfs-tools")).arg("-lln").arg(&image).output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for needed in ["squashfs-root/usr/lib/systemd/systemd", "squashfs-root/usr/sbin/sshd", "squashfs-root/usr/bin/containerd", "squashfs-root/usr/bin/busybox"] {
+        assert!(listing.lines().any(|l| l.ends_with(needed)), "{needed} missing");
+    }
+    assert!(listing.lines().any(|l| l.starts_with("lrwxrwxrwx 0/0") && l.contains("squashfs-root/bin -> usr/bin")), "merged /usr");
+    let info = Command::new(require_tool("unsquashfs", "squashfs-tools")).arg("-s").arg(&image).output().unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("Compression zstd"));
+
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().join("root");
+    unsquash(&image, &root, &["etc", "var/lib/dpkg", "usr/lib/modules", "usr/share/ca-certificates"]);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"), "base-passwd first: {passwd}");
+    for user in ["sshd:x:", "systemd-network:x:", "systemd-resolve:x:", "messagebus:x:"] {
+        assert!(passwd.contains(user), "sysusers.d user {user} missing: {passwd}");
+    }
+    let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    assert!(shadow.lines().all(|l| { let p = l.split(':').nth(1).unwrap(); p == "*" || p == "!*" }), "every password locked: {shadow}");
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(group.contains("\nshadow:x:42:"), "{group}");
+    assert_eq!(std::fs::metadata(root.join("etc/machine-id")).unwrap().len(), 0);
+    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/ssh.service")).unwrap(), Path::new("/usr/lib/systemd/system/ssh.service"));
+    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/default.target")).unwrap(), Path::new("/usr/lib/systemd/system/multi-user.target"));
+    assert!(root.join("etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service").is_symlink());
+    let bundle = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(bundle.matches("BEGIN CERTIFICATE").count() > 100);
+
+    // dpkg itself reads the status file.
+    let dpkg = Command::new(require_tool("dpkg-query", "dpkg")).arg(format!("--admindir={}", root.join("var/lib/dpkg").display())).args(["-W", "-f", "${Package} ${db:Status-Abbrev}\n"]).output().unwrap();
+    let installed = String::from_utf8(dpkg.stdout).unwrap();
+    assert!(dpkg.status.success());
+    let lock: toml::Value = toml::from_str(&std::fs::read_to_string(a.path().join("inputs.lock")).unwrap()).unwrap();
+    let n_locked = lock["image"].as_array().unwrap().iter().find(|i| i["name"].as_str() == Some("node-os")).unwrap()["arch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["arch"].as_str() == Some("aarch64"))
+        .unwrap()["packages"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(installed.lines().filter(|l| l.ends_with(" ii ")).count(), n_locked, "{installed}");
+    assert!(installed.lines().any(|l| l == "systemd ii "));
+
+    check_depmod(&root);
+}
+
+#[test]
+fn x86_64_and_armv7_base_os_modules_match_depmod() {
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    for arch in ["x86_64", "armv7"] {
+        let out = build_os(project.path(), arch, "UTC", "022", None);
+        let image = Path::new(out["arches"][arch]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().join("root");
+        unsquash(&image, &root, &["usr/lib/modules", "etc/passwd"]);
+        assert!(std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("sshd:x:"));
+        check_depmod(&root);
+    }
+}
