@@ -11,7 +11,7 @@ pub struct Args {
     /// Build only this arch (x86_64, armv7, aarch64); repeat for several
     #[arg(long = "arch", value_parser = |s: &str| s.parse::<Arch>())]
     pub arches: Vec<Arch>,
-    /// Print each arch's squashfs digest and size as JSON
+    /// Print each arch's squashfs, kernel and initramfs (digest, size, path) as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -25,11 +25,13 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let mut out = serde_json::Map::new();
     for arch in arches {
         let r = cairn_build::os::build_os(&env.ctx, &project, &lock, &args.name, arch).map_err(|e| e.context(format!("building {} for {arch}", args.name)))?;
-        let path = env.ctx.store.join("blobs/sha256").join(r.squashfs.hex());
         if !args.json {
-            eprintln!("{:>10} {:<8} {} {:>6.1} MiB ({})", r.image, arch.as_str(), r.squashfs, r.size as f64 / 1048576.0, if r.cached { "cached" } else { "built" });
+            let how = if r.cached { "cached" } else { "built" };
+            for (what, (d, size)) in [("squashfs", r.squashfs), ("kernel", r.kernel), ("initramfs", r.initramfs)] {
+                eprintln!("{:>10} {:<8} {what:<10} {d} {:>6.1} MiB ({how})", r.image, arch.as_str(), size as f64 / 1048576.0);
+            }
         }
-        out.insert(arch.as_str().into(), serde_json::json!({"squashfs": {"digest": r.squashfs.to_string(), "size": r.size, "path": path.display().to_string()}, "cached": r.cached}));
+        out.insert(arch.as_str().into(), r.to_json(&env.ctx.store));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"image": args.name, "arches": out})).expect("json"));

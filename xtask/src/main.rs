@@ -38,7 +38,7 @@ enum Command {
     Lock(lock::Args),
     /// Build a container image (all its arches, or those given) into the store
     BuildImage(build_image::Args),
-    /// Build the base root filesystem (squashfs) of an OS image, shared by its nodes
+    /// Build an OS image's base root filesystem (squashfs), kernel and initramfs per arch
     BuildOs(build_os::Args),
     /// Check or clean the store
     #[command(subcommand)]

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod initramfs;
 pub mod lock;
 pub mod lockfile;
 pub mod mirror;

@@ -18,9 +18,37 @@ use std::io::Read;
 pub struct OsResult {
     pub image: String,
     pub arch: Arch,
-    pub squashfs: Digest,
-    pub size: u64,
+    pub kernel_release: String,
+    pub squashfs: (Digest, u64),
+    pub kernel: (Digest, u64),
+    pub initramfs: (Digest, u64),
     pub cached: bool,
+}
+
+impl OsResult {
+    pub fn to_json(&self, store: &std::path::Path) -> serde_json::Value {
+        let blob = |(d, size): (Digest, u64)| serde_json::json!({"digest": d.to_string(), "size": size, "path": store.join("blobs/sha256").join(d.hex()).display().to_string()});
+        serde_json::json!({
+            "kernel_release": self.kernel_release,
+            "squashfs": blob(self.squashfs),
+            "kernel": blob(self.kernel),
+            "initramfs": blob(self.initramfs),
+            "cached": self.cached,
+        })
+    }
+
+    fn from_record(image: &str, arch: Arch, o: &serde_json::Value) -> Option<OsResult> {
+        let blob = |k: &str| Some((o[k]["digest"].as_str()?.parse().ok()?, o[k]["size"].as_u64()?));
+        Some(OsResult {
+            image: image.into(),
+            arch,
+            kernel_release: o["kernel_release"].as_str()?.to_string(),
+            squashfs: blob("squashfs")?,
+            kernel: blob("kernel")?,
+            initramfs: blob("initramfs")?,
+            cached: true,
+        })
+    }
 }
 
 /// Users and groups, in file order.
@@ -374,7 +402,9 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
         files.push(format!("{} {} {:o} {} {}", f.path, Digest::of(&bytes), f.mode.0, f.uid, f.gid));
     }
     let doc = serde_json::json!({
-        "step": "os-squashfs",
+        "step": "os-base",
+        "initramfs_init": Digest::of(crate::initramfs::INIT.as_bytes()).to_string(),
+        "initramfs_modules": crate::initramfs::boot_modules(arch),
         "builder": BUILDER_VERSION,
         "arch": arch.as_str(),
         "source_date_epoch": epoch,
@@ -405,8 +435,8 @@ pub fn build_os(ctx: &Context, project: &Project, lock: &Lockfile, image: &str, 
     let key = step_key(spec, lock, arch, epoch)?;
     let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
     if let Some(record) = store.action_get(&key) {
-        if let (Some(d), Some(size)) = (record.output["digest"].as_str().and_then(|d| d.parse().ok()), record.output["size"].as_u64()) {
-            return Ok(OsResult { image: image.into(), arch, squashfs: d, size, cached: true });
+        if let Some(r) = OsResult::from_record(image, arch, &record.output) {
+            return Ok(r);
         }
     }
     let cache = Cache::new(&ctx.cache);
@@ -421,18 +451,27 @@ pub fn build_os(ctx: &Context, project: &Project, lock: &Lockfile, image: &str, 
     cache.fetch_all(&downloads, ctx.progress)?;
     let spinner = crate::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
     let mut fs = assemble(&store, &cache, spec, lock, arch, epoch).context(|| format!("assembling {image} for {arch}"))?;
+    let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
+    let kernel_path = format!("boot/vmlinuz-{kver}");
+    let kernel = fs
+        .read_file(&kernel_path)?
+        .ok_or_else(|| Error::msg(format!("image {image} for {arch}: the kernel package has no /{kernel_path}")))?;
+    let kernel = store.write_blob(&kernel).map(|d| (d, kernel.len() as u64))?;
+    spinner.set_message(format!("writing the {image} initramfs for {arch}"));
+    let initramfs = crate::initramfs::build(&mut fs, &kver, &crate::initramfs::boot_modules(arch), epoch as u32)?;
+    let initramfs = store.write_blob(&initramfs).map(|d| (d, initramfs.len() as u64))?;
     spinner.set_message(format!("writing the {image} squashfs for {arch}"));
     let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp")).map_err(|e| Error::msg(e.to_string()))?;
     let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
     let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
     let mut w = store.blob_writer()?;
     std::io::copy(&mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?, &mut w).map_err(|e| Error::msg(e.to_string()))?;
-    let (digest, size) = w.finish(None)?;
+    let squashfs = w.finish(None)?;
     spinner.finish_and_clear();
-    store.action_put(&key, &ActionRecord {
-        step: format!("os-squashfs {image} {arch}"),
-        blobs: vec![digest],
-        output: serde_json::json!({ "digest": digest.to_string(), "size": size }),
-    })?;
-    Ok(OsResult { image: image.into(), arch, squashfs: digest, size, cached: false })
+    let result = OsResult { image: image.into(), arch, kernel_release: kver, squashfs, kernel, initramfs, cached: false };
+    let mut output = result.to_json(std::path::Path::new(""));
+    output.as_object_mut().expect("object").remove("cached");
+    store.action_put(&key, &ActionRecord { step: format!("os-base {image} {arch}"), blobs: vec![squashfs.0, kernel.0, initramfs.0], output })?;
+    Ok(result)
+
 }

@@ -9,6 +9,7 @@ pub enum CpioKind {
     Dir,
     File,
     Symlink,
+    CharDevice,
 }
 
 impl CpioKind {
@@ -17,6 +18,7 @@ impl CpioKind {
             CpioKind::Dir => 0o040000,
             CpioKind::File => 0o100000,
             CpioKind::Symlink => 0o120000,
+            CpioKind::CharDevice => 0o020000,
         }
     }
 }
@@ -25,11 +27,13 @@ pub struct CpioWriter<W: Write> {
     out: W,
     next_ino: u32,
     written: u64,
+    /// Device numbers of the next header (character devices only).
+    rdev: Option<(u32, u32)>,
 }
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        CpioWriter { out, next_ino: 1, written: 0 }
+        CpioWriter { out, next_ino: 1, written: 0, rdev: None }
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -45,10 +49,9 @@ impl<W: Write> CpioWriter<W> {
 
     #[allow(clippy::too_many_arguments)]
     fn header(&mut self, ino: u32, mode: u32, uid: u32, gid: u32, nlink: u32, mtime: u32, size: u32, name: &str) -> io::Result<()> {
+        let (rmajor, rminor) = self.rdev.take().unwrap_or((0, 0));
         let header = format!(
-            "070701{ino:08X}{mode:08X}{uid:08X}{gid:08X}{nlink:08X}{mtime:08X}{size:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-            0,
-            0,
+            "070701{ino:08X}{mode:08X}{uid:08X}{gid:08X}{nlink:08X}{mtime:08X}{size:08X}{:08X}{:08X}{rmajor:08X}{rminor:08X}{:08X}{:08X}",
             0,
             0,
             name.len() + 1,
@@ -92,6 +95,12 @@ impl<W: Write> CpioWriter<W> {
 
     pub fn symlink(&mut self, path: &str, target: &str, mtime: u32) -> io::Result<()> {
         self.entry(path, CpioKind::Symlink, 0o777, 0, 0, mtime, target.len() as u64, &mut target.as_bytes())
+    }
+
+    /// A character device node (`dev/console` is 5:1).
+    pub fn char_device(&mut self, path: &str, mode: u32, major: u32, minor: u32, mtime: u32) -> io::Result<()> {
+        self.rdev = Some((major, minor));
+        self.entry(path, CpioKind::CharDevice, mode, 0, 0, mtime, 0, &mut io::empty())
     }
 
     /// Writes the trailer and returns the writer.

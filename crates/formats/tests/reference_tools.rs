@@ -39,6 +39,14 @@ fn gnu_cpio_extracts_the_newc_archive() {
     assert_eq!(std::fs::metadata(root.join("etc")).unwrap().permissions().mode() & 0o7777, 0o700);
     assert_eq!(std::fs::read(root.join("lib/modules.bin")).unwrap(), big);
 
+    let mut w = CpioWriter::new(Vec::new());
+    w.char_device("console", 0o600, 5, 1, 0).unwrap();
+    let dev = w.finish().unwrap();
+    let mut l = Command::new("cpio").args(["-t", "-v", "--quiet"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    l.stdin.take().unwrap().write_all(&dev).unwrap();
+    let out = String::from_utf8(l.wait_with_output().unwrap().stdout).unwrap();
+    assert!(out.starts_with("crw-------") && out.contains("5,   1") && out.trim_end().ends_with("console"), "{out}");
+
     let listing = Command::new("cpio").args(["-t", "-v", "--quiet"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut listing = listing;
     listing.stdin.take().unwrap().write_all(&archive).unwrap();

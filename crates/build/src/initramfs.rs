@@ -1,0 +1,149 @@
+//! Cairn's initramfs: busybox (from busybox-static), the kernel modules the boards of an
+//! arch need (with their modules.dep closure), and an init that mounts the squashfs root
+//! read-only under a writable overlay and switches to systemd. A deterministic newc cpio,
+//! gzip-compressed.
+
+use crate::Error;
+use crate::rootfs::{Kind, Rootfs};
+use cairn_formats::cpio::CpioWriter;
+use cairn_spec::Arch;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Modules loaded at boot, for every board of the arch: QEMU's virt machine (virtio), the
+/// Raspberry Pi SD controllers and the regulators they wait for, and the filesystems.
+pub fn boot_modules(arch: Arch) -> Vec<&'static str> {
+    let mut m = vec!["squashfs", "overlay", "loop", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "ext4"];
+    match arch {
+        Arch::Aarch64 | Arch::Armv7 => m.extend(["virtio_mmio", "sdhci", "sdhci_pltfm", "sdhci_iproc", "bcm2835", "fixed", "gpio_regulator"]),
+        Arch::X86_64 => {}
+    }
+    m
+}
+
+pub const INIT: &str = r#"#!/bin/busybox sh
+# Cairn's init: mount the squashfs root read-only, a writable overlay on it, switch to systemd.
+/bin/busybox mkdir -p /proc /sys /dev /run /lower /upper /newroot
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+fail() { echo "cairn: $*" >/dev/console; sleep 1; poweroff -f; }
+for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn: module $m not loaded"; done
+root=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in cairn.root=*) root="${arg#cairn.root=}" ;; esac
+done
+[ -n "$root" ] || root="LABEL=cairn-root"
+echo "cairn: root $root"
+dev=""
+i=0
+while [ $i -lt 150 ]; do
+  case "$root" in
+    LABEL=*) dev=$(findfs "$root" 2>/dev/null) ;;
+    *) [ -b "$root" ] && dev="$root" ;;
+  esac
+  [ -n "$dev" ] && break
+  sleep 0.1
+  i=$((i+1))
+done
+[ -n "$dev" ] || fail "root $root did not appear"
+mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
+mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
+mkdir -p /upper/data /upper/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /sbin/init
+"#;
+
+/// The kernel release under `usr/lib/modules/` (exactly one is expected).
+pub fn kernel_release(fs: &Rootfs, image: &str, arch: Arch) -> Result<String, Error> {
+    let kernels: Vec<String> = fs
+        .nodes()
+        .iter()
+        .filter(|(p, n)| matches!(n.kind, Kind::Dir) && p.starts_with("usr/lib/modules/") && p.matches('/').count() == 3)
+        .map(|(p, _)| p["usr/lib/modules/".len()..].to_string())
+        .collect();
+    match kernels.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Error::msg(format!(
+            "image {image} has no kernel for {arch}: add the kernel package (e.g. linux-image-{}) to `arch_packages.{arch}`",
+            match arch {
+                Arch::X86_64 => "amd64",
+                Arch::Armv7 => "armmp",
+                Arch::Aarch64 => "arm64",
+            }
+        ))),
+        many => Err(Error::msg(format!("image {image} has several kernels for {arch} ({}): keep one", many.join(", ")))),
+    }
+}
+
+/// Builds the initramfs (gzip'd newc cpio) from the OS root filesystem.
+pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Result<Vec<u8>, Error> {
+    let busybox = fs
+        .read_file("usr/bin/busybox")?
+        .ok_or_else(|| Error::msg("the OS image has no /usr/bin/busybox: add busybox-static to `packages`"))?;
+    let moddir = format!("usr/lib/modules/{kver}");
+    let dep_text = String::from_utf8_lossy(&fs.read_file(&format!("{moddir}/modules.dep"))?.unwrap_or_default()).into_owned();
+    let deps: BTreeMap<String, Vec<String>> = dep_text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.split_whitespace().map(str::to_string).collect()))
+        .collect();
+    let by_name: BTreeMap<String, &String> = deps.keys().filter_map(|p| cairn_debian::kmod::module_name(p).map(|n| (n, p))).collect();
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut loaded = Vec::new();
+    for m in modules {
+        let path = by_name.get(*m).ok_or_else(|| Error::msg(format!("kernel {kver} has no module {m}")))?;
+        loaded.push(m.to_string());
+        wanted.insert((*path).clone());
+        wanted.extend(deps[*path].iter().cloned());
+    }
+    // Files of the archive, by path (sorted), parents made explicit.
+    enum Entry {
+        Dir,
+        File(Vec<u8>, u32),
+        Symlink(String),
+        Console,
+    }
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let add = |path: String, e: Entry, entries: &mut BTreeMap<String, Entry>| {
+        let mut parent = path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            entries.entry(p.to_string()).or_insert(Entry::Dir);
+            parent = p;
+        }
+        entries.insert(path, e);
+    };
+    add("bin/busybox".into(), Entry::File(busybox, 0o755), &mut entries);
+    add("bin/sh".into(), Entry::Symlink("busybox".into()), &mut entries);
+    add("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755), &mut entries);
+    add("dev/console".into(), Entry::Console, &mut entries);
+    add("etc/cairn/modules".into(), Entry::File(format!("{}\n", loaded.join("\n")).into_bytes(), 0o644), &mut entries);
+    let mut dep_out = String::new();
+    for path in &wanted {
+        let bytes = fs.read_file(&format!("{moddir}/{path}"))?.ok_or_else(|| Error::msg(format!("modules.dep names {path}, which is missing")))?;
+        add(format!("lib/modules/{kver}/{path}"), Entry::File(bytes, 0o644), &mut entries);
+        dep_out.push_str(&format!("{path}:"));
+        for d in &deps[path] {
+            dep_out.push(' ');
+            dep_out.push_str(d);
+        }
+        dep_out.push('\n');
+    }
+    add(format!("lib/modules/{kver}/modules.dep"), Entry::File(dep_out.into_bytes(), 0o644), &mut entries);
+    for dir in ["proc", "sys", "run", "lower", "upper", "newroot"] {
+        entries.insert(dir.into(), Entry::Dir);
+    }
+    let mut w = CpioWriter::new(cairn_formats::gzip::writer(Vec::new()));
+    let err = |e: std::io::Error| Error::msg(format!("writing the initramfs: {e}"));
+    for (path, e) in &entries {
+        match e {
+            Entry::Dir => w.dir(path, 0o755, mtime).map_err(err)?,
+            Entry::File(bytes, mode) => w.file(path, *mode, mtime, bytes).map_err(err)?,
+            Entry::Symlink(t) => w.symlink(path, t, mtime).map_err(err)?,
+            Entry::Console => w.char_device(path, 0o600, 5, 1, mtime).map_err(err)?,
+        }
+    }
+    w.finish().map_err(err)?.finish().map_err(err)
+}
