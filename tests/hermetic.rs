@@ -41,6 +41,9 @@ fn repo() -> Repo {
         pkg("legacy-bin", "1-1", "", "", &[Item::Dir("bin", 0o755), Item::File("bin/legacy", b"legacy", 0o755)]),
         pkg("evil", "1-1", "", "", &[Item::RawFile("./../../etc/evil", b"pwned")]),
         pkg("evil-link", "1-1", "", "", &[Item::Dir("usr", 0o755), Item::Symlink("usr/escape", "../../../.."), Item::File("usr/escape/etc/evil", b"pwned", 0o644)]),
+        pkg("evil-abs", "1-1", "", "", &[Item::RawFile("/etc/evil", b"pwned")]),
+        pkg("clash-a", "1-1", "", "", &[Item::Dir("etc", 0o755), Item::File("etc/clash.conf", b"a", 0o644)]),
+        pkg("clash-b", "1-1", "", "", &[Item::Dir("etc", 0o755), Item::File("etc/clash.conf", b"b", 0o644)]),
     ];
     deb::write_repo(dir.path(), "cairn-test", &["amd64", "arm64"], &packages, &key);
     std::fs::create_dir_all(dir.path().join("tools")).unwrap();
@@ -218,7 +221,10 @@ fn truncated_downloads_retry_then_fail_clearly_and_5xx_are_retried() {
     assert_eq!(std::fs::read_dir(repo.cache.path().join("tmp")).unwrap().count(), 0);
     repo.server.clear_faults();
     repo.server.fault(&pool("hello", "1.0-1"), Fault::Status(503, 2));
+    let before = repo.server.requests.lock().unwrap().iter().filter(|r| r.contains("hello_")).count();
     run_ok(repo.xtask().args(["build-image", "app"]));
+    let after = repo.server.requests.lock().unwrap().iter().filter(|r| r.contains("hello_")).count();
+    assert_eq!(after - before, 3, "two 503s, then the file");
 }
 
 #[test]
@@ -228,6 +234,8 @@ fn a_missing_file_is_a_clear_error() {
     std::fs::remove_file(repo.dir.path().join(pool("setuid-tool", "1-1").trim_start_matches('/'))).unwrap();
     let err = run_err(repo.xtask().args(["build-image", "app"]));
     assert!(err.contains("fetching setuid-tool 1-1 all") && err.contains("404"), "{err}");
+    assert_eq!(repo.n_blobs(), 0);
+    assert_eq!(std::fs::read_dir(repo.cache.path().join("tmp")).unwrap().count(), 0);
 }
 
 #[test]
@@ -235,14 +243,21 @@ fn path_traversal_debs_are_refused_naming_package_and_entry() {
     let repo = repo();
     repo.image("evil", r#"packages = ["evil"]"#);
     repo.image("evillink", r#"packages = ["evil-link"]"#);
+    repo.image("evilabs", r#"packages = ["evil-abs"]"#);
+    repo.image("clash", r#"packages = ["clash-a", "clash-b"]"#);
     repo.lock();
+    let err = run_err(repo.xtask().args(["build-image", "evilabs"]));
+    assert!(err.contains("evil-abs: entry \"/etc/evil\" is an absolute path"), "{err}");
+    let err = run_err(repo.xtask().args(["build-image", "clash"]));
+    assert!(err.contains("conflict: /etc/clash.conf is shipped by both clash-a and clash-b with different content"), "{err}");
     let err = run_err(repo.xtask().args(["build-image", "evil"]));
     assert!(err.contains("evil: entry \"./../../etc/evil\" climbs out of the root"), "{err}");
     let err = run_err(repo.xtask().args(["build-image", "evillink"]));
     assert!(err.contains("evil-link: entry \"usr/escape/etc/evil\" goes through symlink usr/escape -> ../../../.., which leads outside the root"), "{err}");
-    // Nothing of either landed in the store (no layer, no tag).
+    // Nothing of any of them landed in the store (no layer, no tag).
     let index = std::fs::read_to_string(repo.store().join("index.json")).unwrap();
-    assert!(!index.contains("evil"), "{index}");
+    assert!(!index.contains("evil") && !index.contains("clash"), "{index}");
+    assert_eq!(repo.n_blobs(), 0);
 }
 
 #[test]
@@ -319,6 +334,36 @@ fn url_inputs_are_pinned_by_lock_and_verified_by_build() {
 }
 
 #[test]
+fn arch_flags_order_subset_tags_and_spec_paths_under_bin() {
+    let repo = repo();
+    let spec = repo.project.path().join("images/app.toml");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("\n[[files]]\npath = \"/bin/healthcheck\"\ncontent = \"#!/bin/sh\\n\"\nmode = \"0755\"\n");
+    std::fs::write(&spec, text).unwrap();
+    repo.lock();
+    let a = json(&run_ok(repo.xtask().args(["build-image", "app", "--arch", "aarch64", "--arch", "x86_64", "--json"])));
+    let b = json(&run_ok(repo.xtask().args(["build-image", "app", "--arch", "x86_64", "--arch", "aarch64", "--arch", "x86_64", "--json"])));
+    assert_eq!(a["index"], b["index"], "flag order and repeats do not matter");
+    assert_eq!(a["tag"], "app", "all arches: the image's own tag");
+    let one = json(&run_ok(repo.xtask().args(["build-image", "app", "--arch", "aarch64", "--json"])));
+    assert_eq!(one["tag"], "app-aarch64");
+    let index = std::fs::read_to_string(repo.store().join("index.json")).unwrap();
+    assert!(index.contains(a["index"]["digest"].as_str().unwrap()), "the full index keeps its tag: {index}");
+    // A spec file under /bin lands under usr/bin, beside the merged-/usr link: GNU tar extracts it.
+    let layer = a["manifests"]["x86_64"]["layer"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let layer_path = repo.store().join("blobs/sha256").join(layer);
+    let entries = layer_entries(&layer_path);
+    assert!(entries.iter().any(|e| e.0 == "usr/bin/healthcheck" && e.1 == 0o755));
+    assert!(!entries.iter().any(|e| e.0.starts_with("bin/")));
+    let dest = tempfile::tempdir().unwrap();
+    let st = Command::new("tar").arg("-xzf").arg(&layer_path).arg("-C").arg(dest.path()).status().unwrap();
+    assert!(st.success());
+    assert!(dest.path().join("bin/healthcheck").is_file());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(repo.store().join("index.json")).unwrap().permissions().mode() & 0o777, 0o644, "the layout is readable by all");
+}
+
+#[test]
 fn store_verify_and_gc() {
     let repo = repo();
     repo.lock();
@@ -337,7 +382,17 @@ fn store_verify_and_gc() {
     verify.args(["store", "verify"]);
     let err = run_err(&mut verify);
     assert!(err.contains(&format!("corrupt: blobs/sha256/{layer} hashes to sha256:")), "{err}");
-    std::fs::write(&path, &good).unwrap();
+    // --repair removes it and the cache record; the next build writes it again.
+    let out_repair = repo.xtask().args(["store", "verify", "--repair", "--json"]).output().unwrap();
+    assert!(!out_repair.status.success(), "a corrupt store is still reported as a failure");
+    let repaired = json(&String::from_utf8(out_repair.stdout).unwrap());
+    assert_eq!(repaired["repaired"], 1);
+    assert!(!path.exists(), "the corrupt blob is gone");
+    let rebuilt = json(&run_ok(repo.xtask().args(["build-image", "app", "--json"])));
+    assert_eq!(rebuilt["manifests"]["x86_64"]["cached"], false);
+    assert_eq!(rebuilt["index"], out["index"]);
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    assert_eq!(json(&run_ok(repo.xtask().args(["store", "verify", "--json"])))["ok"], true);
 
     // Remove the spec: gc untags it and drops every blob it alone reached.
     std::fs::remove_file(repo.project.path().join("images/app.toml")).unwrap();

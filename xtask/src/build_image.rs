@@ -8,7 +8,8 @@ use std::process::ExitCode;
 pub struct Args {
     /// The image: images/NAME.toml
     pub name: String,
-    /// Build only this arch (x86_64, armv7, aarch64); repeat for several
+    /// Build only this arch (x86_64, armv7, aarch64); repeat for several. The index is then
+    /// tagged NAME-ARCH[-ARCH] instead of NAME
     #[arg(long = "arch", value_parser = parse_arch)]
     pub arches: Vec<Arch>,
     /// Print the index digest, per-arch manifest digests and the layout path as JSON
@@ -33,7 +34,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             let how = if a.cached { "cached" } else { "built" };
             eprintln!("{:>10} {:<14} {} ({how})", result.name, a.platform, a.manifest);
         }
-        eprintln!("{:>10} {:<14} {}  oci:{}:{}", result.name, "index", result.index, result.layout.display(), result.name);
+        eprintln!("{:>10} {:<14} {}  oci:{}:{}", result.name, "index", result.index, result.layout.display(), result.tag);
     }
     Ok(ExitCode::SUCCESS)
 }

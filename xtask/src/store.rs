@@ -11,8 +11,11 @@ pub enum Command {
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
+        /// Delete corrupt blobs and the cache records that name them, so a rebuild replaces them
+        #[arg(long)]
+        repair: bool,
     },
-    /// Delete what neither index.json's current tags nor the current specs reach
+    /// Untag what no current spec names, then delete every blob and cache record no tag reaches
     Gc {
         /// Print the report as JSON
         #[arg(long)]
@@ -26,11 +29,12 @@ fn open(env: &Env) -> Result<Store, Error> {
 
 pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
     match cmd {
-        Command::Verify { json } => {
+        Command::Verify { json, repair } => {
             let store = open(env)?;
             let bar = cairn_build::progress::spinner(env.ctx.progress && !json, "verifying blobs");
             let report = store.verify(|_| bar.tick())?;
             bar.finish_and_clear();
+            let repaired = if repair { store.repair(&report)? } else { 0 };
             if json {
                 println!(
                     "{}",
@@ -40,6 +44,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                         "corrupt": report.corrupt.iter().map(|(n, d)| serde_json::json!({"blob": n, "actual": d.map(|d| d.to_string())})).collect::<Vec<_>>(),
                         "missing": report.missing.iter().map(|(t, d)| serde_json::json!({"tag": t, "digest": d.to_string()})).collect::<Vec<_>>(),
                         "ok": report.is_ok(),
+                        "repaired": repaired,
                     })
                 );
             } else {
@@ -50,13 +55,28 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 for (tag, d) in &report.missing {
                     eprintln!("missing: {d} (needed by tag {tag})");
                 }
-                eprintln!("{} blobs, {} bytes checked: {}", report.n_blobs, report.n_bytes, if report.is_ok() { "ok" } else { "problems found; rebuild the affected images, then run `cargo xtask store gc`" });
+                let advice = if report.is_ok() {
+                    "ok"
+                } else if repaired > 0 {
+                    "corrupt blobs removed; build the affected images again"
+                } else {
+                    "problems found; run `cargo xtask store verify --repair`, then build the affected images again"
+                };
+                eprintln!("{} blobs, {} bytes checked: {advice}", report.n_blobs, report.n_bytes);
             }
             Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Gc { json } => {
             let project = crate::load_project(env)?;
-            let keep: BTreeSet<String> = project.images.iter().map(|i| i.name.clone()).chain(project.nodes.iter().map(|n| n.name.clone())).collect();
+            let mut keep: BTreeSet<String> = project.nodes.iter().map(|n| n.name.clone()).collect();
+            for image in &project.images {
+                keep.insert(image.name.clone());
+                // Tags of builds for a subset of the arches (`haproxy-aarch64`).
+                for subset in 1u32..(1 << image.arches.len()) {
+                    let arches: Vec<&str> = image.arches.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, a)| a.as_str()).collect();
+                    keep.insert(cairn_build::image::subset_tag(&image.name, &arches));
+                }
+            }
             let store = open(env)?;
             let report = store.gc(&keep)?;
             if json {

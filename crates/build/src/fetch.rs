@@ -141,6 +141,7 @@ impl Cache {
             ))));
         }
         let tmp = buffered.into_inner().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+        cairn_store::readable(tmp.as_file()).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
         tmp.as_file().sync_all().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
         tmp.persist(self.path(&item.sha256)).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
         Ok(())
@@ -164,6 +165,7 @@ impl Cache {
                 io::copy(&mut reader, &mut w).map_err(|e| FetchError::Transient(Error::msg(format!("connection failed: {e}"))))?;
                 let (buffered, digest, size) = w.finish();
                 let tmp = buffered.into_inner().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                cairn_store::readable(tmp.as_file()).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 tmp.as_file().sync_all().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 tmp.persist(self.path(&digest)).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 Ok((digest, size))
@@ -187,6 +189,8 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        // ureq has no idle timeout: bound a whole body so a stalled server cannot hang a build.
+        .timeout_recv_body(Some(Duration::from_secs(3600)))
         .build()
         .into()
 }

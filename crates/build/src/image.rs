@@ -28,6 +28,8 @@ pub struct ArchResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageResult {
     pub name: String,
+    /// The tag in `index.json`: the name, or `NAME-ARCH...` for a build of some arches.
+    pub tag: String,
     pub index: Digest,
     pub index_size: u64,
     pub layout: PathBuf,
@@ -40,7 +42,8 @@ impl ImageResult {
             "image": self.name,
             "index": { "digest": self.index.to_string(), "size": self.index_size },
             "layout": self.layout.display().to_string(),
-            "reference": format!("oci:{}:{}", self.layout.display(), self.name),
+            "tag": self.tag,
+            "reference": format!("oci:{}:{}", self.layout.display(), self.tag),
             "manifests": self.arches.iter().map(|a| (a.arch.as_str().to_string(), serde_json::json!({
                 "platform": a.platform,
                 "digest": a.manifest.to_string(),
@@ -50,6 +53,11 @@ impl ImageResult {
             }))).collect::<serde_json::Map<_, _>>(),
         })
     }
+}
+
+/// The tag of a build for some of an image's arches: `haproxy-aarch64`, `haproxy-x86_64-armv7`.
+pub fn subset_tag(name: &str, arches: &[&str]) -> String {
+    format!("{name}-{}", arches.join("-"))
 }
 
 fn platform(arch: Arch) -> Platform {
@@ -212,10 +220,16 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     if spec.kind != ImageKind::Container {
         return Err(Error::msg(format!("{} is an OS image (kind = \"os\"): nodes are built from it with `cargo xtask build-node`", spec.path.display())));
     }
-    let arches: Vec<Arch> = if arches.is_empty() { spec.arches.clone() } else { arches.to_vec() };
     if let Some(a) = arches.iter().find(|a| !spec.arches.contains(a)) {
         return Err(Error::msg(format!("image {name} is not built for {a}: add it to `arches` in {}", spec.path.display())));
     }
+    // The spec's order, each arch once, whatever the order of the flags.
+    let arches: Vec<Arch> = spec.arches.iter().copied().filter(|a| arches.is_empty() || arches.contains(a)).collect();
+    let tag_name = if arches.len() == spec.arches.len() {
+        name.to_string()
+    } else {
+        subset_tag(name, &arches.iter().map(|a| a.as_str()).collect::<Vec<_>>())
+    };
     let locked = lock.image_for(spec)?;
     let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
     let plans: Vec<LayerPlan<'_>> = arches.iter().map(|a| plan_layer(spec, lock, *a, epoch)).collect::<Result<_, _>>()?;
@@ -223,7 +237,6 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
     let cache = Cache::new(&ctx.cache);
 
-    let todo: Vec<&LayerPlan<'_>> = plans.iter().filter(|p| store.action_get(&p.key).is_none()).collect();
     let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();
     for p in &plans {
         if let Some(record) = store.action_get(&p.key) {
@@ -234,6 +247,8 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
             }
         }
     }
+    // Anything without a usable record is built.
+    let todo: Vec<&LayerPlan<'_>> = plans.iter().filter(|p| !layers.contains_key(&p.arch)).collect();
     if !todo.is_empty() {
         let mut downloads = Vec::new();
         for p in &todo {
@@ -300,9 +315,9 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     }
     let index = oci::image_index(manifest_descriptors, &BTreeMap::new());
     store.write_blob(&index.bytes)?;
-    let tag = Tag { name: name.to_string(), media_type: "application/vnd.oci.image.index.v1+json".into(), digest: index.digest, size: index.size() };
-    if store.tag(name)?.as_ref() != Some(&tag) {
+    let tag = Tag { name: tag_name.clone(), media_type: "application/vnd.oci.image.index.v1+json".into(), digest: index.digest, size: index.size() };
+    if store.tag(&tag_name)?.as_ref() != Some(&tag) {
         store.set_tag(tag)?;
     }
-    Ok(ImageResult { name: name.to_string(), index: index.digest, index_size: index.size(), layout: ctx.store.clone(), arches: results })
+    Ok(ImageResult { name: name.to_string(), tag: tag_name, index: index.digest, index_size: index.size(), layout: ctx.store.clone(), arches: results })
 }

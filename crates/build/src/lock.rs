@@ -54,6 +54,20 @@ fn fetch_suite(spec: &ImageSpec, mirror: &str, keyring: &PathBuf) -> Result<Suit
     let text = String::from_utf8(bytes).map_err(|_| Error::msg(format!("{url} is not text")))?;
     let release_text = cairn_debian::verify_inrelease(&keyring_bytes, &text).context(|| format!("verifying {url} with {}", keyring.display()))?;
     let release = Release::parse(&release_text).context(|| format!("reading {url}"))?;
+    if release.suite.as_deref() != Some(spec.suite.as_str()) && release.codename.as_deref() != Some(spec.suite.as_str()) {
+        return Err(Error::msg(format!(
+            "{url} is signed for suite {:?} (codename {:?}), not {:?}: the mirror serves another suite",
+            release.suite.as_deref().unwrap_or(""),
+            release.codename.as_deref().unwrap_or(""),
+            spec.suite
+        )));
+    }
+    if let Some(until) = release.valid_until {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if until < now {
+            return Err(Error::msg(format!("{url} expired (Valid-Until is in the past): the mirror is stale; use a current mirror")));
+        }
+    }
     Ok(Suite { mirror: mirror.to_string(), name: spec.suite.clone(), release })
 }
 
@@ -239,6 +253,7 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     if text != old_text {
         let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root).map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
         std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| Error::msg(e.to_string()))?;
+        cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
         tmp.persist(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
         summary.changed = true;
     }

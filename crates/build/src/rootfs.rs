@@ -265,7 +265,7 @@ impl Rootfs {
     /// A file from the spec (replaces a package's file at that path).
     pub fn add_file(&mut self, path: &str, bytes: &[u8], mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
         let (offset, size, sha256) = self.store_bytes(&mut &bytes[..]).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        self.insert(rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
+        self.insert(&rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
     }
 
     /// A file from the download cache, streamed (its sha256 checked against the lock).
@@ -279,15 +279,15 @@ impl Rootfs {
             )));
         }
         let (offset, size, sha256) = self.store_bytes(&mut open()?).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        self.insert(rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
+        self.insert(&rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
     }
 
     pub fn add_dir(&mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
-        self.insert(rel(path), Node { kind: Kind::Dir, mode, uid, gid, owner: SPEC.into() })
+        self.insert(&rel(path), Node { kind: Kind::Dir, mode, uid, gid, owner: SPEC.into() })
     }
 
     pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), Error> {
-        self.insert(rel(path), Node { kind: Kind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0, owner: SPEC.into() })
+        self.insert(&rel(path), Node { kind: Kind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0, owner: SPEC.into() })
     }
 
     /// What `update-ca-certificates` would write: every certificate under
@@ -348,8 +348,10 @@ impl Rootfs {
     }
 }
 
-fn rel(path: &str) -> &str {
-    path.trim_start_matches('/')
+/// A spec path (`/bin/x`) as a tree path, with merged /usr applied (`usr/bin/x`).
+fn rel(path: &str) -> String {
+    let p = path.trim_start_matches('/');
+    merged_usr(p).unwrap_or_else(|| format!("usr/{p}"))
 }
 
 struct ScratchReader<'a> {

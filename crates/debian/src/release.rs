@@ -100,6 +100,8 @@ pub struct Release {
     pub codename: Option<String>,
     /// `Date`, as seconds since the epoch.
     pub date: u64,
+    /// `Valid-Until`, as seconds since the epoch, when the archive sets one.
+    pub valid_until: Option<u64>,
     /// Index path (`main/binary-arm64/Packages.xz`) -> (size, sha256 hex).
     pub sha256: BTreeMap<String, (u64, String)>,
 }
@@ -124,6 +126,7 @@ impl Release {
             suite: para.get("Suite").map(str::to_string),
             codename: para.get("Codename").map(str::to_string),
             date,
+            valid_until: para.get("Valid-Until").and_then(parse_rfc2822),
             sha256,
         })
     }
@@ -141,7 +144,7 @@ pub fn parse_rfc2822(s: &str) -> Option<u64> {
     let [h, m, sec] = hms[..] else { return None };
     let offset = match zone {
         "UTC" | "GMT" | "Z" => 0,
-        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+        z if z.len() == 5 && z.is_ascii() && (z.starts_with('+') || z.starts_with('-')) => {
             let v: i64 = z[1..3].parse::<i64>().ok()? * 3600 + z[3..5].parse::<i64>().ok()? * 60;
             if z.starts_with('-') { -v } else { v }
         }
@@ -206,6 +209,7 @@ mod tests {
         assert_eq!(parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +0100"), Some(1_700_000_000));
         assert_eq!(parse_rfc2822("Tue, 29 Feb 2000 00:00:00 UTC"), Some(951_782_400));
         assert_eq!(parse_rfc2822("yesterday"), None);
+        assert_eq!(parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +é0"), None);
     }
 
     #[test]

@@ -57,8 +57,18 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
         });
     let own = if line.starts_with('[') {
         None
+    } else if let Some((k, _)) = line.split_once('=').filter(|(k, _)| !k.contains('"') || (k.trim().len() >= 2 && k.trim().starts_with('"') && k.trim().ends_with('"'))) {
+        Some(k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty())
     } else {
-        line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty())
+        // Inside a multi-line array: the key is on the line that opened it.
+        source[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with('['))
+            .find(|l| l.contains('=') && !l.starts_with('"'))
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_string())
     };
     match (table, own) {
         (Some(t), Some(k)) => Some(format!("{t}.{k}")),

@@ -1,6 +1,6 @@
 //! `images/<name>.toml`: an OS or container image recipe.
 
-use crate::node::find_key;
+use crate::node::{find_key, find_table_key};
 use crate::values::{Arch, Mode, Name};
 use crate::{SpecError, stem};
 use serde::{Deserialize, Serialize};
@@ -220,6 +220,7 @@ impl ImageSpec {
         spec.name = name;
         spec.path = path.to_path_buf();
         let err = |key: &str, msg: String| SpecError::at(path, source, find_key(source, key), msg);
+        let err_in = |table: &str, n: usize, key: &str, msg: String| SpecError::at(path, source, find_table_key(source, table, n, key), msg);
         if spec.arches.is_empty() {
             return Err(err("arches", "no arches: list at least one of x86_64, armv7, aarch64".into()));
         }
@@ -256,38 +257,75 @@ impl ImageSpec {
         if spec.kind == ImageKind::Os && spec.config.is_some() {
             return Err(err("config", "an OS image has no container [config]".into()));
         }
-        for f in &spec.files {
+        for (i, f) in spec.files.iter().enumerate() {
             if f.content.is_some() == f.source.is_some() {
-                return Err(err("path", format!("file {}: give exactly one of `content` or `source`", f.path)));
+                return Err(err_in("files", i, "path", format!("file {}: give exactly one of `content` or `source`", f.path)));
             }
-            check_abs(&f.path).map_err(|m| err("path", m))?;
+            check_abs(&f.path).map_err(|m| err_in("files", i, "path", m))?;
             if let Some(src) = &f.source {
+                if src.is_absolute() || src.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    return Err(err_in("files", i, "source", format!("file {}: source {} must be a path inside {}", f.path, src.display(), spec.dir().display())));
+                }
                 let full = spec.dir().join(src);
                 if !full.is_file() {
-                    return Err(err("source", format!("{} does not exist (paths are relative to {})", full.display(), spec.dir().display())));
+                    return Err(err_in("files", i, "source", format!("{} does not exist (paths are relative to {})", full.display(), spec.dir().display())));
                 }
             }
         }
         let mut names = std::collections::BTreeSet::new();
-        for d in &spec.downloads {
-            check_abs(&d.path).map_err(|m| err("path", m))?;
+        for (i, d) in spec.downloads.iter().enumerate() {
+            check_abs(&d.path).map_err(|m| err_in("downloads", i, "path", m))?;
             if !(d.url.starts_with("http://") || d.url.starts_with("https://") || d.url.starts_with("file://")) {
-                return Err(err("url", format!("download {}: {:?} must be an http://, https:// or file:// URL", d.name, d.url)));
+                return Err(err_in("downloads", i, "url", format!("download {}: {:?} must be an http://, https:// or file:// URL", d.name, d.url)));
             }
             if !names.insert(d.name.as_str()) {
-                return Err(err("name", format!("download {:?} is declared twice", d.name)));
+                return Err(err_in("downloads", i, "name", format!("download {:?} is declared twice", d.name)));
             }
         }
-        for s in &spec.symlinks {
-            check_abs(&s.path).map_err(|m| err("path", m))?;
+        for (i, s) in spec.symlinks.iter().enumerate() {
+            check_abs(&s.path).map_err(|m| err_in("symlinks", i, "path", m))?;
         }
-        for d in &spec.dirs {
-            check_abs(&d.path).map_err(|m| err("path", m))?;
+        for (i, d) in spec.dirs.iter().enumerate() {
+            check_abs(&d.path).map_err(|m| err_in("dirs", i, "path", m))?;
         }
-        for u in &spec.users {
+        let mut user_names = std::collections::BTreeSet::new();
+        let mut uids = std::collections::BTreeSet::new();
+        for (i, u) in spec.users.iter().enumerate() {
             if u.name.is_empty() || u.name.contains([':', '\n', ' ']) {
-                return Err(err("name", format!("invalid user name {:?}", u.name)));
+                return Err(err_in("users", i, "name", format!("invalid user name {:?}", u.name)));
             }
+            if u.name == "root" || u.uid == 0 || !user_names.insert(u.name.as_str()) || !uids.insert(u.uid) {
+                return Err(err_in("users", i, "uid", format!("user {} (uid {}) is declared twice or clashes with root", u.name, u.uid)));
+            }
+        }
+        let mut group_names = std::collections::BTreeSet::new();
+        let mut gids = std::collections::BTreeSet::new();
+        for (i, g) in spec.groups.iter().enumerate() {
+            if g.name.is_empty() || g.name.contains([':', '\n', ' ', ',']) || g.name == "root" || !group_names.insert(g.name.as_str()) || !gids.insert(g.gid) || g.gid == 0 {
+                return Err(err_in("groups", i, "gid", format!("group {} (gid {}) is invalid, declared twice or clashes with root", g.name, g.gid)));
+            }
+        }
+        if let Some(c) = &spec.config {
+            for port in &c.exposed_ports {
+                let (num, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+                if num.parse::<u16>().map_or(true, |n| n == 0) || !["tcp", "udp", "sctp"].contains(&proto) {
+                    return Err(err("exposed_ports", format!("{port:?} is not a port like \"6443/tcp\"")));
+                }
+            }
+            if let Some(user) = &c.user {
+                let name = user.split(':').next().unwrap_or("");
+                let known = name == "root" || name.parse::<u32>().is_ok() || spec.users.iter().any(|u| u.name == name);
+                if !known {
+                    return Err(err("user", format!("user {name:?} is not declared: add it under [[users]] or use a numeric uid")));
+                }
+            }
+        }
+        let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !word(&spec.suite) {
+            return Err(err("suite", format!("{:?} is not a suite name like \"trixie\"", spec.suite)));
+        }
+        if let Some(c) = spec.components.iter().find(|c| !word(c)) {
+            return Err(err("components", format!("{c:?} is not a component name like \"main\"")));
         }
         if let Some(m) = &spec.mirror {
             if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file://")) {

@@ -116,6 +116,33 @@ fn valid_endpoint(endpoint: &str) -> bool {
     host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
+/// The byte span of `key =` inside the `n`th (0-based) `[[table]]` block, else of the
+/// first `key =` anywhere.
+pub(crate) fn find_table_key(source: &str, table: &str, n: usize, key: &str) -> Option<std::ops::Range<usize>> {
+    let header = format!("[[{table}]]");
+    let mut seen = 0usize;
+    let mut inside = false;
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            inside = trimmed == header && {
+                seen += 1;
+                seen == n + 1
+            };
+        } else if inside {
+            let lead = line.len() - line.trim_start().len();
+            if let Some(rest) = line.trim_start().strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(offset + lead..offset + lead + key.len());
+                }
+            }
+        }
+        offset += line.len();
+    }
+    find_key(source, key)
+}
+
 /// The byte span of the first `key =` line in `source`.
 pub(crate) fn find_key(source: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let mut offset = 0;

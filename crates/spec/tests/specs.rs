@@ -132,3 +132,26 @@ fn bad_cluster_cidr_and_image_arch() {
     let (_d, err) = project_with("images/haproxy.toml", &image.replace("files/haproxy.cfg", "files/nope.cfg"));
     assert!(err.contains("key `files[].source`") && err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn errors_in_array_tables_and_multi_line_arrays_point_at_the_right_line() {
+    let image = std::fs::read_to_string(repo_root().join("images/node-os.toml")).unwrap();
+    let (_d, err) = project_with("images/node-os.toml", &image.replace("\"ethtool\", ", "7, "));
+    assert!(err.contains("node-os.toml:9:") && err.contains("key `packages`") && err.contains("invalid type: integer"), "{err}");
+
+    let haproxy = std::fs::read_to_string(repo_root().join("images/haproxy.toml")).unwrap();
+    let two_files = format!("{haproxy}\n[[files]]\npath = \"/etc/b\"\ncontent = \"x\"\nsource = \"files/haproxy.cfg\"\n");
+    let (_d, err) = project_with("images/haproxy.toml", &two_files);
+    let line = two_files.lines().position(|l| l == "path = \"/etc/b\"").unwrap() + 1;
+    assert!(err.contains(&format!("haproxy.toml:{line}:")) && err.contains("key `files[].path`") && err.contains("exactly one of"), "{err}");
+
+    let outside = haproxy.replace("source = \"files/haproxy.cfg\"", "source = \"../../etc/passwd\"");
+    let (_d, err) = project_with("images/haproxy.toml", &outside);
+    assert!(err.contains("key `files[].source`") && err.contains("must be a path inside"), "{err}");
+    let (_d, err) = project_with("images/haproxy.toml", &haproxy.replace("user = \"haproxy\"", "user = \"nobody-here\""));
+    assert!(err.contains("key `config.user`") && err.contains("is not declared"), "{err}");
+    let (_d, err) = project_with("images/haproxy.toml", &haproxy.replace("\"8404/tcp\"", "\"http\""));
+    assert!(err.contains("key `config.exposed_ports`") && err.contains("not a port"), "{err}");
+    let (_d, err) = project_with("images/haproxy.toml", &haproxy.replace("suite = \"trixie\"", "suite = \"trixie/../x\""));
+    assert!(err.contains("key `suite`"), "{err}");
+}

@@ -98,6 +98,27 @@ impl Store {
         Ok(report)
     }
 
+    /// Deletes corrupt blobs and the action records that name them, so that the next build
+    /// writes them again. Returns how many blobs were removed.
+    pub fn repair(&self, report: &VerifyReport) -> Result<usize, StoreError> {
+        let mut bad = BTreeSet::new();
+        for (name, _) in &report.corrupt {
+            let path = self.root.join("blobs/sha256").join(name);
+            fs::remove_file(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            if let Ok(d) = Digest::from_hex(name) {
+                bad.insert(d);
+            }
+        }
+        let actions = self.root.join("cache/actions");
+        for e in fs::read_dir(&actions).map_err(|err| StoreError::Io { path: actions.clone(), err })?.flatten() {
+            let record: Option<ActionRecord> = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if record.is_none_or(|r| r.blobs.iter().any(|d| bad.contains(d))) {
+                fs::remove_file(e.path()).map_err(|err| StoreError::Io { path: e.path(), err })?;
+            }
+        }
+        Ok(report.corrupt.len())
+    }
+
     /// Drops tags not in `keep_tags`, then every blob no remaining tag reaches, then action
     /// records whose blobs are gone.
     pub fn gc(&self, keep_tags: &BTreeSet<String>) -> Result<GcReport, StoreError> {

@@ -98,7 +98,8 @@ impl Store {
     /// Writes `bytes` as a blob (a no-op when it exists) and returns its digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of(bytes);
-        if !self.has_blob(&digest) {
+        let intact = std::fs::metadata(self.blob_path(&digest)).is_ok_and(|m| m.len() == bytes.len() as u64);
+        if !intact {
             let mut w = self.blob_writer()?;
             w.write_all(bytes).map_err(|e| StoreError::Io { path: self.root.join("tmp"), err: e })?;
             w.finish(Some(digest))?;
@@ -195,6 +196,7 @@ impl Store {
         let err = |e: io::Error| StoreError::Io { path: path.to_path_buf(), err: e };
         let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(err)?;
         tmp.write_all(bytes).map_err(err)?;
+        readable(tmp.as_file()).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
         tmp.persist(path).map_err(|e| err(e.error))?;
         Ok(())
@@ -225,7 +227,10 @@ impl BlobWriter<'_> {
             }
         }
         let path = self.store.blob_path(&digest);
-        if !path.exists() {
+        // An existing file of another size is a damaged copy: replace it.
+        let intact = std::fs::metadata(&path).is_ok_and(|m| m.len() == size);
+        if !intact {
+            readable(tmp.as_file()).map_err(err)?;
             tmp.as_file().sync_all().map_err(err)?;
             tmp.persist(&path).map_err(|e| err(e.error))?;
         }
@@ -241,6 +246,13 @@ impl Write for BlobWriter<'_> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Temp files are created 0600; what lands in the store is readable by everyone (0644),
+/// as any tool reading the layout expects.
+pub fn readable(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
 }
 
 /// Hashes a reader to the end.
