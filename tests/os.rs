@@ -87,7 +87,9 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
     copy_project(&b_deep);
     let first = build_os(a.path(), "aarch64", "UTC", "022", None);
     let second = build_os(&b_deep, "aarch64", "Asia/Kathmandu", "077", Some("+400d"));
-    assert_eq!(first["arches"]["aarch64"]["squashfs"]["digest"], second["arches"]["aarch64"]["squashfs"]["digest"]);
+    for output in ["squashfs", "kernel", "initramfs"] {
+        assert_eq!(first["arches"]["aarch64"][output]["digest"], second["arches"]["aarch64"][output]["digest"], "{output} differs");
+    }
     assert_eq!(second["arches"]["aarch64"]["cached"], false);
     // Built again in the same store: the action cache answers.
     let again = build_os(a.path(), "aarch64", "UTC", "022", None);
@@ -154,5 +156,71 @@ fn x86_64_and_armv7_base_os_modules_match_depmod() {
         unsquash(&image, &root, &["usr/lib/modules", "etc/passwd"]);
         assert!(std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("sshd:x:"));
         check_depmod(&root);
+    }
+}
+
+/// Boots the aarch64 base OS under QEMU (TCG): Cairn's initramfs mounts the squashfs
+/// root under an overlay and systemd reaches multi-user.target.
+#[test]
+fn aarch64_base_os_boots_to_multi_user_under_qemu() {
+    let qemu = require_tool("qemu-system-aarch64", "qemu-system-arm");
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    let out = build_os(project.path(), "aarch64", "UTC", "022", None);
+    let o = &out["arches"]["aarch64"];
+    let path = |k: &str| o[k]["path"].as_str().unwrap().to_string();
+
+    // The initramfs holds busybox, init, the console node and the modules with their deps.
+    let cpio = Command::new("sh").arg("-c").arg(format!("gzip -dc {} | cpio -t --quiet", path("initramfs"))).output().unwrap();
+    let listing = String::from_utf8(cpio.stdout).unwrap();
+    let kver = o["kernel_release"].as_str().unwrap();
+    for needed in ["init", "bin/busybox", "dev/console", "etc/cairn/modules", &format!("lib/modules/{kver}/modules.dep"), &format!("lib/modules/{kver}/kernel/fs/squashfs/squashfs.ko.xz"), &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci-iproc.ko.xz"), &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci.ko.xz")] {
+        assert!(listing.lines().any(|l| l == needed), "{needed} not in the initramfs:\n{listing}");
+    }
+    let kernel = std::fs::read(path("kernel")).unwrap();
+    assert_eq!(&kernel[56..60], b"ARM\x64", "an arm64 Image");
+
+    let mut child = Command::new(qemu)
+        .args(["-M", "virt", "-cpu", "cortex-a53", "-m", "1024", "-nographic", "-no-reboot", "-kernel"])
+        .arg(path("kernel"))
+        .arg("-initrd")
+        .arg(path("initramfs"))
+        .arg("-drive")
+        .arg(format!("if=none,id=d0,file={},format=raw,readonly=on", path("squashfs")))
+        .args(["-device", "virtio-blk-device,drive=d0", "-append", "console=ttyAMA0 cairn.root=/dev/vda panic=-1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shared = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let reached = line.contains("Reached target") && line.contains("multi-user.target");
+            shared.lock().unwrap().push_str(&format!("{line}\n"));
+            if reached {
+                let _ = tx.send(true);
+                return;
+            }
+        }
+        let _ = tx.send(false);
+    });
+    let result = rx.recv_timeout(std::time::Duration::from_secs(400));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.lock().unwrap().clone();
+    let tail = &log[log.len().saturating_sub(6000)..];
+    match result {
+        Ok(true) => {
+            assert!(log.contains("cairn: root /dev/vda"), "Cairn's init found the root:\n{tail}");
+            assert!(log.contains("Started containerd.service") || log.contains("containerd"), "{tail}");
+        }
+        Ok(false) => panic!("QEMU ended before multi-user.target:\n{tail}"),
+        Err(_) => panic!("no multi-user.target within 400 s:\n{tail}"),
     }
 }

@@ -27,6 +27,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("unsquashfs", "squashfs-tools"),
     ("depmod", "kmod"),
     ("dpkg-query", "dpkg"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
     ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
 ];
 
@@ -60,10 +61,46 @@ fn install(pkgs: &[&str]) -> Result<(), Error> {
         if status.success() { Ok(()) } else { Err(Error::msg(format!("apt-get {} failed", args.join(" ")))) }
     };
     eprintln!("installing host tools the tests use: {}", pkgs.join(" "));
+    // On bookworm, QEMU comes from bookworm-backports, matching the qemu-utils that the
+    // machine images carry from there; the suite is added with the host's own mirror.
+    let backports = pkgs.iter().any(|p| p.starts_with("qemu-system")) && add_bookworm_backports()?;
     apt(&["update", "-q"])?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(pkgs);
-    apt(&args)
+    let (qemu, rest): (Vec<&str>, Vec<&str>) = pkgs.iter().partition(|p| p.starts_with("qemu-system"));
+    if !rest.is_empty() {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(rest);
+        apt(&args)?;
+    }
+    if !qemu.is_empty() {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        if backports {
+            args.extend(["-t", "bookworm-backports"]);
+        }
+        args.extend(qemu);
+        apt(&args)?;
+    }
+    Ok(())
+}
+
+/// Adds bookworm-backports (with the mirror of the host's Debian source) on a bookworm host.
+/// Returns whether the suite is configured.
+fn add_bookworm_backports() -> Result<bool, Error> {
+    let version = std::fs::read_to_string("/etc/debian_version").unwrap_or_default();
+    if !version.starts_with("12") {
+        return Ok(false);
+    }
+    let file = Path::new("/etc/apt/sources.list.d/cairn-bookworm-backports.sources");
+    let already = std::fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().any(|e| {
+        std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("bookworm-backports"))
+    }) || std::fs::read_to_string("/etc/apt/sources.list").is_ok_and(|t| t.contains("bookworm-backports"));
+    if already {
+        return Ok(true);
+    }
+    let mirror = cairn_build::mirror::from_apt_sources(Path::new("/etc/apt"))
+        .ok_or_else(|| Error::msg("cannot add bookworm-backports for QEMU: no Debian mirror in the apt sources"))?;
+    let text = format!("Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n");
+    std::fs::write(file, text).map_err(|e| Error::msg(format!("{}: {e}", file.display())))?;
+    Ok(true)
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {

@@ -91,10 +91,15 @@ pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Resul
         .map(|(k, v)| (k.to_string(), v.split_whitespace().map(str::to_string).collect()))
         .collect();
     let by_name: BTreeMap<String, &String> = deps.keys().filter_map(|p| cairn_debian::kmod::module_name(p).map(|n| (n, p))).collect();
+    let builtin_text = String::from_utf8_lossy(&fs.read_file(&format!("{moddir}/modules.builtin"))?.unwrap_or_default()).into_owned();
+    let builtin: BTreeSet<String> = builtin_text.lines().filter_map(cairn_debian::kmod::module_name).collect();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut loaded = Vec::new();
     for m in modules {
-        let path = by_name.get(*m).ok_or_else(|| Error::msg(format!("kernel {kver} has no module {m}")))?;
+        if builtin.contains(*m) {
+            continue;
+        }
+        let path = by_name.get(*m).ok_or_else(|| Error::msg(format!("kernel {kver} has no module {m}, neither loadable nor built in")))?;
         loaded.push(m.to_string());
         wanted.insert((*path).clone());
         wanted.extend(deps[*path].iter().cloned());
