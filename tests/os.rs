@@ -245,6 +245,10 @@ fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Resu
     let log = log.lock().unwrap().clone();
     match result {
         Ok(true) => Ok(log),
-        _ => Err(log[log.len().saturating_sub(4000)..].to_string()),
+        _ => {
+            let start = log.len().saturating_sub(4000);
+            let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(log.len());
+            Err(log[start..].to_string())
+        }
     }
 }
