@@ -11,29 +11,7 @@ use std::process::Command;
 /// Builds `image` in a copy of the project at `dir` under the given environment.
 fn build_in(dir: &Path, image: &str, tz: &str, lang: &str, umask: &str, faketime: Option<&str>) -> serde_json::Value {
     copy_project(dir);
-    let mut cmd = match faketime {
-        Some(offset) => {
-            let mut c = Command::new(require_tool("faketime", "faketime"));
-            c.args(["-f", offset, "sh"]);
-            c
-        }
-        None => Command::new("sh"),
-    };
-    cmd.arg("-c")
-        .arg(format!("umask {umask} && exec \"$@\""))
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_xtask"))
-        .arg("--root")
-        .arg(dir)
-        .arg("--quiet")
-        .args(["build-image", image, "--json"])
-        .env("TZ", tz)
-        .env("LANG", lang)
-        .env("LC_ALL", lang)
-        .env_remove("CAIRN_STORE")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .current_dir(dir);
-    json(&run_ok(&mut cmd))
+    json(&run_ok(support::xtask_varied(dir, tz, lang, umask, faketime).args(["build-image", image, "--json"])))
 }
 
 fn digests(v: &serde_json::Value) -> Vec<(String, String)> {

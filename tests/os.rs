@@ -18,26 +18,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn build_os(dir: &Path, arch: &str, tz: &str, umask: &str, faketime: Option<&str>) -> serde_json::Value {
-    let mut cmd = match faketime {
-        Some(offset) => {
-            let mut c = Command::new(require_tool("faketime", "faketime"));
-            c.args(["-f", offset, "sh"]);
-            c
-        }
-        None => Command::new("sh"),
-    };
-    cmd.arg("-c")
-        .arg(format!("umask {umask} && exec \"$@\""))
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_xtask"))
-        .arg("--root")
-        .arg(dir)
-        .arg("--quiet")
-        .args(["build-os", "node-os", "--arch", arch, "--json"])
-        .env("TZ", tz)
-        .env_remove("CAIRN_STORE")
-        .current_dir(dir);
-    json(&run_ok(&mut cmd))
+    json(&run_ok(support::xtask_varied(dir, tz, "C.UTF-8", umask, faketime).args(["build-os", "node-os", "--arch", arch, "--json"])))
 }
 
 fn deps(text: &str) -> BTreeMap<String, Vec<String>> {

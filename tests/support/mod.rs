@@ -20,6 +20,33 @@ pub fn xtask(root: &Path) -> Command {
     c
 }
 
+/// The xtask binary on the project at `dir` (store inside it) under a varied environment:
+/// time zone, locale, umask and, through faketime, the clock.
+pub fn xtask_varied(dir: &Path, tz: &str, lang: &str, umask: &str, faketime: Option<&str>) -> Command {
+    let mut cmd = match faketime {
+        Some(offset) => {
+            let mut c = Command::new(require_tool("faketime", "faketime"));
+            c.args(["-f", offset, "sh"]);
+            c
+        }
+        None => Command::new("sh"),
+    };
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$@\""))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--root")
+        .arg(dir)
+        .arg("--quiet")
+        .env("TZ", tz)
+        .env("LANG", lang)
+        .env("LC_ALL", lang)
+        .env_remove("CAIRN_STORE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .current_dir(dir);
+    cmd
+}
+
 /// Runs, asserting success; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");

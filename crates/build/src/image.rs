@@ -66,7 +66,7 @@ fn platform(arch: Arch) -> Platform {
 }
 
 /// Content of a declared file.
-fn file_bytes(spec: &ImageSpec, f: &cairn_spec::FileSpec) -> Result<Vec<u8>, Error> {
+pub(crate) fn file_bytes(spec: &ImageSpec, f: &cairn_spec::FileSpec) -> Result<Vec<u8>, Error> {
     match (&f.content, &f.source) {
         (Some(c), _) => Ok(c.as_bytes().to_vec()),
         (None, Some(src)) => {

@@ -376,11 +376,7 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
         fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
     }
     for f in &spec.files {
-        let bytes = match (&f.content, &f.source) {
-            (Some(c), _) => c.clone().into_bytes(),
-            (None, Some(src)) => std::fs::read(spec.dir().join(src)).map_err(|e| Error::msg(format!("{}: file {}: {e}", spec.path.display(), f.path)))?,
-            _ => Vec::new(),
-        };
+        let bytes = crate::image::file_bytes(spec, f)?;
         fs.add_file(&f.path, &bytes, f.mode.0, u64::from(f.uid), u64::from(f.gid))?;
     }
     for s in &spec.symlinks {
@@ -394,11 +390,7 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
     let packages = lock.packages(locked, arch)?;
     let mut files = Vec::new();
     for f in &spec.files {
-        let bytes = match (&f.content, &f.source) {
-            (Some(c), _) => c.clone().into_bytes(),
-            (None, Some(src)) => std::fs::read(spec.dir().join(src)).map_err(|e| Error::msg(format!("{}: file {}: {e}", spec.path.display(), f.path)))?,
-            _ => Vec::new(),
-        };
+        let bytes = crate::image::file_bytes(spec, f)?;
         files.push(format!("{} {} {:o} {} {}", f.path, Digest::of(&bytes), f.mode.0, f.uid, f.gid));
     }
     let doc = serde_json::json!({
