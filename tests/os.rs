@@ -220,7 +220,7 @@ fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Resu
         }
         let _ = tx.send(false);
     });
-    let result = rx.recv_timeout(std::time::Duration::from_secs(240));
+    let result = rx.recv_timeout(std::time::Duration::from_secs(360));
     let _ = child.kill();
     let _ = child.wait();
     let log = log.lock().unwrap().clone();
