@@ -366,12 +366,6 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
     fs.put_file("/etc/machine-id", b"", 0o444, 0, 0)?;
     fs.add_ca_bundle()?;
     depmod(&mut fs)?;
-    for unit in &spec.services {
-        enable_unit(&mut fs, unit)?;
-    }
-    if let Some(target) = &spec.default_target {
-        fs.add_symlink("/etc/systemd/system/default.target", &format!("/usr/lib/systemd/system/{target}"))?;
-    }
     for d in &spec.dirs {
         fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
     }
@@ -381,6 +375,13 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
     }
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
+    }
+    // After the spec's own files, which may add units.
+    for unit in &spec.services {
+        enable_unit(&mut fs, unit)?;
+    }
+    if let Some(target) = &spec.default_target {
+        fs.add_symlink("/etc/systemd/system/default.target", &format!("/usr/lib/systemd/system/{target}"))?;
     }
     Ok(fs)
 }
