@@ -3,22 +3,41 @@
 
 mod support;
 
-use support::{copy_project, json, repo_root, require_tool, run_ok};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use support::{copy_project, json, repo_root, require_tool, run_ok};
 
 /// Builds `image` in a copy of the project at `dir` under the given environment.
-fn build_in(dir: &Path, image: &str, tz: &str, lang: &str, umask: &str, faketime: Option<&str>) -> serde_json::Value {
+fn build_in(
+    dir: &Path,
+    image: &str,
+    tz: &str,
+    lang: &str,
+    umask: &str,
+    faketime: Option<&str>,
+) -> serde_json::Value {
     copy_project(dir);
-    json(&run_ok(support::xtask_varied(dir, tz, lang, umask, faketime).args(["build-image", image, "--json"])))
+    json(&run_ok(
+        support::xtask_varied(dir, tz, lang, umask, faketime).args([
+            "build-image",
+            image,
+            "--json",
+        ]),
+    ))
 }
 
 fn digests(v: &serde_json::Value) -> Vec<(String, String)> {
-    let mut out = vec![("index".to_string(), v["index"]["digest"].as_str().unwrap().to_string())];
+    let mut out = vec![(
+        "index".to_string(),
+        v["index"]["digest"].as_str().unwrap().to_string(),
+    )];
     for (arch, m) in v["manifests"].as_object().unwrap() {
         out.push((arch.clone(), m["digest"].as_str().unwrap().to_string()));
-        out.push((format!("{arch} layer"), m["layer"]["digest"].as_str().unwrap().to_string()));
+        out.push((
+            format!("{arch} layer"),
+            m["layer"]["digest"].as_str().unwrap().to_string(),
+        ));
     }
     out
 }
@@ -31,10 +50,28 @@ fn example_images_are_bit_for_bit_reproducible() {
         let b_deep = b.path().join("a/much/longer/build/directory");
         std::fs::create_dir_all(&b_deep).unwrap();
         let first = build_in(a.path(), image, "UTC", "C", "022", None);
-        let second = build_in(&b_deep, image, "Pacific/Kiritimati", "de_DE.UTF-8", "077", Some("+1234d"));
-        assert_eq!(digests(&first), digests(&second), "{image} differs between builds");
-        assert_eq!(first["manifests"].as_object().unwrap().len(), 3, "{image}: all three arches");
-        assert_eq!(second["manifests"]["aarch64"]["cached"], false, "the second build really built");
+        let second = build_in(
+            &b_deep,
+            image,
+            "Pacific/Kiritimati",
+            "de_DE.UTF-8",
+            "077",
+            Some("+1234d"),
+        );
+        assert_eq!(
+            digests(&first),
+            digests(&second),
+            "{image} differs between builds"
+        );
+        assert_eq!(
+            first["manifests"].as_object().unwrap().len(),
+            3,
+            "{image}: all three arches"
+        );
+        assert_eq!(
+            second["manifests"]["aarch64"]["cached"], false,
+            "the second build really built"
+        );
     }
 }
 
@@ -50,61 +87,153 @@ fn skopeo_and_umoci_read_the_haproxy_image() {
     let umoci = require_tool("umoci", "umoci");
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
-    let built = json(&run_ok(support::xtask(project.path()).args(["build-image", "haproxy", "--json"])));
+    let built = json(&run_ok(support::xtask(project.path()).args([
+        "build-image",
+        "haproxy",
+        "--json",
+    ])));
     let layout = project.path().join("artifacts");
     let reference = format!("oci:{}:haproxy", layout.display());
 
     let raw = run_ok(Command::new(&skopeo).args(["inspect", "--raw", &reference]));
     let index = json(&raw);
-    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
     let platforms: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| format!("{}/{}", m["platform"]["architecture"].as_str().unwrap(), m["platform"]["variant"].as_str().unwrap_or("")))
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["variant"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     assert_eq!(platforms, ["amd64/", "arm/v7", "arm64/"]);
-    assert_eq!(cairn_formats::Digest::of(raw.as_bytes()).to_string(), built["index"]["digest"].as_str().unwrap());
+    assert_eq!(
+        cairn_formats::Digest::of(raw.as_bytes()).to_string(),
+        built["index"]["digest"].as_str().unwrap()
+    );
 
     let expected_cfg = std::fs::read(repo_root().join("images/files/haproxy.cfg")).unwrap();
-    for (arch, oci_arch, variant, machine) in [("x86_64", "amd64", None, 62u16), ("armv7", "arm", Some("v7"), 40), ("aarch64", "arm64", None, 183)] {
+    for (arch, oci_arch, variant, machine) in [
+        ("x86_64", "amd64", None, 62u16),
+        ("armv7", "arm", Some("v7"), 40),
+        ("aarch64", "arm64", None, 183),
+    ] {
         let work = tempfile::tempdir().unwrap();
         let mut over = vec!["--override-arch".to_string(), oci_arch.to_string()];
         if let Some(v) = variant {
             over.extend(["--override-variant".to_string(), v.to_string()]);
         }
         // skopeo inspect resolves the platform's manifest and config.
-        let inspect = json(&run_ok(Command::new(&skopeo).args(&over).args(["inspect", &reference])));
+        let inspect = json(&run_ok(
+            Command::new(&skopeo)
+                .args(&over)
+                .args(["inspect", &reference]),
+        ));
         assert_eq!(inspect["Architecture"], oci_arch);
-        assert_eq!(inspect["Layers"][0], built["manifests"][arch]["layer"]["digest"]);
+        assert_eq!(
+            inspect["Layers"][0],
+            built["manifests"][arch]["layer"]["digest"]
+        );
         // skopeo copy to dir: (verifies every digest on the way).
         let dir_dest = work.path().join("dir");
-        run_ok(Command::new(&skopeo).args(&over).args(["copy", "--quiet", &reference, &format!("dir:{}", dir_dest.display())]));
+        run_ok(Command::new(&skopeo).args(&over).args([
+            "copy",
+            "--quiet",
+            &reference,
+            &format!("dir:{}", dir_dest.display()),
+        ]));
         let manifest = json(&std::fs::read_to_string(dir_dest.join("manifest.json")).unwrap());
-        assert_eq!(manifest["layers"][0]["digest"], built["manifests"][arch]["layer"]["digest"]);
-        assert_eq!(cairn_formats::Digest::of(&std::fs::read(dir_dest.join("manifest.json")).unwrap()).to_string(), built["manifests"][arch]["digest"].as_str().unwrap());
+        assert_eq!(
+            manifest["layers"][0]["digest"],
+            built["manifests"][arch]["layer"]["digest"]
+        );
+        assert_eq!(
+            cairn_formats::Digest::of(&std::fs::read(dir_dest.join("manifest.json")).unwrap())
+                .to_string(),
+            built["manifests"][arch]["digest"].as_str().unwrap()
+        );
 
         // umoci unpacks a single-platform copy; check the files and what they declare.
         let single = work.path().join("single");
-        run_ok(Command::new(&skopeo).args(&over).args(["copy", "--quiet", &reference, &format!("oci:{}:haproxy", single.display())]));
+        run_ok(Command::new(&skopeo).args(&over).args([
+            "copy",
+            "--quiet",
+            &reference,
+            &format!("oci:{}:haproxy", single.display()),
+        ]));
         let bundle = work.path().join("bundle");
-        run_ok(Command::new(&umoci).args(["unpack", "--image", &format!("{}:haproxy", single.display())]).arg(&bundle));
+        run_ok(
+            Command::new(&umoci)
+                .args([
+                    "unpack",
+                    "--image",
+                    &format!("{}:haproxy", single.display()),
+                ])
+                .arg(&bundle),
+        );
         let rootfs = bundle.join("rootfs");
-        assert_eq!(elf_machine(&rootfs.join("usr/sbin/haproxy")), machine, "{arch}: haproxy binary for the wrong machine");
-        assert_eq!(std::fs::metadata(rootfs.join("usr/sbin/haproxy")).unwrap().mode() & 0o7777, 0o755);
-        assert_eq!(std::fs::read(rootfs.join("etc/haproxy/haproxy.cfg")).unwrap(), expected_cfg);
+        assert_eq!(
+            elf_machine(&rootfs.join("usr/sbin/haproxy")),
+            machine,
+            "{arch}: haproxy binary for the wrong machine"
+        );
+        assert_eq!(
+            std::fs::metadata(rootfs.join("usr/sbin/haproxy"))
+                .unwrap()
+                .mode()
+                & 0o7777,
+            0o755
+        );
+        assert_eq!(
+            std::fs::read(rootfs.join("etc/haproxy/haproxy.cfg")).unwrap(),
+            expected_cfg
+        );
         let lib = std::fs::metadata(rootfs.join("var/lib/haproxy")).unwrap();
-        assert_eq!((lib.mode() & 0o7777, lib.uid(), lib.gid()), (0o750, 101, 101), "{arch}: declared dir mode and owner");
+        assert_eq!(
+            (lib.mode() & 0o7777, lib.uid(), lib.gid()),
+            (0o750, 101, 101),
+            "{arch}: declared dir mode and owner"
+        );
         let shadow = std::fs::metadata(rootfs.join("etc/shadow")).unwrap();
         assert_eq!((shadow.mode() & 0o7777, shadow.gid()), (0o640, 42));
-        assert!(std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap().contains("haproxy:x:101:101:HAProxy:/var/lib/haproxy:/usr/sbin/nologin"));
-        assert_eq!(std::fs::read_link(rootfs.join("lib")).unwrap(), Path::new("usr/lib"));
+        assert!(
+            std::fs::read_to_string(rootfs.join("etc/passwd"))
+                .unwrap()
+                .contains("haproxy:x:101:101:HAProxy:/var/lib/haproxy:/usr/sbin/nologin")
+        );
+        assert_eq!(
+            std::fs::read_link(rootfs.join("lib")).unwrap(),
+            Path::new("usr/lib")
+        );
         assert!(rootfs.join("usr/lib").read_dir().unwrap().count() > 2);
-        let ca_bundle = std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
-        assert!(ca_bundle.matches("-----BEGIN CERTIFICATE-----").count() > 100, "{arch}: CA bundle from ca-certificates");
+        let ca_bundle =
+            std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+        assert!(
+            ca_bundle.matches("-----BEGIN CERTIFICATE-----").count() > 100,
+            "{arch}: CA bundle from ca-certificates"
+        );
         let runtime = json(&std::fs::read_to_string(bundle.join("config.json")).unwrap());
-        assert_eq!(runtime["process"]["args"], serde_json::json!(["/usr/sbin/haproxy", "-W", "-db", "-f", "/etc/haproxy/haproxy.cfg"]));
-        assert_eq!(runtime["process"]["user"]["uid"], 101, "umoci resolved the user through /etc/passwd");
+        assert_eq!(
+            runtime["process"]["args"],
+            serde_json::json!([
+                "/usr/sbin/haproxy",
+                "-W",
+                "-db",
+                "-f",
+                "/etc/haproxy/haproxy.cfg"
+            ])
+        );
+        assert_eq!(
+            runtime["process"]["user"]["uid"], 101,
+            "umoci resolved the user through /etc/passwd"
+        );
         assert_eq!(runtime["process"]["cwd"], "/var/lib/haproxy");
     }
 }

@@ -4,10 +4,10 @@
 
 mod support;
 
-use support::{copy_project, json, require_tool, run_ok};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
+use support::{copy_project, json, require_tool, run_ok};
 
 /// The tests of this file run one at a time: a QEMU boot under TCG next to two builds on a
 /// 2-core machine is slow enough to look like a hang.
@@ -17,22 +17,48 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn build_os(dir: &Path, arch: &str, tz: &str, umask: &str, faketime: Option<&str>) -> serde_json::Value {
-    json(&run_ok(support::xtask_varied(dir, tz, "C.UTF-8", umask, faketime).args(["build-os", "node-os", "--arch", arch, "--json"])))
+fn build_os(
+    dir: &Path,
+    arch: &str,
+    tz: &str,
+    umask: &str,
+    faketime: Option<&str>,
+) -> serde_json::Value {
+    json(&run_ok(
+        support::xtask_varied(dir, tz, "C.UTF-8", umask, faketime)
+            .args(["build-os", "node-os", "--arch", arch, "--json"]),
+    ))
 }
 
 fn deps(text: &str) -> BTreeMap<String, Vec<String>> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().map(str::to_string).collect()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.split_whitespace().map(str::to_string).collect(),
+            )
+        })
         .collect()
 }
 
 /// Extracts `paths` of the squashfs into `dest` with unsquashfs.
 fn unsquash(image: &Path, dest: &Path, paths: &[&str]) {
     let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
-    let out = Command::new(unsquashfs).arg("-q").arg("-n").arg("-d").arg(dest).arg(image).args(paths).output().unwrap();
-    assert!(out.status.success(), "unsquashfs failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(unsquashfs)
+        .arg("-q")
+        .arg("-n")
+        .arg("-d")
+        .arg(dest)
+        .arg(image)
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "unsquashfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Our modules.dep against the host's depmod run on the same modules: the same
@@ -40,19 +66,39 @@ fn unsquash(image: &Path, dest: &Path, paths: &[&str]) {
 fn check_depmod(root: &Path) {
     let depmod = require_tool("depmod", "kmod");
     let modules = root.join("usr/lib/modules");
-    let kver = std::fs::read_dir(&modules).unwrap().next().unwrap().unwrap().file_name().into_string().unwrap();
+    let kver = std::fs::read_dir(&modules)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
     let ours = deps(&std::fs::read_to_string(modules.join(&kver).join("modules.dep")).unwrap());
     let base = tempfile::tempdir().unwrap();
     let copy = base.path().join("lib/modules").join(&kver);
     std::fs::create_dir_all(&copy).unwrap();
-    let cp = Command::new("cp").arg("-a").arg(format!("{}/.", modules.join(&kver).display())).arg(&copy).status().unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", modules.join(&kver).display()))
+        .arg(&copy)
+        .status()
+        .unwrap();
     assert!(cp.success());
     std::fs::remove_file(copy.join("modules.dep")).unwrap();
-    let st = Command::new(depmod).arg("-b").arg(base.path()).arg(&kver).status().unwrap();
+    let st = Command::new(depmod)
+        .arg("-b")
+        .arg(base.path())
+        .arg(&kver)
+        .status()
+        .unwrap();
     assert!(st.success(), "depmod failed");
     let theirs = deps(&std::fs::read_to_string(copy.join("modules.dep")).unwrap());
     assert!(ours.len() > 1000, "only {} modules", ours.len());
-    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>());
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
     for (module, list) in &ours {
         let a: BTreeSet<&String> = list.iter().collect();
         let b: BTreeSet<&String> = theirs[module].iter().collect();
@@ -60,7 +106,10 @@ fn check_depmod(root: &Path) {
         // Every dependency's own dependencies come after it on the line.
         for (i, d) in list.iter().enumerate() {
             for dd in &ours[d] {
-                assert!(list[i + 1..].contains(dd), "{module}: {dd} (needed by {d}) is not to its right");
+                assert!(
+                    list[i + 1..].contains(dd),
+                    "{module}: {dd} (needed by {d}) is not to its right"
+                );
             }
         }
     }
@@ -78,48 +127,132 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
     let first = build_os(a.path(), "aarch64", "UTC", "022", None);
     let second = build_os(&b_deep, "aarch64", "Asia/Kathmandu", "077", Some("+400d"));
     for output in ["squashfs", "kernel", "initramfs"] {
-        assert_eq!(first["arches"]["aarch64"][output]["digest"], second["arches"]["aarch64"][output]["digest"], "{output} differs");
+        assert_eq!(
+            first["arches"]["aarch64"][output]["digest"],
+            second["arches"]["aarch64"][output]["digest"],
+            "{output} differs"
+        );
     }
     assert_eq!(second["arches"]["aarch64"]["cached"], false);
     // Built again in the same store: the action cache answers.
     let again = build_os(a.path(), "aarch64", "UTC", "022", None);
     assert_eq!(again["arches"]["aarch64"]["cached"], true);
 
-    let image = Path::new(first["arches"]["aarch64"]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
-    let listing = Command::new(require_tool("unsquashfs", "squashfs-tools")).arg("-lln").arg(&image).output().unwrap();
+    let image = Path::new(
+        first["arches"]["aarch64"]["squashfs"]["path"]
+            .as_str()
+            .unwrap(),
+    )
+    .to_path_buf();
+    let listing = Command::new(require_tool("unsquashfs", "squashfs-tools"))
+        .arg("-lln")
+        .arg(&image)
+        .output()
+        .unwrap();
     let listing = String::from_utf8(listing.stdout).unwrap();
-    for needed in ["squashfs-root/usr/lib/systemd/systemd", "squashfs-root/usr/sbin/sshd", "squashfs-root/usr/bin/containerd", "squashfs-root/usr/bin/busybox"] {
-        assert!(listing.lines().any(|l| l.ends_with(needed)), "{needed} missing");
+    for needed in [
+        "squashfs-root/usr/lib/systemd/systemd",
+        "squashfs-root/usr/sbin/sshd",
+        "squashfs-root/usr/bin/containerd",
+        "squashfs-root/usr/bin/busybox",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(needed)),
+            "{needed} missing"
+        );
     }
-    assert!(listing.lines().any(|l| l.starts_with("lrwxrwxrwx 0/0") && l.contains("squashfs-root/bin -> usr/bin")), "merged /usr");
-    let info = Command::new(require_tool("unsquashfs", "squashfs-tools")).arg("-s").arg(&image).output().unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("lrwxrwxrwx 0/0") && l.contains("squashfs-root/bin -> usr/bin")),
+        "merged /usr"
+    );
+    let info = Command::new(require_tool("unsquashfs", "squashfs-tools"))
+        .arg("-s")
+        .arg(&image)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("Compression zstd"));
 
     let root = tempfile::tempdir().unwrap();
     let root = root.path().join("root");
-    unsquash(&image, &root, &["etc", "var/lib/dpkg", "usr/lib/modules", "usr/share/ca-certificates"]);
+    unsquash(
+        &image,
+        &root,
+        &[
+            "etc",
+            "var/lib/dpkg",
+            "usr/lib/modules",
+            "usr/share/ca-certificates",
+        ],
+    );
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert!(passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"), "base-passwd first: {passwd}");
-    for user in ["sshd:x:", "systemd-network:x:", "systemd-resolve:x:", "messagebus:x:"] {
-        assert!(passwd.contains(user), "sysusers.d user {user} missing: {passwd}");
+    assert!(
+        passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+        "base-passwd first: {passwd}"
+    );
+    for user in [
+        "sshd:x:",
+        "systemd-network:x:",
+        "systemd-resolve:x:",
+        "messagebus:x:",
+    ] {
+        assert!(
+            passwd.contains(user),
+            "sysusers.d user {user} missing: {passwd}"
+        );
     }
     let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
-    assert!(shadow.lines().all(|l| { let p = l.split(':').nth(1).unwrap(); p == "*" || p == "!*" }), "every password locked: {shadow}");
+    assert!(
+        shadow.lines().all(|l| {
+            let p = l.split(':').nth(1).unwrap();
+            p == "*" || p == "!*"
+        }),
+        "every password locked: {shadow}"
+    );
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(group.contains("\nshadow:x:42:"), "{group}");
-    assert_eq!(std::fs::metadata(root.join("etc/machine-id")).unwrap().len(), 0);
-    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/ssh.service")).unwrap(), Path::new("/usr/lib/systemd/system/ssh.service"));
-    assert_eq!(std::fs::read_link(root.join("etc/systemd/system/default.target")).unwrap(), Path::new("/usr/lib/systemd/system/multi-user.target"));
-    assert!(root.join("etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service").is_symlink());
+    assert_eq!(
+        std::fs::metadata(root.join("etc/machine-id"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/systemd/system/multi-user.target.wants/ssh.service"))
+            .unwrap(),
+        Path::new("/usr/lib/systemd/system/ssh.service")
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/systemd/system/default.target")).unwrap(),
+        Path::new("/usr/lib/systemd/system/multi-user.target")
+    );
+    assert!(
+        root.join("etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service")
+            .is_symlink()
+    );
     let bundle = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
     assert!(bundle.matches("BEGIN CERTIFICATE").count() > 100);
 
     // dpkg itself reads the status file.
-    let dpkg = Command::new(require_tool("dpkg-query", "dpkg")).arg(format!("--admindir={}", root.join("var/lib/dpkg").display())).args(["-W", "-f", "${Package} ${db:Status-Abbrev}\n"]).output().unwrap();
+    let dpkg = Command::new(require_tool("dpkg-query", "dpkg"))
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${db:Status-Abbrev}\n"])
+        .output()
+        .unwrap();
     let installed = String::from_utf8(dpkg.stdout).unwrap();
     assert!(dpkg.status.success());
-    let lock: toml::Value = toml::from_str(&std::fs::read_to_string(a.path().join("inputs.lock")).unwrap()).unwrap();
-    let n_locked = lock["image"].as_array().unwrap().iter().find(|i| i["name"].as_str() == Some("node-os")).unwrap()["arch"]
+    let lock: toml::Value =
+        toml::from_str(&std::fs::read_to_string(a.path().join("inputs.lock")).unwrap()).unwrap();
+    let n_locked = lock["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str() == Some("node-os"))
+        .unwrap()["arch"]
         .as_array()
         .unwrap()
         .iter()
@@ -128,7 +261,11 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(installed.lines().filter(|l| l.ends_with(" ii ")).count(), n_locked, "{installed}");
+    assert_eq!(
+        installed.lines().filter(|l| l.ends_with(" ii ")).count(),
+        n_locked,
+        "{installed}"
+    );
     assert!(installed.lines().any(|l| l == "systemd ii "));
 
     check_depmod(&root);
@@ -141,11 +278,16 @@ fn x86_64_and_armv7_base_os_modules_match_depmod() {
     copy_project(project.path());
     for arch in ["x86_64", "armv7"] {
         let out = build_os(project.path(), arch, "UTC", "022", None);
-        let image = Path::new(out["arches"][arch]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
+        let image =
+            Path::new(out["arches"][arch]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
         let root = tempfile::tempdir().unwrap();
         let root = root.path().join("root");
         unsquash(&image, &root, &["usr/lib/modules", "etc/passwd"]);
-        assert!(std::fs::read_to_string(root.join("etc/passwd")).unwrap().contains("sshd:x:"));
+        assert!(
+            std::fs::read_to_string(root.join("etc/passwd"))
+                .unwrap()
+                .contains("sshd:x:")
+        );
         check_depmod(&root);
     }
 }
@@ -163,11 +305,27 @@ fn aarch64_base_os_boots_to_multi_user_under_qemu() {
     let path = |k: &str| o[k]["path"].as_str().unwrap().to_string();
 
     // The initramfs holds busybox, init, the console node and the modules with their deps.
-    let cpio = Command::new("sh").arg("-c").arg(format!("gzip -dc {} | cpio -t --quiet", path("initramfs"))).output().unwrap();
+    let cpio = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | cpio -t --quiet", path("initramfs")))
+        .output()
+        .unwrap();
     let listing = String::from_utf8(cpio.stdout).unwrap();
     let kver = o["kernel_release"].as_str().unwrap();
-    for needed in ["init", "bin/busybox", "dev/console", "etc/cairn/modules", &format!("lib/modules/{kver}/modules.dep"), &format!("lib/modules/{kver}/kernel/fs/squashfs/squashfs.ko.xz"), &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci-iproc.ko.xz"), &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci.ko.xz")] {
-        assert!(listing.lines().any(|l| l == needed), "{needed} not in the initramfs:\n{listing}");
+    for needed in [
+        "init",
+        "bin/busybox",
+        "dev/console",
+        "etc/cairn/modules",
+        &format!("lib/modules/{kver}/modules.dep"),
+        &format!("lib/modules/{kver}/kernel/fs/squashfs/squashfs.ko.xz"),
+        &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci-iproc.ko.xz"),
+        &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci.ko.xz"),
+    ] {
+        assert!(
+            listing.lines().any(|l| l == needed),
+            "{needed} not in the initramfs:\n{listing}"
+        );
     }
     let kernel = std::fs::read(path("kernel")).unwrap();
     assert_eq!(&kernel[56..60], b"ARM\x64", "an arm64 Image");
@@ -176,9 +334,17 @@ fn aarch64_base_os_boots_to_multi_user_under_qemu() {
     // reaching multi-user.target. A second boot is allowed; the first one's log is printed.
     let mut last = String::new();
     for attempt in 1..=2 {
-        match boot_once(&qemu, &path("kernel"), &path("initramfs"), &path("squashfs")) {
+        match boot_once(
+            &qemu,
+            &path("kernel"),
+            &path("initramfs"),
+            &path("squashfs"),
+        ) {
             Ok(log) => {
-                assert!(log.contains("cairn: root /dev/vda"), "Cairn's init found the root");
+                assert!(
+                    log.contains("cairn: root /dev/vda"),
+                    "Cairn's init found the root"
+                );
                 assert!(log.contains("containerd"), "containerd started");
                 return;
             }
@@ -194,10 +360,30 @@ fn aarch64_base_os_boots_to_multi_user_under_qemu() {
 /// Boots once; Ok(console log) when multi-user.target is reached, else Err(log tail).
 fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Result<String, String> {
     let mut child = Command::new(qemu)
-        .args(["-M", "virt", "-cpu", "cortex-a53", "-m", "1024", "-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initramfs])
+        .args([
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a53",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            kernel,
+            "-initrd",
+            initramfs,
+        ])
         .arg("-drive")
-        .arg(format!("if=none,id=d0,file={squashfs},format=raw,readonly=on"))
-        .args(["-device", "virtio-blk-device,drive=d0", "-append", "console=ttyAMA0 cairn.root=/dev/vda panic=-1"])
+        .arg(format!(
+            "if=none,id=d0,file={squashfs},format=raw,readonly=on"
+        ))
+        .args([
+            "-device",
+            "virtio-blk-device,drive=d0",
+            "-append",
+            "console=ttyAMA0 cairn.root=/dev/vda panic=-1",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -209,7 +395,10 @@ fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Resu
     let shared = log.clone();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .split(b'\n')
+            .map_while(Result::ok)
+        {
             let line = String::from_utf8_lossy(&line).into_owned();
             let reached = line.contains("Reached target") && line.contains("multi-user.target");
             shared.lock().unwrap().push_str(&format!("{line}\n"));
@@ -228,7 +417,9 @@ fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Resu
         Ok(true) => Ok(log),
         _ => {
             let start = log.len().saturating_sub(4000);
-            let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(log.len());
+            let start = (start..log.len())
+                .find(|i| log.is_char_boundary(*i))
+                .unwrap_or(log.len());
             Err(log[start..].to_string())
         }
     }

@@ -28,7 +28,8 @@ fn tar_xz(items: &[Item<'_>]) -> Vec<u8> {
         match item {
             Item::Dir(p, m) => {
                 let mut h = header(tar::EntryType::Directory, *m, 0);
-                b.append_data(&mut h, format!("./{p}/"), std::io::empty()).unwrap();
+                b.append_data(&mut h, format!("./{p}/"), std::io::empty())
+                    .unwrap();
             }
             Item::File(p, data, m) => {
                 let mut h = header(tar::EntryType::Regular, *m, data.len() as u64);
@@ -52,7 +53,17 @@ fn tar_xz(items: &[Item<'_>]) -> Vec<u8> {
 }
 
 fn ar_member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
-    write!(out, "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, "100644", data.len()).unwrap();
+    write!(
+        out,
+        "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+        name,
+        0,
+        0,
+        0,
+        "100644",
+        data.len()
+    )
+    .unwrap();
     out.extend_from_slice(data);
     if data.len() % 2 == 1 {
         out.push(b'\n');
@@ -61,7 +72,9 @@ fn ar_member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
 
 /// A .deb with the given control fields and data items.
 pub fn build(name: &str, version: &str, arch: &str, depends: &str, items: &[Item<'_>]) -> Vec<u8> {
-    let mut control = format!("Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Cairn Tests <t@cairn.invalid>\nDescription: test package\n");
+    let mut control = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Cairn Tests <t@cairn.invalid>\nDescription: test package\n"
+    );
     if !depends.is_empty() {
         control.push_str(&format!("Depends: {depends}\n"));
     }
@@ -84,7 +97,13 @@ pub struct RepoPackage {
 
 /// Writes `dists/SUITE/{InRelease,main/binary-ARCH/Packages.xz}` and `pool/` under `dir`,
 /// signed by `key`. Every package is `Architecture: all` and listed for each arch.
-pub fn write_repo(dir: &Path, suite: &str, arches: &[&str], packages: &[RepoPackage], key: &cairn_debian::release::signing::SecretKey) {
+pub fn write_repo(
+    dir: &Path,
+    suite: &str,
+    arches: &[&str],
+    packages: &[RepoPackage],
+    key: &cairn_debian::release::signing::SecretKey,
+) {
     let mut index = String::new();
     for p in packages {
         let pool = format!("pool/main/{}_{}_all.deb", p.name, p.version);
@@ -108,13 +127,20 @@ pub fn write_repo(dir: &Path, suite: &str, arches: &[&str], packages: &[RepoPack
     let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
     enc.write_all(index.as_bytes()).unwrap();
     let xz = enc.finish().unwrap();
-    let mut release = format!("Origin: Cairn Tests\nSuite: {suite}\nCodename: {suite}\nDate: Tue, 14 Nov 2023 22:13:20 UTC\nArchitectures: {}\nComponents: main\nSHA256:\n", arches.join(" "));
+    let mut release = format!(
+        "Origin: Cairn Tests\nSuite: {suite}\nCodename: {suite}\nDate: Tue, 14 Nov 2023 22:13:20 UTC\nArchitectures: {}\nComponents: main\nSHA256:\n",
+        arches.join(" ")
+    );
     for arch in arches {
         let rel = format!("main/binary-{arch}/Packages.xz");
         let path = dir.join("dists").join(suite).join(&rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &xz).unwrap();
-        release.push_str(&format!(" {} {} {rel}\n", cairn_formats::Digest::of(&xz).hex(), xz.len()));
+        release.push_str(&format!(
+            " {} {} {rel}\n",
+            cairn_formats::Digest::of(&xz).hex(),
+            xz.len()
+        ));
     }
     let signed = cairn_debian::release::signing::sign_cleartext(key, &release);
     std::fs::write(dir.join("dists").join(suite).join("InRelease"), signed).unwrap();

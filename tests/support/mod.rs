@@ -9,20 +9,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The xtask binary with the project at `root` and its store inside it.
 pub fn xtask(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.arg("--root").arg(root).arg("--store").arg(root.join("artifacts")).arg("--quiet");
+    c.arg("--root")
+        .arg(root)
+        .arg("--store")
+        .arg(root.join("artifacts"))
+        .arg("--quiet");
     c.env_remove("CAIRN_ROOT").env_remove("CAIRN_STORE");
     c
 }
 
 /// The xtask binary on the project at `dir` (store inside it) under a varied environment:
 /// time zone, locale, umask and, through faketime, the clock.
-pub fn xtask_varied(dir: &Path, tz: &str, lang: &str, umask: &str, faketime: Option<&str>) -> Command {
+pub fn xtask_varied(
+    dir: &Path,
+    tz: &str,
+    lang: &str,
+    umask: &str,
+    faketime: Option<&str>,
+) -> Command {
     let mut cmd = match faketime {
         Some(offset) => {
             let mut c = Command::new(require_tool("faketime", "faketime"));
@@ -50,14 +63,23 @@ pub fn xtask_varied(dir: &Path, tz: &str, lang: &str, umask: &str, faketime: Opt
 /// Runs, asserting success; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs, asserting failure; returns stderr.
 pub fn run_err(cmd: &mut Command) -> String {
     let out: Output = cmd.output().expect("spawn");
-    assert!(!out.status.success(), "{cmd:?} succeeded but should fail:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should fail:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -86,7 +108,9 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         .find(|p| p.is_file());
     match found {
         Some(p) => p,
-        None => panic!("host tool `{tool}` is missing: install it with `apt-get install {package}` (or run .ci/run, which does)"),
+        None => panic!(
+            "host tool `{tool}` is missing: install it with `apt-get install {package}` (or run .ci/run, which does)"
+        ),
     }
 }
 

@@ -39,7 +39,11 @@ impl Server {
                 });
             }
         });
-        Server { url, faults, requests }
+        Server {
+            url,
+            faults,
+            requests,
+        }
     }
 
     pub fn fault(&self, path: &str, fault: Fault) {
@@ -51,7 +55,12 @@ impl Server {
     }
 }
 
-fn handle(mut stream: TcpStream, root: &PathBuf, faults: &Mutex<BTreeMap<String, Fault>>, requests: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    mut stream: TcpStream,
+    root: &PathBuf,
+    faults: &Mutex<BTreeMap<String, Fault>>,
+    requests: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     loop {
         let mut line = String::new();
@@ -87,11 +96,18 @@ fn handle(mut stream: TcpStream, root: &PathBuf, faults: &Mutex<BTreeMap<String,
             (Some(Fault::Replace(bytes)), _) => bytes.clone(),
             (_, Ok(bytes)) => bytes,
             (_, Err(_)) => {
-                write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+                write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                )?;
                 continue;
             }
         };
-        write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())?;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
         if let Some(Fault::Truncate(n)) = fault {
             stream.write_all(&body[..n.min(body.len())])?;
             return Ok(());

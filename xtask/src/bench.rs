@@ -20,13 +20,33 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     }
     println!("image {} (all arches), downloads cached", r.image);
     println!("  cold build              {:>9.2} s", r.cold_build_s);
-    println!("  warm no-op build        {:>9.2} ms in process, {:.2} ms as a command", r.warm_build_ms, r.warm_command_ms);
+    println!(
+        "  warm no-op build        {:>9.2} ms in process, {:.2} ms as a command",
+        r.warm_build_ms, r.warm_command_ms
+    );
     println!("  peak memory (RSS)       {:>9.1} MiB", r.peak_rss_mib);
-    println!("  layer tar               {:>9.1} MB", r.layer_tar_bytes as f64 / 1e6);
-    println!("  gzip -6: cairn          {:>9.1} MB/s -> {} bytes (single stream, independent of cores)", r.gzip_cairn_mb_s, r.gzip_cairn_bytes);
-    println!("  gzip -6: pigz -p2       {:>9.1} MB/s -> {} bytes  (cairn/pigz {:.2}x)", r.gzip_pigz_p2_mb_s, r.gzip_pigz_bytes, r.gzip_cairn_mb_s / r.gzip_pigz_p2_mb_s);
-    println!("  sha256: cairn writer    {:>9.1} MB/s", r.sha256_cairn_mb_s);
-    println!("  sha256: sha2 crate      {:>9.1} MB/s", r.sha256_sha2_crate_mb_s);
+    println!(
+        "  layer tar               {:>9.1} MB",
+        r.layer_tar_bytes as f64 / 1e6
+    );
+    println!(
+        "  gzip -6: cairn          {:>9.1} MB/s -> {} bytes (single stream, independent of cores)",
+        r.gzip_cairn_mb_s, r.gzip_cairn_bytes
+    );
+    println!(
+        "  gzip -6: pigz -p2       {:>9.1} MB/s -> {} bytes  (cairn/pigz {:.2}x)",
+        r.gzip_pigz_p2_mb_s,
+        r.gzip_pigz_bytes,
+        r.gzip_cairn_mb_s / r.gzip_pigz_p2_mb_s
+    );
+    println!(
+        "  sha256: cairn writer    {:>9.1} MB/s",
+        r.sha256_cairn_mb_s
+    );
+    println!(
+        "  sha256: sha2 crate      {:>9.1} MB/s",
+        r.sha256_sha2_crate_mb_s
+    );
     println!("  sha256: sha256sum       {:>9.1} MB/s", r.sha256sum_mb_s);
     Ok(ExitCode::SUCCESS)
 }

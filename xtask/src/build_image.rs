@@ -23,18 +23,36 @@ fn parse_arch(s: &str) -> Result<Arch, String> {
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let project = crate::load_project(env)?;
-    let lock = Lockfile::read(&env.ctx.lock_path())?
-        .ok_or_else(|| Error::msg(format!("{} does not exist: run `cargo xtask lock`", env.ctx.lock_path().display())))?;
-    let result = cairn_build::image::build_image(&env.ctx, &project, &lock, &args.name, &args.arches)
-        .map_err(|e| e.context(format!("building {}", args.name)))?;
+    let lock = Lockfile::read(&env.ctx.lock_path())?.ok_or_else(|| {
+        Error::msg(format!(
+            "{} does not exist: run `cargo xtask lock`",
+            env.ctx.lock_path().display()
+        ))
+    })?;
+    let result =
+        cairn_build::image::build_image(&env.ctx, &project, &lock, &args.name, &args.arches)
+            .map_err(|e| e.context(format!("building {}", args.name)))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result.to_json()).expect("json"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result.to_json()).expect("json")
+        );
     } else {
         for a in &result.arches {
             let how = if a.cached { "cached" } else { "built" };
-            eprintln!("{:>10} {:<14} {} ({how})", result.name, a.platform, a.manifest);
+            eprintln!(
+                "{:>10} {:<14} {} ({how})",
+                result.name, a.platform, a.manifest
+            );
         }
-        eprintln!("{:>10} {:<14} {}  oci:{}:{}", result.name, "index", result.index, result.layout.display(), result.tag);
+        eprintln!(
+            "{:>10} {:<14} {}  oci:{}:{}",
+            result.name,
+            "index",
+            result.index,
+            result.layout.display(),
+            result.tag
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,12 +18,23 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .iter()
             .map(|(image, arch, n, bytes)| serde_json::json!({"image": image, "arch": arch.as_str(), "packages": n, "bytes": bytes}))
             .collect();
-        println!("{}", serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries}));
+        println!(
+            "{}",
+            serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries})
+        );
     } else {
         for (image, arch, n, bytes) in &summary.entries {
-            eprintln!("{image:>16} {:<8} {n:>4} packages {:>8.1} MiB", arch.as_str(), *bytes as f64 / 1048576.0);
+            eprintln!(
+                "{image:>16} {:<8} {n:>4} packages {:>8.1} MiB",
+                arch.as_str(),
+                *bytes as f64 / 1048576.0
+            );
         }
-        let what = if summary.changed { "updated" } else { "unchanged" };
+        let what = if summary.changed {
+            "updated"
+        } else {
+            "unchanged"
+        };
         eprintln!("{} {what}", env.ctx.lock_path().display());
     }
     Ok(ExitCode::SUCCESS)

@@ -55,13 +55,18 @@ pub struct Env {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let root = cli.root.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")).canonicalize_or_self();
+    let root = cli
+        .root
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .canonicalize_or_self();
     let json = matches!(&cli.command, Command::BuildImage(a) if a.json)
         || matches!(&cli.command, Command::BuildOs(a) if a.json)
         || matches!(&cli.command, Command::Lock(a) if a.json);
     let ctx = cairn_build::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
-        cache: cli.cache.unwrap_or_else(cairn_build::Context::default_cache),
+        cache: cli
+            .cache
+            .unwrap_or_else(cairn_build::Context::default_cache),
         progress: !cli.quiet && !json && std::io::stderr().is_terminal(),
         root,
     };

@@ -24,7 +24,12 @@ pub enum Command {
 }
 
 fn open(env: &Env) -> Result<Store, Error> {
-    Ok(Store::open(&env.ctx.store, || eprintln!("waiting for another cairn process to release {}", env.ctx.store.join(".lock").display()))?)
+    Ok(Store::open(&env.ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            env.ctx.store.join(".lock").display()
+        )
+    })?)
 }
 
 pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
@@ -49,7 +54,9 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 );
             } else {
                 for (name, actual) in &report.corrupt {
-                    let actual = actual.map(|d| d.to_string()).unwrap_or_else(|| "unreadable".into());
+                    let actual = actual
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "unreadable".into());
                     eprintln!("corrupt: blobs/sha256/{name} hashes to {actual}");
                 }
                 for (tag, d) in &report.missing {
@@ -62,9 +69,16 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 } else {
                     "problems found; run `cargo xtask store verify --repair`, then build the affected images again"
                 };
-                eprintln!("{} blobs, {} bytes checked: {advice}", report.n_blobs, report.n_bytes);
+                eprintln!(
+                    "{} blobs, {} bytes checked: {advice}",
+                    report.n_blobs, report.n_bytes
+                );
             }
-            Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Gc { json } => {
             let project = crate::load_project(env)?;
@@ -73,7 +87,13 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 keep.insert(image.name.clone());
                 // Tags of builds for a subset of the arches (`haproxy-aarch64`).
                 for subset in 1u32..(1 << image.arches.len()) {
-                    let arches: Vec<&str> = image.arches.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, a)| a.as_str()).collect();
+                    let arches: Vec<&str> = image
+                        .arches
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| subset & (1 << i) != 0)
+                        .map(|(_, a)| a.as_str())
+                        .collect();
                     keep.insert(cairn_build::image::subset_tag(&image.name, &arches));
                 }
             }
@@ -96,7 +116,10 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 }
                 eprintln!(
                     "removed {} blobs ({} bytes) and {} action records; kept {} blobs",
-                    report.removed_blobs, report.removed_bytes, report.removed_actions, report.kept_blobs
+                    report.removed_blobs,
+                    report.removed_bytes,
+                    report.removed_actions,
+                    report.kept_blobs
                 );
             }
             Ok(ExitCode::SUCCESS)

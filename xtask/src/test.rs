@@ -28,44 +28,69 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("depmod", "kmod"),
     ("dpkg-query", "dpkg"),
     ("qemu-system-aarch64", "qemu-system-arm"),
-    ("/usr/share/keyrings/debian-archive-keyring.gpg", "debian-archive-keyring"),
+    (
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "debian-archive-keyring",
+    ),
 ];
 
 fn present(what: &str) -> bool {
     if what.ends_with("debian-archive-keyring.gpg") {
-        if let Some(k) = std::env::var_os(cairn_build::lock::KEYRING_ENV).filter(|k| !k.is_empty()) {
+        if let Some(k) = std::env::var_os(cairn_build::lock::KEYRING_ENV).filter(|k| !k.is_empty())
+        {
             return Path::new(&k).exists();
         }
     }
     if what.starts_with('/') {
         return Path::new(what).exists();
     }
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(what).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(what).is_file()))
 }
 
 fn missing_packages() -> Vec<&'static str> {
-    let mut pkgs: Vec<&str> = HOST_TOOLS.iter().filter(|(what, _)| !present(what)).map(|(_, pkg)| *pkg).collect();
+    let mut pkgs: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(what, _)| !present(what))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     pkgs.dedup();
     pkgs
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn install(pkgs: &[&str]) -> Result<(), Error> {
     let apt = |args: &[&str]| -> Result<(), Error> {
-        let mut cmd = if is_root() { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        let mut cmd = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        let status = cmd.status().map_err(|e| Error::msg(format!("running apt-get: {e}")))?;
-        if status.success() { Ok(()) } else { Err(Error::msg(format!("apt-get {} failed", args.join(" ")))) }
+        let status = cmd
+            .status()
+            .map_err(|e| Error::msg(format!("running apt-get: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::msg(format!("apt-get {} failed", args.join(" "))))
+        }
     };
     eprintln!("installing host tools the tests use: {}", pkgs.join(" "));
     // On bookworm, QEMU comes from bookworm-backports, matching the qemu-utils that the
     // machine images carry from there; the suite is added with the host's own mirror.
     let backports = pkgs.iter().any(|p| p.starts_with("qemu-system")) && add_bookworm_backports()?;
     apt(&["update", "-q"])?;
-    let (qemu, rest): (Vec<&str>, Vec<&str>) = pkgs.iter().partition(|p| p.starts_with("qemu-system"));
+    let (qemu, rest): (Vec<&str>, Vec<&str>) =
+        pkgs.iter().partition(|p| p.starts_with("qemu-system"));
     if !rest.is_empty() {
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
         args.extend(rest);
@@ -90,15 +115,22 @@ fn add_bookworm_backports() -> Result<bool, Error> {
         return Ok(false);
     }
     let file = Path::new("/etc/apt/sources.list.d/cairn-bookworm-backports.sources");
-    let already = std::fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().any(|e| {
-        std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("bookworm-backports"))
-    }) || std::fs::read_to_string("/etc/apt/sources.list").is_ok_and(|t| t.contains("bookworm-backports"));
+    let already = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("bookworm-backports")))
+        || std::fs::read_to_string("/etc/apt/sources.list")
+            .is_ok_and(|t| t.contains("bookworm-backports"));
     if already {
         return Ok(true);
     }
-    let mirror = cairn_build::mirror::from_apt_sources(Path::new("/etc/apt"))
-        .ok_or_else(|| Error::msg("cannot add bookworm-backports for QEMU: no Debian mirror in the apt sources"))?;
-    let text = format!("Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n");
+    let mirror = cairn_build::mirror::from_apt_sources(Path::new("/etc/apt")).ok_or_else(|| {
+        Error::msg("cannot add bookworm-backports for QEMU: no Debian mirror in the apt sources")
+    })?;
+    let text = format!(
+        "Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    );
     std::fs::write(file, text).map_err(|e| Error::msg(format!("{}: {e}", file.display())))?;
     Ok(true)
 }
@@ -108,12 +140,18 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     if !missing.is_empty() {
         let can_install = !args.no_install && present("apt-get") && (is_root() || present("sudo"));
         if !can_install {
-            return Err(Error::msg(format!("the tests need host tools that are missing: install them with `apt-get install {}`", missing.join(" "))));
+            return Err(Error::msg(format!(
+                "the tests need host tools that are missing: install them with `apt-get install {}`",
+                missing.join(" ")
+            )));
         }
         install(&missing)?;
         let still = missing_packages();
         if !still.is_empty() {
-            return Err(Error::msg(format!("still missing after apt-get install: {}", still.join(" "))));
+            return Err(Error::msg(format!(
+                "still missing after apt-get install: {}",
+                still.join(" ")
+            )));
         }
     }
     // The image and lock tests fetch from a real Debian mirror.
@@ -126,5 +164,9 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         .current_dir(&env.ctx.root)
         .status()
         .map_err(|e| Error::msg(format!("running cargo test: {e}")))?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -42,14 +42,25 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn tool(name: &str, package: &str) -> Result<(), Error> {
-    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
-    if found { Ok(()) } else { Err(Error::msg(format!("the benchmark compares against `{name}`: install it with `apt-get install {package}`"))) }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(Error::msg(format!(
+            "the benchmark compares against `{name}`: install it with `apt-get install {package}`"
+        )))
+    }
 }
 
 /// Times `cmd` reading `input` on stdin; returns (duration, bytes written to stdout).
 fn time_stdin(cmd: &mut Command, input: &[u8]) -> Result<(Duration, u64), Error> {
     let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| Error::msg(format!("{cmd:?}: {e}")))?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::msg(format!("{cmd:?}: {e}")))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
@@ -63,7 +74,9 @@ fn time_stdin(cmd: &mut Command, input: &[u8]) -> Result<(Duration, u64), Error>
         }
         n
     });
-    stdin.write_all(input).map_err(|e| Error::msg(e.to_string()))?;
+    stdin
+        .write_all(input)
+        .map_err(|e| Error::msg(e.to_string()))?;
     drop(stdin);
     let n = reader.join().expect("reader thread");
     child.wait().map_err(|e| Error::msg(e.to_string()))?;
@@ -74,14 +87,22 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
     tool("pigz", "pigz")?;
     tool("sha256sum", "coreutils")?;
     let project = cairn_spec::Project::load(&ctx.root)?;
-    let lock = Lockfile::read(&ctx.lock_path())?.ok_or_else(|| Error::msg("no inputs.lock: run `cargo xtask lock`"))?;
+    let lock = Lockfile::read(&ctx.lock_path())?
+        .ok_or_else(|| Error::msg("no inputs.lock: run `cargo xtask lock`"))?;
 
     // Downloads cached first, so the cold build measures building.
     let scratch = tempfile::tempdir().map_err(|e| Error::msg(e.to_string()))?;
-    let warmup = Context { store: scratch.path().join("warmup"), ..ctx.clone() };
+    let warmup = Context {
+        store: scratch.path().join("warmup"),
+        ..ctx.clone()
+    };
     build_image(&warmup, &project, &lock, image, &[])?;
 
-    let bench_ctx = Context { store: scratch.path().join("store"), progress: false, ..ctx.clone() };
+    let bench_ctx = Context {
+        store: scratch.path().join("store"),
+        progress: false,
+        ..ctx.clone()
+    };
     let start = Instant::now();
     let result = build_image(&bench_ctx, &project, &lock, image, &[])?;
     let cold = start.elapsed();
@@ -115,17 +136,34 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
     }
 
     // Compression and hashing on the biggest layer's tar.
-    let biggest = result.arches.iter().max_by_key(|a| a.layer_size).expect("at least one arch");
-    let layer = std::fs::read(bench_ctx.store.join("blobs/sha256").join(biggest.layer.hex())).map_err(|e| Error::msg(e.to_string()))?;
+    let biggest = result
+        .arches
+        .iter()
+        .max_by_key(|a| a.layer_size)
+        .expect("at least one arch");
+    let layer = std::fs::read(
+        bench_ctx
+            .store
+            .join("blobs/sha256")
+            .join(biggest.layer.hex()),
+    )
+    .map_err(|e| Error::msg(e.to_string()))?;
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(&layer[..]).read_to_end(&mut tar).map_err(|e| Error::msg(e.to_string()))?;
+    flate2::read::GzDecoder::new(&layer[..])
+        .read_to_end(&mut tar)
+        .map_err(|e| Error::msg(e.to_string()))?;
     let start = Instant::now();
     let ours = gzip::compress(&tar);
     let ours_time = start.elapsed();
     if ours != layer {
-        return Err(Error::msg("recompressing the layer gave different bytes: gzip is not deterministic"));
+        return Err(Error::msg(
+            "recompressing the layer gave different bytes: gzip is not deterministic",
+        ));
     }
-    let (pigz_time, pigz_bytes) = time_stdin(Command::new("pigz").args(["-p", "2", "-6", "-n", "-c"]), &tar)?;
+    let (pigz_time, pigz_bytes) = time_stdin(
+        Command::new("pigz").args(["-p", "2", "-6", "-n", "-c"]),
+        &tar,
+    )?;
 
     let start = Instant::now();
     let mut w = HashingWriter::new(std::io::sink());

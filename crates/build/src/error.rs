@@ -10,7 +10,10 @@ pub struct Error {
 
 impl Error {
     pub fn msg(message: impl Into<String>) -> Error {
-        Error { context: Vec::new(), message: message.into() }
+        Error {
+            context: Vec::new(),
+            message: message.into(),
+        }
     }
 
     pub fn context(mut self, what: impl Into<String>) -> Error {

@@ -30,7 +30,9 @@ const PARALLEL: usize = 4;
 
 impl Cache {
     pub fn new(dir: &Path) -> Cache {
-        Cache { dir: dir.to_path_buf() }
+        Cache {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn path(&self, digest: &Digest) -> PathBuf {
@@ -102,10 +104,12 @@ impl Cache {
         let tmp_dir = self.dir.join("tmp");
         let store_dir = self.dir.join("sha256");
         for d in [&tmp_dir, &store_dir] {
-            std::fs::create_dir_all(d).map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", d.display()))))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", d.display()))))?;
         }
         let mut reader = open_url(&item.url)?;
-        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", tmp_dir.display()))))?;
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", tmp_dir.display()))))?;
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -127,12 +131,17 @@ impl Cache {
                     item.size
                 ))));
             }
-            w.write_all(&buf[..n]).map_err(|e| FetchError::Fatal(Error::msg(format!("writing {}: {e}", tmp_dir.display()))))?;
+            w.write_all(&buf[..n]).map_err(|e| {
+                FetchError::Fatal(Error::msg(format!("writing {}: {e}", tmp_dir.display())))
+            })?;
             on_bytes(n as u64);
         }
         let (buffered, digest, n_bytes) = w.finish();
         if n_bytes != item.size {
-            return Err(FetchError::Transient(Error::msg(format!("truncated download: the server sent {n_bytes} of {} bytes", item.size))));
+            return Err(FetchError::Transient(Error::msg(format!(
+                "truncated download: the server sent {n_bytes} of {} bytes",
+                item.size
+            ))));
         }
         if digest != item.sha256 {
             return Err(FetchError::Fatal(Error::msg(format!(
@@ -140,10 +149,16 @@ impl Cache {
                 item.sha256
             ))));
         }
-        let tmp = buffered.into_inner().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-        cairn_store::readable(tmp.as_file()).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-        tmp.as_file().sync_all().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-        tmp.persist(self.path(&item.sha256)).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+        cairn_store::readable(tmp.as_file())
+            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+        tmp.persist(self.path(&item.sha256))
+            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
         Ok(())
     }
 }
@@ -154,26 +169,41 @@ impl Cache {
     pub fn fetch_unpinned(&self, url: &str, name: &str) -> Result<(Digest, u64), Error> {
         let ctx = || format!("fetching {name} from {url}");
         let tmp_dir = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
-        std::fs::create_dir_all(self.dir.join("sha256")).map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        std::fs::create_dir_all(self.dir.join("sha256"))
+            .map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = open_url(url).and_then(|mut reader| {
-                let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 let mut w = HashingWriter::new(io::BufWriter::new(tmp));
-                io::copy(&mut reader, &mut w).map_err(|e| FetchError::Transient(Error::msg(format!("connection failed: {e}"))))?;
+                io::copy(&mut reader, &mut w).map_err(|e| {
+                    FetchError::Transient(Error::msg(format!("connection failed: {e}")))
+                })?;
                 let (buffered, digest, size) = w.finish();
-                let tmp = buffered.into_inner().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-                cairn_store::readable(tmp.as_file()).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-                tmp.as_file().sync_all().map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-                tmp.persist(self.path(&digest)).map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                let tmp = buffered
+                    .into_inner()
+                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                cairn_store::readable(tmp.as_file())
+                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                tmp.persist(self.path(&digest))
+                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 Ok((digest, size))
             });
             match result {
                 Ok(r) => return Ok(r),
-                Err(FetchError::Transient(_)) if attempt < ATTEMPTS => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
-                Err(FetchError::Transient(e) | FetchError::Fatal(e)) => return Err(e.context(ctx())),
+                Err(FetchError::Transient(_)) if attempt < ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                }
+                Err(FetchError::Transient(e) | FetchError::Fatal(e)) => {
+                    return Err(e.context(ctx()));
+                }
             }
         }
     }
@@ -199,7 +229,9 @@ fn open_url(url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
         return match std::fs::File::open(path) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::Fatal(Error::msg(format!("{path} does not exist")))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::Fatal(Error::msg(
+                format!("{path} does not exist"),
+            ))),
             Err(e) => Err(FetchError::Fatal(Error::msg(format!("{path}: {e}")))),
         };
     }
@@ -223,13 +255,19 @@ pub fn get_bytes(url: &str) -> Result<Vec<u8>, Error> {
         attempt += 1;
         let result = open_url(url).and_then(|mut r| {
             let mut out = Vec::new();
-            r.read_to_end(&mut out).map_err(|e| FetchError::Transient(Error::msg(format!("connection failed: {e}"))))?;
+            r.read_to_end(&mut out).map_err(|e| {
+                FetchError::Transient(Error::msg(format!("connection failed: {e}")))
+            })?;
             Ok(out)
         });
         match result {
             Ok(bytes) => return Ok(bytes),
-            Err(FetchError::Transient(_)) if attempt < ATTEMPTS => std::thread::sleep(Duration::from_millis(200 * u64::from(attempt))),
-            Err(FetchError::Transient(e) | FetchError::Fatal(e)) => return Err(e.context(format!("fetching {url}"))),
+            Err(FetchError::Transient(_)) if attempt < ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)))
+            }
+            Err(FetchError::Transient(e) | FetchError::Fatal(e)) => {
+                return Err(e.context(format!("fetching {url}")));
+            }
         }
     }
 }

@@ -62,7 +62,10 @@ pub fn subset_tag(name: &str, arches: &[&str]) -> String {
 
 fn platform(arch: Arch) -> Platform {
     let (architecture, variant) = arch.oci();
-    Platform { architecture, variant }
+    Platform {
+        architecture,
+        variant,
+    }
 }
 
 /// Content of a declared file.
@@ -71,9 +74,20 @@ pub(crate) fn file_bytes(spec: &ImageSpec, f: &cairn_spec::FileSpec) -> Result<V
         (Some(c), _) => Ok(c.as_bytes().to_vec()),
         (None, Some(src)) => {
             let path = spec.dir().join(src);
-            std::fs::read(&path).map_err(|e| Error::msg(format!("{}: file {}: {}: {e}", spec.path.display(), f.path, path.display())))
+            std::fs::read(&path).map_err(|e| {
+                Error::msg(format!(
+                    "{}: file {}: {}: {e}",
+                    spec.path.display(),
+                    f.path,
+                    path.display()
+                ))
+            })
         }
-        (None, None) => Err(Error::msg(format!("{}: file {} has no content", spec.path.display(), f.path))),
+        (None, None) => Err(Error::msg(format!(
+            "{}: file {} has no content",
+            spec.path.display(),
+            f.path
+        ))),
     }
 }
 
@@ -89,14 +103,26 @@ fn account_files(spec: &ImageSpec, epoch: u64) -> Vec<(&'static str, String, u32
         groups.insert(g.gid, (g.name.clone(), g.members.clone()));
     }
     for u in &spec.users {
-        passwd.push_str(&format!("{}:x:{}:{}:{}:{}:{}\n", u.name, u.uid, u.gid, u.comment, u.home, u.shell));
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:{}\n",
+            u.name, u.uid, u.gid, u.comment, u.home, u.shell
+        ));
         shadow.push_str(&format!("{}:!:{}:0:99999:7:::\n", u.name, epoch / 86_400));
-        groups.entry(u.gid).or_insert_with(|| (u.name.clone(), vec![]));
+        groups
+            .entry(u.gid)
+            .or_insert_with(|| (u.name.clone(), vec![]));
     }
     passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
     shadow.push_str(&format!("nobody:*:{}:0:99999:7:::\n", epoch / 86_400));
-    let group: String = groups.iter().map(|(gid, (name, members))| format!("{name}:x:{gid}:{}\n", members.join(","))).collect();
-    vec![("/etc/passwd", passwd, 0o644, 0), ("/etc/group", group, 0o644, 0), ("/etc/shadow", shadow, 0o640, 42)]
+    let group: String = groups
+        .iter()
+        .map(|(gid, (name, members))| format!("{name}:x:{gid}:{}\n", members.join(",")))
+        .collect();
+    vec![
+        ("/etc/passwd", passwd, 0o644, 0),
+        ("/etc/group", group, 0o644, 0),
+        ("/etc/shadow", shadow, 0o640, 42),
+    ]
 }
 
 /// Everything a layer is made of, hashed into its action-cache key.
@@ -119,7 +145,12 @@ struct PlannedDownload {
     gid: u64,
 }
 
-fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) -> Result<LayerPlan<'a>, Error> {
+fn plan_layer<'a>(
+    spec: &ImageSpec,
+    lock: &'a Lockfile,
+    arch: Arch,
+    epoch: u64,
+) -> Result<LayerPlan<'a>, Error> {
     let locked = lock.image_for(spec)?;
     let packages = lock.packages(locked, arch)?;
     let mut files = Vec::new();
@@ -127,7 +158,13 @@ fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) 
         files.push((path.to_string(), text.into_bytes(), mode, 0, gid));
     }
     for f in &spec.files {
-        files.push((f.path.clone(), file_bytes(spec, f)?, f.mode.0, u64::from(f.uid), u64::from(f.gid)));
+        files.push((
+            f.path.clone(),
+            file_bytes(spec, f)?,
+            f.mode.0,
+            u64::from(f.uid),
+            u64::from(f.gid),
+        ));
     }
     let mut downloads = Vec::new();
     for d in &spec.downloads {
@@ -139,7 +176,8 @@ fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) 
             name: d.name.clone(),
             url,
             path: d.path.clone(),
-            sha256: Digest::from_hex(&pinned.sha256).map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", pinned.url)))?,
+            sha256: Digest::from_hex(&pinned.sha256)
+                .map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", pinned.url)))?,
             size: pinned.size,
             mode: d.mode.0,
             uid: u64::from(d.uid),
@@ -159,7 +197,13 @@ fn plan_layer<'a>(spec: &ImageSpec, lock: &'a Lockfile, arch: Arch, epoch: u64) 
         "compression": format!("gzip-{}", gzip::LEVEL),
     });
     let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
-    Ok(LayerPlan { arch, packages, files, downloads, key })
+    Ok(LayerPlan {
+        arch,
+        packages,
+        files,
+        downloads,
+        key,
+    })
 }
 
 struct Layer {
@@ -168,11 +212,19 @@ struct Layer {
     diff_id: Digest,
 }
 
-fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<'_>, epoch: u64) -> Result<Layer, Error> {
+fn build_layer(
+    store: &Store,
+    cache: &Cache,
+    spec: &ImageSpec,
+    plan: &LayerPlan<'_>,
+    epoch: u64,
+) -> Result<Layer, Error> {
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     for p in &plan.packages {
-        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
-        fs.add_deb(&cache.path(&sha), &p.name, &sha).context(|| format!("unpacking {} {}", p.name, p.version))?;
+        let sha = Digest::from_hex(&p.sha256)
+            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        fs.add_deb(&cache.path(&sha), &p.name, &sha)
+            .context(|| format!("unpacking {} {}", p.name, p.version))?;
     }
     for d in &spec.dirs {
         fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
@@ -181,7 +233,15 @@ fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<
         fs.add_file(path, bytes, *mode, *uid, *gid)?;
     }
     for d in &plan.downloads {
-        fs.add_file_from(&d.path, &cache.path(&d.sha256), &d.sha256, d.mode, d.uid, d.gid).context(|| format!("download {}", d.name))?;
+        fs.add_file_from(
+            &d.path,
+            &cache.path(&d.sha256),
+            &d.sha256,
+            d.mode,
+            d.uid,
+            d.gid,
+        )
+        .context(|| format!("download {}", d.name))?;
     }
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
@@ -192,9 +252,15 @@ fn build_layer(store: &Store, cache: &Cache, spec: &ImageSpec, plan: &LayerPlan<
     let diff = HashingWriter::new(gzip::writer(blob));
     let diff = fs.write_tar(diff, epoch)?;
     let (gz, diff_id, _) = diff.finish();
-    let blob = gz.finish().map_err(|e| Error::msg(format!("compressing the layer: {e}")))?;
+    let blob = gz
+        .finish()
+        .map_err(|e| Error::msg(format!("compressing the layer: {e}")))?;
     let (digest, size) = blob.finish(None)?;
-    Ok(Layer { digest, size, diff_id })
+    Ok(Layer {
+        digest,
+        size,
+        diff_id,
+    })
 }
 
 fn container_config(spec: &ImageSpec) -> ContainerConfig {
@@ -212,19 +278,44 @@ fn container_config(spec: &ImageSpec) -> ContainerConfig {
 }
 
 /// Builds image `name` for `arches` (all of the spec's when empty).
-pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str, arches: &[Arch]) -> Result<ImageResult, Error> {
+pub fn build_image(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    name: &str,
+    arches: &[Arch],
+) -> Result<ImageResult, Error> {
     let spec = project.image(name).ok_or_else(|| {
-        let known: Vec<&str> = project.images.iter().filter(|i| i.kind == ImageKind::Container).map(|i| i.name.as_str()).collect();
-        Error::msg(format!("no container image named {name:?} in images/: there are {}", known.join(", ")))
+        let known: Vec<&str> = project
+            .images
+            .iter()
+            .filter(|i| i.kind == ImageKind::Container)
+            .map(|i| i.name.as_str())
+            .collect();
+        Error::msg(format!(
+            "no container image named {name:?} in images/: there are {}",
+            known.join(", ")
+        ))
     })?;
     if spec.kind != ImageKind::Container {
-        return Err(Error::msg(format!("{} is an OS image (kind = \"os\"): nodes are built from it with `cargo xtask build-node`", spec.path.display())));
+        return Err(Error::msg(format!(
+            "{} is an OS image (kind = \"os\"): nodes are built from it with `cargo xtask build-node`",
+            spec.path.display()
+        )));
     }
     if let Some(a) = arches.iter().find(|a| !spec.arches.contains(a)) {
-        return Err(Error::msg(format!("image {name} is not built for {a}: add it to `arches` in {}", spec.path.display())));
+        return Err(Error::msg(format!(
+            "image {name} is not built for {a}: add it to `arches` in {}",
+            spec.path.display()
+        )));
     }
     // The spec's order, each arch once, whatever the order of the flags.
-    let arches: Vec<Arch> = spec.arches.iter().copied().filter(|a| arches.is_empty() || arches.contains(a)).collect();
+    let arches: Vec<Arch> = spec
+        .arches
+        .iter()
+        .copied()
+        .filter(|a| arches.is_empty() || arches.contains(a))
+        .collect();
     let tag_name = if arches.len() == spec.arches.len() {
         name.to_string()
     } else {
@@ -232,9 +323,17 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     };
     let locked = lock.image_for(spec)?;
     let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
-    let plans: Vec<LayerPlan<'_>> = arches.iter().map(|a| plan_layer(spec, lock, *a, epoch)).collect::<Result<_, _>>()?;
+    let plans: Vec<LayerPlan<'_>> = arches
+        .iter()
+        .map(|a| plan_layer(spec, lock, *a, epoch))
+        .collect::<Result<_, _>>()?;
 
-    let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
+    let store = Store::open(&ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            ctx.store.join(".lock").display()
+        )
+    })?;
     let cache = Cache::new(&ctx.cache);
 
     let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();
@@ -242,39 +341,90 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
         if let Some(record) = store.action_get(&p.key) {
             let o = &record.output;
             let parse = |k: &str| o[k].as_str().and_then(|s| s.parse::<Digest>().ok());
-            if let (Some(digest), Some(diff_id), Some(size)) = (parse("digest"), parse("diff_id"), o["size"].as_u64()) {
-                layers.insert(p.arch, (Layer { digest, size, diff_id }, true));
+            if let (Some(digest), Some(diff_id), Some(size)) =
+                (parse("digest"), parse("diff_id"), o["size"].as_u64())
+            {
+                layers.insert(
+                    p.arch,
+                    (
+                        Layer {
+                            digest,
+                            size,
+                            diff_id,
+                        },
+                        true,
+                    ),
+                );
             }
         }
     }
     // Anything without a usable record is built.
-    let todo: Vec<&LayerPlan<'_>> = plans.iter().filter(|p| !layers.contains_key(&p.arch)).collect();
+    let todo: Vec<&LayerPlan<'_>> = plans
+        .iter()
+        .filter(|p| !layers.contains_key(&p.arch))
+        .collect();
     if !todo.is_empty() {
         let mut downloads = Vec::new();
         for p in &todo {
             for pkg in &p.packages {
-                let sha = Digest::from_hex(&pkg.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", pkg.name)))?;
+                let sha = Digest::from_hex(&pkg.sha256)
+                    .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", pkg.name)))?;
                 if !cache.has(&sha) {
                     let mirror = mirror::resolve(spec.mirror.as_deref())?;
-                    downloads.push(Download { name: format!("{} {} {}", pkg.name, pkg.version, pkg.arch), url: format!("{mirror}/{}", pkg.path), sha256: sha, size: pkg.size });
+                    downloads.push(Download {
+                        name: format!("{} {} {}", pkg.name, pkg.version, pkg.arch),
+                        url: format!("{mirror}/{}", pkg.path),
+                        sha256: sha,
+                        size: pkg.size,
+                    });
                 }
             }
         }
         for p in &todo {
             for d in &p.downloads {
                 if !cache.has(&d.sha256) {
-                    downloads.push(Download { name: format!("download {}", d.name), url: d.url.clone(), sha256: d.sha256, size: d.size });
+                    downloads.push(Download {
+                        name: format!("download {}", d.name),
+                        url: d.url.clone(),
+                        sha256: d.sha256,
+                        size: d.size,
+                    });
                 }
             }
         }
         cache.fetch_all(&downloads, ctx.progress)?;
-        let spinner = crate::progress::spinner(ctx.progress, &format!("building {name} layers for {}", todo.iter().map(|p| p.arch.as_str()).collect::<Vec<_>>().join(", ")));
+        let spinner = crate::progress::spinner(
+            ctx.progress,
+            &format!(
+                "building {name} layers for {}",
+                todo.iter()
+                    .map(|p| p.arch.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
         let built: Vec<(Arch, Digest, Result<Layer, Error>)> = std::thread::scope(|s| {
             let handles: Vec<_> = todo
                 .iter()
-                .map(|p| (p.arch, p.key, s.spawn(|| build_layer(&store, &cache, spec, p, epoch))))
+                .map(|p| {
+                    (
+                        p.arch,
+                        p.key,
+                        s.spawn(|| build_layer(&store, &cache, spec, p, epoch)),
+                    )
+                })
                 .collect();
-            handles.into_iter().map(|(a, k, h)| (a, k, h.join().unwrap_or_else(|_| Err(Error::msg("layer builder panicked"))))).collect()
+            handles
+                .into_iter()
+                .map(|(a, k, h)| {
+                    (
+                        a,
+                        k,
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::msg("layer builder panicked"))),
+                    )
+                })
+                .collect()
         });
         spinner.finish_and_clear();
         for (arch, key, layer) in built {
@@ -294,15 +444,33 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     for arch in &arches {
         let (layer, cached) = &layers[arch];
         let platform = platform(*arch);
-        let config_blob = oci::image_config(platform, &config, &[layer.diff_id], epoch, &format!("cairn build-image {name}"));
+        let config_blob = oci::image_config(
+            platform,
+            &config,
+            &[layer.diff_id],
+            epoch,
+            &format!("cairn build-image {name}"),
+        );
         store.write_blob(&config_blob.bytes)?;
         let manifest = oci::image_manifest(
-            oci::descriptor(OciMediaType::ImageConfig, config_blob.digest, config_blob.size()),
-            vec![oci::descriptor(OciMediaType::ImageLayerGzip, layer.digest, layer.size)],
+            oci::descriptor(
+                OciMediaType::ImageConfig,
+                config_blob.digest,
+                config_blob.size(),
+            ),
+            vec![oci::descriptor(
+                OciMediaType::ImageLayerGzip,
+                layer.digest,
+                layer.size,
+            )],
             &BTreeMap::new(),
         );
         store.write_blob(&manifest.bytes)?;
-        manifest_descriptors.push(oci::platform_manifest_descriptor(platform, manifest.digest, manifest.size()));
+        manifest_descriptors.push(oci::platform_manifest_descriptor(
+            platform,
+            manifest.digest,
+            manifest.size(),
+        ));
         results.push(ArchResult {
             arch: *arch,
             platform: platform.to_string(),
@@ -315,9 +483,21 @@ pub fn build_image(ctx: &Context, project: &Project, lock: &Lockfile, name: &str
     }
     let index = oci::image_index(manifest_descriptors, &BTreeMap::new());
     store.write_blob(&index.bytes)?;
-    let tag = Tag { name: tag_name.clone(), media_type: "application/vnd.oci.image.index.v1+json".into(), digest: index.digest, size: index.size() };
+    let tag = Tag {
+        name: tag_name.clone(),
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        digest: index.digest,
+        size: index.size(),
+    };
     if store.tag(&tag_name)?.as_ref() != Some(&tag) {
         store.set_tag(tag)?;
     }
-    Ok(ImageResult { name: name.to_string(), tag: tag_name, index: index.digest, index_size: index.size(), layout: ctx.store.clone(), arches: results })
+    Ok(ImageResult {
+        name: name.to_string(),
+        tag: tag_name,
+        index: index.digest,
+        index_size: index.size(),
+        layout: ctx.store.clone(),
+        arches: results,
+    })
 }

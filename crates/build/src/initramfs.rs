@@ -12,9 +12,27 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Modules loaded at boot, for every board of the arch: QEMU's virt machine (virtio), the
 /// Raspberry Pi SD controllers and the regulators they wait for, and the filesystems.
 pub fn boot_modules(arch: Arch) -> Vec<&'static str> {
-    let mut m = vec!["squashfs", "overlay", "loop", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "ext4"];
+    let mut m = vec![
+        "squashfs",
+        "overlay",
+        "loop",
+        "virtio_blk",
+        "virtio_net",
+        "vfat",
+        "nls_cp437",
+        "nls_ascii",
+        "ext4",
+    ];
     match arch {
-        Arch::Aarch64 | Arch::Armv7 => m.extend(["virtio_mmio", "sdhci", "sdhci_pltfm", "sdhci_iproc", "bcm2835", "fixed", "gpio_regulator"]),
+        Arch::Aarch64 | Arch::Armv7 => m.extend([
+            "virtio_mmio",
+            "sdhci",
+            "sdhci_pltfm",
+            "sdhci_iproc",
+            "bcm2835",
+            "fixed",
+            "gpio_regulator",
+        ]),
         Arch::X86_64 => {}
     }
     m
@@ -56,15 +74,22 @@ umount /proc /sys
 exec switch_root /newroot /sbin/init
 "#;
 
+/// Every kernel release with a directory under `usr/lib/modules/`, sorted.
+pub fn kernel_releases(fs: &Rootfs) -> Vec<String> {
+    fs.nodes()
+        .iter()
+        .filter(|(p, n)| {
+            matches!(n.kind, Kind::Dir)
+                && p.starts_with("usr/lib/modules/")
+                && p.matches('/').count() == 3
+        })
+        .map(|(p, _)| p["usr/lib/modules/".len()..].to_string())
+        .collect()
+}
+
 /// The kernel release under `usr/lib/modules/` (exactly one is expected).
 pub fn kernel_release(fs: &Rootfs, image: &str, arch: Arch) -> Result<String, Error> {
-    let kernels: Vec<String> = fs
-        .nodes()
-        .iter()
-        .filter(|(p, n)| matches!(n.kind, Kind::Dir) && p.starts_with("usr/lib/modules/") && p.matches('/').count() == 3)
-        .map(|(p, _)| p["usr/lib/modules/".len()..].to_string())
-        .collect();
-    match kernels.as_slice() {
+    match kernel_releases(fs).as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Error::msg(format!(
             "image {image} has no kernel for {arch}: add the kernel package (e.g. linux-image-{}) to `arch_packages.{arch}`",
@@ -74,32 +99,58 @@ pub fn kernel_release(fs: &Rootfs, image: &str, arch: Arch) -> Result<String, Er
                 Arch::Aarch64 => "arm64",
             }
         ))),
-        many => Err(Error::msg(format!("image {image} has several kernels for {arch} ({}): keep one", many.join(", ")))),
+        many => Err(Error::msg(format!(
+            "image {image} has several kernels for {arch} ({}): keep one",
+            many.join(", ")
+        ))),
     }
 }
 
 /// Builds the initramfs (gzip'd newc cpio) from the OS root filesystem.
 pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Result<Vec<u8>, Error> {
-    let busybox = fs
-        .read_file("usr/bin/busybox")?
-        .ok_or_else(|| Error::msg("the OS image has no /usr/bin/busybox: add busybox-static to `packages`"))?;
+    let busybox = fs.read_file("usr/bin/busybox")?.ok_or_else(|| {
+        Error::msg("the OS image has no /usr/bin/busybox: add busybox-static to `packages`")
+    })?;
     let moddir = format!("usr/lib/modules/{kver}");
-    let dep_text = String::from_utf8_lossy(&fs.read_file(&format!("{moddir}/modules.dep"))?.unwrap_or_default()).into_owned();
+    let dep_text = String::from_utf8_lossy(
+        &fs.read_file(&format!("{moddir}/modules.dep"))?
+            .unwrap_or_default(),
+    )
+    .into_owned();
     let deps: BTreeMap<String, Vec<String>> = dep_text
         .lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.split_whitespace().map(str::to_string).collect()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.split_whitespace().map(str::to_string).collect(),
+            )
+        })
         .collect();
-    let by_name: BTreeMap<String, &String> = deps.keys().filter_map(|p| cairn_debian::kmod::module_name(p).map(|n| (n, p))).collect();
-    let builtin_text = String::from_utf8_lossy(&fs.read_file(&format!("{moddir}/modules.builtin"))?.unwrap_or_default()).into_owned();
-    let builtin: BTreeSet<String> = builtin_text.lines().filter_map(cairn_debian::kmod::module_name).collect();
+    let by_name: BTreeMap<String, &String> = deps
+        .keys()
+        .filter_map(|p| cairn_debian::kmod::module_name(p).map(|n| (n, p)))
+        .collect();
+    let builtin_text = String::from_utf8_lossy(
+        &fs.read_file(&format!("{moddir}/modules.builtin"))?
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    let builtin: BTreeSet<String> = builtin_text
+        .lines()
+        .filter_map(cairn_debian::kmod::module_name)
+        .collect();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut loaded = Vec::new();
     for m in modules {
         if builtin.contains(*m) {
             continue;
         }
-        let path = by_name.get(*m).ok_or_else(|| Error::msg(format!("kernel {kver} has no module {m}, neither loadable nor built in")))?;
+        let path = by_name.get(*m).ok_or_else(|| {
+            Error::msg(format!(
+                "kernel {kver} has no module {m}, neither loadable nor built in"
+            ))
+        })?;
         loaded.push(m.to_string());
         wanted.insert((*path).clone());
         wanted.extend(deps[*path].iter().cloned());
@@ -120,15 +171,37 @@ pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Resul
         }
         entries.insert(path, e);
     };
-    add("bin/busybox".into(), Entry::File(busybox, 0o755), &mut entries);
-    add("bin/sh".into(), Entry::Symlink("busybox".into()), &mut entries);
-    add("init".into(), Entry::File(INIT.as_bytes().to_vec(), 0o755), &mut entries);
+    add(
+        "bin/busybox".into(),
+        Entry::File(busybox, 0o755),
+        &mut entries,
+    );
+    add(
+        "bin/sh".into(),
+        Entry::Symlink("busybox".into()),
+        &mut entries,
+    );
+    add(
+        "init".into(),
+        Entry::File(INIT.as_bytes().to_vec(), 0o755),
+        &mut entries,
+    );
     add("dev/console".into(), Entry::Console, &mut entries);
-    add("etc/cairn/modules".into(), Entry::File(format!("{}\n", loaded.join("\n")).into_bytes(), 0o644), &mut entries);
+    add(
+        "etc/cairn/modules".into(),
+        Entry::File(format!("{}\n", loaded.join("\n")).into_bytes(), 0o644),
+        &mut entries,
+    );
     let mut dep_out = String::new();
     for path in &wanted {
-        let bytes = fs.read_file(&format!("{moddir}/{path}"))?.ok_or_else(|| Error::msg(format!("modules.dep names {path}, which is missing")))?;
-        add(format!("lib/modules/{kver}/{path}"), Entry::File(bytes, 0o644), &mut entries);
+        let bytes = fs
+            .read_file(&format!("{moddir}/{path}"))?
+            .ok_or_else(|| Error::msg(format!("modules.dep names {path}, which is missing")))?;
+        add(
+            format!("lib/modules/{kver}/{path}"),
+            Entry::File(bytes, 0o644),
+            &mut entries,
+        );
         dep_out.push_str(&format!("{path}:"));
         for d in &deps[path] {
             dep_out.push(' ');
@@ -136,7 +209,11 @@ pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Resul
         }
         dep_out.push('\n');
     }
-    add(format!("lib/modules/{kver}/modules.dep"), Entry::File(dep_out.into_bytes(), 0o644), &mut entries);
+    add(
+        format!("lib/modules/{kver}/modules.dep"),
+        Entry::File(dep_out.into_bytes(), 0o644),
+        &mut entries,
+    );
     for dir in ["proc", "sys", "run", "lower", "upper", "newroot"] {
         entries.insert(dir.into(), Entry::Dir);
     }

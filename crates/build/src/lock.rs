@@ -30,14 +30,13 @@ struct Suite {
     release: Release,
 }
 
-fn keyring_path(ctx: &Context, spec: &ImageSpec) -> PathBuf {
+fn keyring_path(spec: &ImageSpec) -> PathBuf {
     match &spec.keyring {
         Some(k) if k.is_absolute() => k.clone(),
         Some(k) => spec.dir().join(k),
-        None => {
-            let _ = ctx;
-            std::env::var_os(KEYRING_ENV).filter(|k| !k.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_KEYRING), PathBuf::from)
-        }
+        None => std::env::var_os(KEYRING_ENV)
+            .filter(|k| !k.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_KEYRING), PathBuf::from),
     }
 }
 
@@ -52,9 +51,12 @@ fn fetch_suite(spec: &ImageSpec, mirror: &str, keyring: &PathBuf) -> Result<Suit
     let url = format!("{mirror}/dists/{}/InRelease", spec.suite);
     let bytes = crate::fetch::get_bytes(&url)?;
     let text = String::from_utf8(bytes).map_err(|_| Error::msg(format!("{url} is not text")))?;
-    let release_text = cairn_debian::verify_inrelease(&keyring_bytes, &text).context(|| format!("verifying {url} with {}", keyring.display()))?;
+    let release_text = cairn_debian::verify_inrelease(&keyring_bytes, &text)
+        .context(|| format!("verifying {url} with {}", keyring.display()))?;
     let release = Release::parse(&release_text).context(|| format!("reading {url}"))?;
-    if release.suite.as_deref() != Some(spec.suite.as_str()) && release.codename.as_deref() != Some(spec.suite.as_str()) {
+    if release.suite.as_deref() != Some(spec.suite.as_str())
+        && release.codename.as_deref() != Some(spec.suite.as_str())
+    {
         return Err(Error::msg(format!(
             "{url} is signed for suite {:?} (codename {:?}), not {:?}: the mirror serves another suite",
             release.suite.as_deref().unwrap_or(""),
@@ -63,12 +65,20 @@ fn fetch_suite(spec: &ImageSpec, mirror: &str, keyring: &PathBuf) -> Result<Suit
         )));
     }
     if let Some(until) = release.valid_until {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         if until < now {
-            return Err(Error::msg(format!("{url} expired (Valid-Until is in the past): the mirror is stale; use a current mirror")));
+            return Err(Error::msg(format!(
+                "{url} expired (Valid-Until is in the past): the mirror is stale; use a current mirror"
+            )));
         }
     }
-    Ok(Suite { mirror: mirror.to_string(), name: spec.suite.clone(), release })
+    Ok(Suite {
+        mirror: mirror.to_string(),
+        name: spec.suite.clone(),
+        release,
+    })
 }
 
 /// The Packages index of one component and arch, as a download verified by the Release.
@@ -92,16 +102,21 @@ fn index_download(suite: &Suite, component: &str, debian_arch: &str) -> Result<D
 
 fn read_index(cache: &Cache, download: &Download) -> Result<String, Error> {
     let path = cache.path(&download.sha256);
-    let file = std::fs::File::open(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let file =
+        std::fs::File::open(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
     let mut reader: Box<dyn Read> = if download.url.ends_with(".xz") {
-        Box::new(liblzma::read::XzDecoder::new_multi_decoder(std::io::BufReader::new(file)))
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            std::io::BufReader::new(file),
+        ))
     } else if download.url.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     } else {
         Box::new(file)
     };
     let mut text = String::new();
-    reader.read_to_string(&mut text).map_err(|e| Error::msg(format!("decompressing {}: {e}", download.url)))?;
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| Error::msg(format!("decompressing {}: {e}", download.url)))?;
     Ok(text)
 }
 
@@ -115,12 +130,14 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     let mut suites: BTreeMap<(String, String, PathBuf), Suite> = BTreeMap::new();
     let mut image_suite = Vec::new();
     for spec in &project.images {
-        let mirror = mirror::resolve(spec.mirror.as_deref()).context(|| format!("locking image {}", spec.name))?;
-        let keyring = keyring_path(ctx, spec);
+        let mirror = mirror::resolve(spec.mirror.as_deref())
+            .context(|| format!("locking image {}", spec.name))?;
+        let keyring = keyring_path(spec);
         let key = (mirror.clone(), spec.suite.clone(), keyring.clone());
         if !suites.contains_key(&key) {
             spinner.set_message(format!("verifying {} {}", spec.suite, "InRelease"));
-            let suite = fetch_suite(spec, &mirror, &keyring).context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
+            let suite = fetch_suite(spec, &mirror, &keyring)
+                .context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
             suites.insert(key.clone(), suite);
         }
         image_suite.push(key);
@@ -130,11 +147,15 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     let mut index_keys: BTreeMap<(usize, String, String), Download> = BTreeMap::new();
     let suite_list: Vec<&(String, String, PathBuf)> = suites.keys().collect();
     for (spec, key) in project.images.iter().zip(&image_suite) {
-        let suite_no = suite_list.iter().position(|k| *k == key).expect("suite was fetched");
+        let suite_no = suite_list
+            .iter()
+            .position(|k| *k == key)
+            .expect("suite was fetched");
         let suite = &suites[key];
         for arch in &spec.arches {
             for component in &spec.components {
-                let d = index_download(suite, component, arch.debian()).context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
+                let d = index_download(suite, component, arch.debian())
+                    .context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
                 index_keys.insert((suite_no, component.clone(), arch.debian().to_string()), d);
             }
         }
@@ -147,14 +168,20 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     type IndexKey = (usize, Vec<String>, String);
     let mut wanted: BTreeMap<IndexKey, Vec<Download>> = BTreeMap::new();
     for (spec, key) in project.images.iter().zip(&image_suite) {
-        let suite_no = suite_list.iter().position(|k| *k == key).expect("suite was fetched");
+        let suite_no = suite_list
+            .iter()
+            .position(|k| *k == key)
+            .expect("suite was fetched");
         for arch in &spec.arches {
             let files = spec
                 .components
                 .iter()
                 .map(|c| index_keys[&(suite_no, c.clone(), arch.debian().to_string())].clone())
                 .collect();
-            wanted.insert((suite_no, spec.components.clone(), arch.debian().to_string()), files);
+            wanted.insert(
+                (suite_no, spec.components.clone(), arch.debian().to_string()),
+                files,
+            );
         }
     }
     spinner.set_message("reading package indexes");
@@ -163,17 +190,23 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
             .iter()
             .map(|(k, files)| {
                 let cache = &cache;
-                (k.clone(), s.spawn(move || {
-                    let mut index = PackageIndex::default();
-                    for f in files {
-                        let text = read_index(cache, f)?;
-                        index.add(&text, &f.url).map_err(Error::msg)?;
-                    }
-                    Ok(index)
-                }))
+                (
+                    k.clone(),
+                    s.spawn(move || {
+                        let mut index = PackageIndex::default();
+                        for f in files {
+                            let text = read_index(cache, f)?;
+                            index.add(&text, &f.url).map_err(Error::msg)?;
+                        }
+                        Ok(index)
+                    }),
+                )
             })
             .collect();
-        handles.into_iter().map(|(k, h)| (k, h.join().expect("index parser panicked"))).collect()
+        handles
+            .into_iter()
+            .map(|(k, h)| (k, h.join().expect("index parser panicked")))
+            .collect()
     });
     let mut indexes = BTreeMap::new();
     for (k, r) in parsed {
@@ -181,17 +214,34 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     }
 
     // 4. Resolve each image and arch.
-    let mut lock = Lockfile { version: VERSION, ..Lockfile::default() };
+    let mut lock = Lockfile {
+        version: VERSION,
+        ..Lockfile::default()
+    };
     let mut summary = LockSummary::default();
     for (spec, key) in project.images.iter().zip(&image_suite) {
-        let suite_no = suite_list.iter().position(|k| *k == key).expect("suite was fetched");
+        let suite_no = suite_list
+            .iter()
+            .position(|k| *k == key)
+            .expect("suite was fetched");
         let suite = &suites[key];
         let mut arches = Vec::new();
         for arch in &spec.arches {
             spinner.set_message(format!("resolving {} for {arch}", spec.name));
             let index = &indexes[&(suite_no, spec.components.clone(), arch.debian().to_string())];
-            let resolution = cairn_debian::resolve(index, arch.debian(), &spec.packages_for(*arch), &spec.exclude)
-                .context(|| format!("locking image {} ({}) for {arch}", spec.name, spec.path.display()))?;
+            let resolution = cairn_debian::resolve(
+                index,
+                arch.debian(),
+                &spec.packages_for(*arch),
+                &spec.exclude,
+            )
+            .context(|| {
+                format!(
+                    "locking image {} ({}) for {arch}",
+                    spec.name,
+                    spec.path.display()
+                )
+            })?;
             let mut names = Vec::new();
             let mut total = 0;
             for p in &resolution.packages {
@@ -206,11 +256,18 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
                     sha256: p.sha256.to_ascii_lowercase(),
                 });
             }
-            summary.entries.push((spec.name.clone(), *arch, names.len(), total));
-            arches.push(LockedArch { arch: *arch, packages: names });
+            summary
+                .entries
+                .push((spec.name.clone(), *arch, names.len(), total));
+            arches.push(LockedArch {
+                arch: *arch,
+                packages: names,
+            });
         }
         // An unchanged closure keeps its timestamp, so re-locking changes no digest.
-        let previous = old.image.iter().find(|i| i.name == spec.name && i.suite == spec.suite && same_arches(&i.arch, &arches));
+        let previous = old.image.iter().find(|i| {
+            i.name == spec.name && i.suite == spec.suite && same_arches(&i.arch, &arches)
+        });
         let source_date_epoch = spec
             .source_date_epoch
             .or(previous.map(|p| p.source_date_epoch))
@@ -236,9 +293,19 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
                     None => {
                         spinner.set_message(format!("pinning {url}"));
                         let (digest, size) = cache
-                            .fetch_unpinned(&url, &format!("download {} of image {}", d.name, spec.name))
-                            .context(|| format!("locking image {} ({})", spec.name, spec.path.display()))?;
-                        LockedUrl { name: format!("{}/{}", spec.name, d.name), url: url.clone(), size, sha256: digest.hex() }
+                            .fetch_unpinned(
+                                &url,
+                                &format!("download {} of image {}", d.name, spec.name),
+                            )
+                            .context(|| {
+                                format!("locking image {} ({})", spec.name, spec.path.display())
+                            })?;
+                        LockedUrl {
+                            name: format!("{}/{}", spec.name, d.name),
+                            url: url.clone(),
+                            size,
+                            sha256: digest.hex(),
+                        }
                     }
                 };
                 lock.url.push(pinned);
@@ -251,10 +318,13 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     let path = ctx.lock_path();
     let old_text = std::fs::read_to_string(&path).unwrap_or_default();
     if text != old_text {
-        let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root).map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| Error::msg(e.to_string()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root)
+            .map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
+        std::io::Write::write_all(&mut tmp, text.as_bytes())
+            .map_err(|e| Error::msg(e.to_string()))?;
         cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
-        tmp.persist(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+        tmp.persist(&path)
+            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
         summary.changed = true;
     }
     Ok(summary)
@@ -262,11 +332,14 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
 
 fn same_arches(a: &[LockedArch], b: &[LockedArch]) -> bool {
     let norm = |l: &[LockedArch]| {
-        let mut v: Vec<(Arch, Vec<String>)> = l.iter().map(|x| {
-            let mut p = x.packages.clone();
-            p.sort();
-            (x.arch, p)
-        }).collect();
+        let mut v: Vec<(Arch, Vec<String>)> = l
+            .iter()
+            .map(|x| {
+                let mut p = x.packages.clone();
+                p.sort();
+                (x.arch, p)
+            })
+            .collect();
         v.sort();
         v
     };

@@ -69,31 +69,53 @@ impl Lockfile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::msg(format!("{}: {e}", path.display()))),
         };
-        let lock: Lockfile = toml::from_str(&text)
-            .map_err(|e| Error::msg(format!("{} is not a valid lock file ({}): run `cargo xtask lock` to rewrite it", path.display(), e.message())))?;
+        let lock: Lockfile = toml::from_str(&text).map_err(|e| {
+            Error::msg(format!(
+                "{} is not a valid lock file ({}): run `cargo xtask lock` to rewrite it",
+                path.display(),
+                e.message()
+            ))
+        })?;
         if lock.version != VERSION {
-            return Err(Error::msg(format!("{} has version {}, this Cairn writes {VERSION}: run `cargo xtask lock`", path.display(), lock.version)));
+            return Err(Error::msg(format!(
+                "{} has version {}, this Cairn writes {VERSION}: run `cargo xtask lock`",
+                path.display(),
+                lock.version
+            )));
         }
         Ok(Some(lock))
     }
 
     /// The locked image for `spec`, checked to be current.
     pub fn image_for(&self, spec: &ImageSpec) -> Result<&LockedImage, Error> {
-        let stale = |why: &str| Error::msg(format!("inputs.lock is stale for image {} ({why}): run `cargo xtask lock`", spec.name));
-        let image = self.image.iter().find(|i| i.name == spec.name).ok_or_else(|| stale("not locked yet"))?;
+        let stale = |why: &str| {
+            Error::msg(format!(
+                "inputs.lock is stale for image {} ({why}): run `cargo xtask lock`",
+                spec.name
+            ))
+        };
+        let image = self
+            .image
+            .iter()
+            .find(|i| i.name == spec.name)
+            .ok_or_else(|| stale("not locked yet"))?;
         if image.inputs != spec.lock_inputs() {
-            return Err(stale(&format!("{} changed since it was locked", spec.path.display())));
+            return Err(stale(&format!(
+                "{} changed since it was locked",
+                spec.path.display()
+            )));
         }
         Ok(image)
     }
 
     /// The packages of `image` for `arch`, in name order.
     pub fn packages(&self, image: &LockedImage, arch: Arch) -> Result<Vec<&LockedPackage>, Error> {
-        let locked = image
-            .arch
-            .iter()
-            .find(|a| a.arch == arch)
-            .ok_or_else(|| Error::msg(format!("inputs.lock has no {arch} packages for image {}: run `cargo xtask lock`", image.name)))?;
+        let locked = image.arch.iter().find(|a| a.arch == arch).ok_or_else(|| {
+            Error::msg(format!(
+                "inputs.lock has no {arch} packages for image {}: run `cargo xtask lock`",
+                image.name
+            ))
+        })?;
         locked
             .packages
             .iter()
@@ -110,7 +132,9 @@ impl Lockfile {
     /// Canonical text: sorted, one item per line.
     pub fn to_toml(&self) -> String {
         let mut out = String::new();
-        out.push_str("# Written by `cargo xtask lock`: every input pinned by sha256. Do not edit by hand.\n");
+        out.push_str(
+            "# Written by `cargo xtask lock`: every input pinned by sha256. Do not edit by hand.\n",
+        );
         let _ = writeln!(out, "version = {}", self.version);
         let mut images = self.image.clone();
         images.sort_by(|a, b| a.name.cmp(&b.name));
@@ -126,7 +150,11 @@ impl Lockfile {
             let mut arches = image.arch.clone();
             arches.sort_by_key(|a| a.arch);
             for arch in &arches {
-                let _ = write!(out, "\n[[image.arch]]\narch = {}\npackages = [\n", q(arch.arch.as_str()));
+                let _ = write!(
+                    out,
+                    "\n[[image.arch]]\narch = {}\npackages = [\n",
+                    q(arch.arch.as_str())
+                );
                 let mut packages = arch.packages.clone();
                 packages.sort();
                 for p in &packages {
@@ -153,7 +181,14 @@ impl Lockfile {
         let mut urls = self.url.clone();
         urls.sort();
         for u in &urls {
-            let _ = write!(out, "\n[[url]]\nname = {}\nurl = {}\nsize = {}\nsha256 = {}\n", q(&u.name), q(&u.url), u.size, q(&u.sha256));
+            let _ = write!(
+                out,
+                "\n[[url]]\nname = {}\nurl = {}\nsize = {}\nsha256 = {}\n",
+                q(&u.name),
+                q(&u.url),
+                u.size,
+                q(&u.sha256)
+            );
         }
         out
     }
@@ -191,8 +226,14 @@ mod tests {
                 suite: "trixie".into(),
                 source_date_epoch: 7,
                 arch: vec![
-                    LockedArch { arch: Arch::Aarch64, packages: vec!["z=1".into(), "a=2".into()] },
-                    LockedArch { arch: Arch::X86_64, packages: vec!["a=2".into()] },
+                    LockedArch {
+                        arch: Arch::Aarch64,
+                        packages: vec!["z=1".into(), "a=2".into()],
+                    },
+                    LockedArch {
+                        arch: Arch::X86_64,
+                        packages: vec!["a=2".into()],
+                    },
                 ],
             }],
             package: vec![LockedPackage {
@@ -206,7 +247,10 @@ mod tests {
             url: vec![],
         };
         let text = lock.to_toml();
-        assert!(text.contains("packages = [\n  \"a=2\",\n  \"z=1\",\n]"), "{text}");
+        assert!(
+            text.contains("packages = [\n  \"a=2\",\n  \"z=1\",\n]"),
+            "{text}"
+        );
         assert!(text.find("arch = \"x86_64\"").unwrap() < text.find("arch = \"aarch64\"").unwrap());
         let back: Lockfile = toml::from_str(&text).unwrap();
         assert_eq!(back.to_toml(), text);

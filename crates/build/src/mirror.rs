@@ -33,13 +33,23 @@ pub fn from_apt_sources(apt_dir: &Path) -> Option<String> {
         files.extend(more);
     }
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         if file.extension().is_some_and(|e| e == "sources") {
             for para in cairn_debian::control::paragraphs(&text) {
-                if !para.get("Types").unwrap_or("").split_whitespace().any(|t| t == "deb") {
+                if !para
+                    .get("Types")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .any(|t| t == "deb")
+                {
                     continue;
                 }
-                if para.get("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) {
+                if para
+                    .get("Enabled")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("no"))
+                {
                     continue;
                 }
                 let suites = para.get("Suites").unwrap_or("");
@@ -54,7 +64,11 @@ pub fn from_apt_sources(apt_dir: &Path) -> Option<String> {
                     continue;
                 }
                 // Skip an options block like `[signed-by=...]` (may hold spaces).
-                let rest: Vec<&str> = line.split_once(']').map_or(line, |(_, r)| r).split_whitespace().collect();
+                let rest: Vec<&str> = line
+                    .split_once(']')
+                    .map_or(line, |(_, r)| r)
+                    .split_whitespace()
+                    .collect();
                 let rest: Vec<&str> = rest.into_iter().filter(|w| *w != "deb").collect();
                 if let [uri, suite, ..] = rest[..] {
                     candidates.push((uri.to_string(), suite.to_string()));
@@ -82,11 +96,25 @@ mod tests {
             "Types: deb\nURIs: http://security.example.invalid/debian-security\nSuites: trixie-security\n\nTypes: deb deb-src\nURIs: http://mirror.example.invalid/debian/\nSuites: trixie\n",
         )
         .unwrap();
-        assert_eq!(from_apt_sources(dir.path()).as_deref(), Some("http://mirror.example.invalid/debian"));
+        assert_eq!(
+            from_apt_sources(dir.path()).as_deref(),
+            Some("http://mirror.example.invalid/debian")
+        );
         std::fs::remove_file(dir.path().join("sources.list.d/debian.sources")).unwrap();
-        std::fs::write(dir.path().join("sources.list"), "# comment\ndeb [signed-by=/k.gpg] http://m.example.invalid/debian trixie main\n").unwrap();
-        assert_eq!(from_apt_sources(dir.path()).as_deref(), Some("http://m.example.invalid/debian"));
-        std::fs::write(dir.path().join("sources.list"), "deb http://archive.example.invalid/ubuntu noble main\n").unwrap();
+        std::fs::write(
+            dir.path().join("sources.list"),
+            "# comment\ndeb [signed-by=/k.gpg] http://m.example.invalid/debian trixie main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            from_apt_sources(dir.path()).as_deref(),
+            Some("http://m.example.invalid/debian")
+        );
+        std::fs::write(
+            dir.path().join("sources.list"),
+            "deb http://archive.example.invalid/ubuntu noble main\n",
+        )
+        .unwrap();
         assert_eq!(from_apt_sources(dir.path()), None);
     }
 }

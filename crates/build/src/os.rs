@@ -14,7 +14,7 @@ use cairn_store::{ActionRecord, Store};
 use std::collections::BTreeMap;
 use std::io::Read;
 
-/// What maintainer scripts would have done, and the order they are done in.
+/// The outputs of an OS image's base step for one arch.
 pub struct OsResult {
     pub image: String,
     pub arch: Arch,
@@ -38,7 +38,12 @@ impl OsResult {
     }
 
     fn from_record(image: &str, arch: Arch, o: &serde_json::Value) -> Option<OsResult> {
-        let blob = |k: &str| Some((o[k]["digest"].as_str()?.parse().ok()?, o[k]["size"].as_u64()?));
+        let blob = |k: &str| {
+            Some((
+                o[k]["digest"].as_str()?.parse().ok()?,
+                o[k]["size"].as_u64()?,
+            ))
+        };
         Some(OsResult {
             image: image.into(),
             arch,
@@ -89,7 +94,14 @@ impl Accounts {
         Ok(gid)
     }
 
-    fn add_user(&mut self, name: &str, id: Option<u32>, gecos: &str, home: &str, shell: &str) -> Result<(), Error> {
+    fn add_user(
+        &mut self,
+        name: &str,
+        id: Option<u32>,
+        gecos: &str,
+        home: &str,
+        shell: &str,
+    ) -> Result<(), Error> {
         if self.passwd.iter().any(|p| p[0] == name) {
             return Ok(());
         }
@@ -101,7 +113,15 @@ impl Accounts {
             },
         };
         let gid = self.add_group(name, Some(uid))?;
-        self.passwd.push([name.into(), "x".into(), uid.to_string(), gid.to_string(), gecos.into(), home.into(), shell.into()]);
+        self.passwd.push([
+            name.into(),
+            "x".into(),
+            uid.to_string(),
+            gid.to_string(),
+            gecos.into(),
+            home.into(),
+            shell.into(),
+        ]);
         self.shadow_locked.insert(name.to_string(), "!*");
         Ok(())
     }
@@ -110,14 +130,24 @@ impl Accounts {
         for line in passwd.lines().filter(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split(':').collect();
             if f.len() == 7 {
-                self.passwd.push(std::array::from_fn(|i| if i == 1 { "x".to_string() } else { f[i].to_string() }));
+                self.passwd.push(std::array::from_fn(|i| {
+                    if i == 1 {
+                        "x".to_string()
+                    } else {
+                        f[i].to_string()
+                    }
+                }));
                 self.shadow_locked.insert(f[0].to_string(), "*");
             }
         }
         for line in group.lines().filter(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split(':').collect();
             if let (4, Ok(gid)) = (f.len(), f.get(2).map_or(Ok(0), |g| g.parse::<u32>())) {
-                let members = f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
+                let members = f[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 self.group.push((f[0].to_string(), gid, members));
             }
         }
@@ -132,15 +162,26 @@ impl Accounts {
                 continue;
             }
             let arg = |i: usize| words.get(i).map(String::as_str).filter(|w| *w != "-");
-            let name = arg(1).ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no name")))?;
-            let id = arg(2).and_then(|i| i.split(':').next()).and_then(|i| i.parse::<u32>().ok());
+            let name =
+                arg(1).ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no name")))?;
+            let id = arg(2)
+                .and_then(|i| i.split(':').next())
+                .and_then(|i| i.parse::<u32>().ok());
             match kind.trim_end_matches('!') {
-                "u" => self.add_user(name, id, arg(3).unwrap_or(""), arg(4).unwrap_or("/"), arg(5).unwrap_or("/usr/sbin/nologin"))?,
+                "u" => self.add_user(
+                    name,
+                    id,
+                    arg(3).unwrap_or(""),
+                    arg(4).unwrap_or("/"),
+                    arg(5).unwrap_or("/usr/sbin/nologin"),
+                )?,
                 "g" => {
                     self.add_group(name, id)?;
                 }
                 "m" => {
-                    let group = arg(2).ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no group")))?.to_string();
+                    let group = arg(2)
+                        .ok_or_else(|| Error::msg(format!("{file}: line {line:?} has no group")))?
+                        .to_string();
                     self.add_group(&group, None)?;
                     if let Some(g) = self.group.iter_mut().find(|g| g.0 == group) {
                         if !g.2.iter().any(|m| m == name) {
@@ -156,14 +197,32 @@ impl Accounts {
 
     fn files(&self, epoch: u64, shadow_gid: u64) -> Vec<(&'static str, String, u32, u64)> {
         let days = epoch / 86_400;
-        let passwd: String = self.passwd.iter().map(|p| format!("{}\n", p.join(":"))).collect();
-        let group: String = self.group.iter().map(|g| format!("{}:x:{}:{}\n", g.0, g.1, g.2.join(","))).collect();
+        let passwd: String = self
+            .passwd
+            .iter()
+            .map(|p| format!("{}\n", p.join(":")))
+            .collect();
+        let group: String = self
+            .group
+            .iter()
+            .map(|g| format!("{}:x:{}:{}\n", g.0, g.1, g.2.join(",")))
+            .collect();
         let shadow: String = self
             .passwd
             .iter()
-            .map(|p| format!("{}:{}:{days}:0:99999:7:::\n", p[0], self.shadow_locked.get(&p[0]).copied().unwrap_or("*")))
+            .map(|p| {
+                format!(
+                    "{}:{}:{days}:0:99999:7:::\n",
+                    p[0],
+                    self.shadow_locked.get(&p[0]).copied().unwrap_or("*")
+                )
+            })
             .collect();
-        let gshadow: String = self.group.iter().map(|g| format!("{}:*::{}\n", g.0, g.2.join(","))).collect();
+        let gshadow: String = self
+            .group
+            .iter()
+            .map(|g| format!("{}:*::{}\n", g.0, g.2.join(",")))
+            .collect();
         vec![
             ("/etc/passwd", passwd, 0o644, 0),
             ("/etc/group", group, 0o644, 0),
@@ -223,21 +282,34 @@ pub fn dpkg_status(controls: &BTreeMap<String, String>) -> String {
 /// `systemctl enable` for `unit`: symlinks from its [Install] section.
 fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
     let (template, instance) = match unit.split_once('@') {
-        Some((base, rest)) if !rest.starts_with('.') => (format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service")), Some(unit)),
+        Some((base, rest)) if !rest.starts_with('.') => (
+            format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service")),
+            Some(unit),
+        ),
         _ => (unit.to_string(), None),
     };
-    let file = ["usr/lib/systemd/system", "etc/systemd/system"].iter().map(|d| format!("{d}/{template}")).find(|p| fs.nodes().contains_key(p));
+    let file = ["usr/lib/systemd/system", "etc/systemd/system"]
+        .iter()
+        .map(|d| format!("{d}/{template}"))
+        .find(|p| fs.nodes().contains_key(p));
     let Some(file) = file else {
-        return Err(Error::msg(format!("service {unit}: no unit file {template} in the image: add the package that ships it")));
+        return Err(Error::msg(format!(
+            "service {unit}: no unit file {template} in the image: add the package that ships it"
+        )));
     };
     let text = match fs.read_file(&file)? {
         Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         None => {
             // A symlink (an alias): follow it once.
             let Some(Kind::Symlink(target)) = fs.nodes().get(&file).map(|n| n.kind.clone()) else {
-                return Err(Error::msg(format!("service {unit}: {file} is not a unit file")));
+                return Err(Error::msg(format!(
+                    "service {unit}: {file} is not a unit file"
+                )));
             };
-            let target = format!("usr/lib/systemd/system/{}", target.rsplit('/').next().unwrap_or(&target));
+            let target = format!(
+                "usr/lib/systemd/system/{}",
+                target.rsplit('/').next().unwrap_or(&target)
+            );
             String::from_utf8_lossy(&fs.read_file(&target)?.unwrap_or_default()).into_owned()
         }
     };
@@ -255,8 +327,14 @@ fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
         if let Some((key, value)) = line.split_once('=') {
             for v in value.split_whitespace() {
                 match key.trim() {
-                    "WantedBy" => links.push(format!("etc/systemd/system/{v}.wants/{}", instance.unwrap_or(unit))),
-                    "RequiredBy" => links.push(format!("etc/systemd/system/{v}.requires/{}", instance.unwrap_or(unit))),
+                    "WantedBy" => links.push(format!(
+                        "etc/systemd/system/{v}.wants/{}",
+                        instance.unwrap_or(unit)
+                    )),
+                    "RequiredBy" => links.push(format!(
+                        "etc/systemd/system/{v}.requires/{}",
+                        instance.unwrap_or(unit)
+                    )),
                     "Alias" => links.push(format!("etc/systemd/system/{v}")),
                     _ => {}
                 }
@@ -264,7 +342,9 @@ fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
         }
     }
     if links.is_empty() {
-        return Err(Error::msg(format!("service {unit}: {file} has no [Install] section; it cannot be enabled")));
+        return Err(Error::msg(format!(
+            "service {unit}: {file} has no [Install] section; it cannot be enabled"
+        )));
     }
     let target = format!("/{file}");
     for link in links {
@@ -275,14 +355,9 @@ fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
 
 /// `modules.dep` and `modules.alias` for every kernel under `usr/lib/modules/`.
 fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
-    let mut kernels: Vec<String> = fs
-        .nodes()
-        .iter()
-        .filter(|(p, n)| matches!(n.kind, Kind::Dir) && p.starts_with("usr/lib/modules/") && p.matches('/').count() == 3)
-        .map(|(p, _)| p.clone())
-        .collect();
-    kernels.sort();
-    for dir in &kernels {
+    let kernels = crate::initramfs::kernel_releases(fs);
+    for release in &kernels {
+        let dir = &format!("usr/lib/modules/{release}");
         let mut modules = Vec::new();
         for path in fs.files_under(dir) {
             let rel = path[dir.len() + 1..].to_string();
@@ -291,12 +366,20 @@ fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
             }
             let bytes = fs.read_file(&path)?.unwrap_or_default();
             let elf = decompress_module(&rel, &bytes)?;
-            let info = cairn_debian::kmod::modinfo(&elf).map_err(|e| Error::msg(format!("/{path}: {e}")))?;
+            let info = cairn_debian::kmod::modinfo(&elf)
+                .map_err(|e| Error::msg(format!("/{path}: {e}")))?;
             modules.push(cairn_debian::kmod::ModuleInfo { path: rel, info });
         }
-        let (dep, alias) = cairn_debian::kmod::depmod(&modules).map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
-        fs.put_file(&format!("{dir}/modules.dep"), dep.as_bytes(), 0o644, 0, 0)?;
-        fs.put_file(&format!("{dir}/modules.alias"), alias.as_bytes(), 0o644, 0, 0)?;
+        let (dep, alias) =
+            cairn_debian::kmod::depmod(&modules).map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
+        fs.add_file(&format!("{dir}/modules.dep"), dep.as_bytes(), 0o644, 0, 0)?;
+        fs.add_file(
+            &format!("{dir}/modules.alias"),
+            alias.as_bytes(),
+            0o644,
+            0,
+            0,
+        )?;
     }
     Ok(kernels)
 }
@@ -324,14 +407,24 @@ fn zstd_decode(bytes: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
 }
 
 /// Assembles the OS root filesystem of `spec` for `arch`.
-pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result<Rootfs, Error> {
+pub fn assemble(
+    store: &Store,
+    cache: &Cache,
+    spec: &ImageSpec,
+    lock: &Lockfile,
+    arch: Arch,
+    epoch: u64,
+) -> Result<Rootfs, Error> {
     let locked = lock.image_for(spec)?;
     let packages = lock.packages(locked, arch)?;
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     let mut controls = BTreeMap::new();
     for p in &packages {
-        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
-        let info = fs.add_deb(&cache.path(&sha), &p.name, &sha).context(|| format!("unpacking {} {}", p.name, p.version))?;
+        let sha = Digest::from_hex(&p.sha256)
+            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        let info = fs
+            .add_deb(&cache.path(&sha), &p.name, &sha)
+            .context(|| format!("unpacking {} {}", p.name, p.version))?;
         controls.insert(p.name.clone(), info.control);
     }
     fs.add_merged_usr_links();
@@ -341,12 +434,18 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
     let master_passwd = fs.read_file("usr/share/base-passwd/passwd.master")?;
     let master_group = fs.read_file("usr/share/base-passwd/group.master")?;
     match (master_passwd, master_group) {
-        (Some(p), Some(g)) => accounts.parse_master(&String::from_utf8_lossy(&p), &String::from_utf8_lossy(&g)),
-        _ => accounts.parse_master("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\nshadow:x:42:\n"),
+        (Some(p), Some(g)) => {
+            accounts.parse_master(&String::from_utf8_lossy(&p), &String::from_utf8_lossy(&g))
+        }
+        _ => accounts.parse_master(
+            "root:x:0:0:root:/root:/bin/sh\n",
+            "root:x:0:\nshadow:x:42:\n",
+        ),
     }
     for file in fs.files_under("usr/lib/sysusers.d") {
         if file.ends_with(".conf") {
-            let text = String::from_utf8_lossy(&fs.read_file(&file)?.unwrap_or_default()).into_owned();
+            let text =
+                String::from_utf8_lossy(&fs.read_file(&file)?.unwrap_or_default()).into_owned();
             accounts.sysusers(&text, &file)?;
         }
     }
@@ -359,11 +458,17 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
     }
     let shadow_gid = u64::from(accounts.gid_of("shadow").unwrap_or(0));
     for (path, text, mode, gid) in accounts.files(epoch, shadow_gid) {
-        fs.put_file(path, text.as_bytes(), mode, 0, gid)?;
+        fs.add_file(path, text.as_bytes(), mode, 0, gid)?;
     }
 
-    fs.put_file("/var/lib/dpkg/status", dpkg_status(&controls).as_bytes(), 0o644, 0, 0)?;
-    fs.put_file("/etc/machine-id", b"", 0o444, 0, 0)?;
+    fs.add_file(
+        "/var/lib/dpkg/status",
+        dpkg_status(&controls).as_bytes(),
+        0o644,
+        0,
+        0,
+    )?;
+    fs.add_file("/etc/machine-id", b"", 0o444, 0, 0)?;
     fs.add_ca_bundle()?;
     depmod(&mut fs)?;
     for d in &spec.dirs {
@@ -371,7 +476,13 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
     }
     for f in &spec.files {
         let bytes = crate::image::file_bytes(spec, f)?;
-        fs.add_file(&f.path, &bytes, f.mode.0, u64::from(f.uid), u64::from(f.gid))?;
+        fs.add_file(
+            &f.path,
+            &bytes,
+            f.mode.0,
+            u64::from(f.uid),
+            u64::from(f.gid),
+        )?;
     }
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
@@ -381,7 +492,10 @@ pub fn assemble(store: &Store, cache: &Cache, spec: &ImageSpec, lock: &Lockfile,
         enable_unit(&mut fs, unit)?;
     }
     if let Some(target) = &spec.default_target {
-        fs.add_symlink("/etc/systemd/system/default.target", &format!("/usr/lib/systemd/system/{target}"))?;
+        fs.add_symlink(
+            "/etc/systemd/system/default.target",
+            &format!("/usr/lib/systemd/system/{target}"),
+        )?;
     }
     Ok(fs)
 }
@@ -392,7 +506,14 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
     let mut files = Vec::new();
     for f in &spec.files {
         let bytes = crate::image::file_bytes(spec, f)?;
-        files.push(format!("{} {} {:o} {} {}", f.path, Digest::of(&bytes), f.mode.0, f.uid, f.gid));
+        files.push(format!(
+            "{} {} {:o} {} {}",
+            f.path,
+            Digest::of(&bytes),
+            f.mode.0,
+            f.uid,
+            f.gid
+        ));
     }
     let doc = serde_json::json!({
         "step": "os-base",
@@ -411,22 +532,43 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
         "default_target": spec.default_target,
         "compression": "zstd",
     });
-    Ok(Digest::of(&cairn_formats::json::to_canonical_vec(&doc).expect("json")))
+    Ok(Digest::of(
+        &cairn_formats::json::to_canonical_vec(&doc).expect("json"),
+    ))
 }
 
 /// Builds (or finds in the action cache) the base OS squashfs of `image` for `arch`.
-pub fn build_os(ctx: &Context, project: &Project, lock: &Lockfile, image: &str, arch: Arch) -> Result<OsResult, Error> {
-    let spec = project.image(image).ok_or_else(|| Error::msg(format!("no image named {image:?} in images/")))?;
+pub fn build_os(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    image: &str,
+    arch: Arch,
+) -> Result<OsResult, Error> {
+    let spec = project
+        .image(image)
+        .ok_or_else(|| Error::msg(format!("no image named {image:?} in images/")))?;
     if spec.kind != ImageKind::Os {
-        return Err(Error::msg(format!("{} is a container image; an OS image has kind = \"os\"", spec.path.display())));
+        return Err(Error::msg(format!(
+            "{} is a container image; an OS image has kind = \"os\"",
+            spec.path.display()
+        )));
     }
     if !spec.arches.contains(&arch) {
-        return Err(Error::msg(format!("image {image} is not built for {arch}: add it to `arches` in {}", spec.path.display())));
+        return Err(Error::msg(format!(
+            "image {image} is not built for {arch}: add it to `arches` in {}",
+            spec.path.display()
+        )));
     }
     let locked = lock.image_for(spec)?;
     let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
     let key = step_key(spec, lock, arch, epoch)?;
-    let store = Store::open(&ctx.store, || eprintln!("waiting for another cairn process to release {}", ctx.store.join(".lock").display()))?;
+    let store = Store::open(&ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            ctx.store.join(".lock").display()
+        )
+    })?;
     if let Some(record) = store.action_get(&key) {
         if let Some(r) = OsResult::from_record(image, arch, &record.output) {
             return Ok(r);
@@ -435,36 +577,73 @@ pub fn build_os(ctx: &Context, project: &Project, lock: &Lockfile, image: &str, 
     let cache = Cache::new(&ctx.cache);
     let mut downloads = Vec::new();
     for p in lock.packages(locked, arch)? {
-        let sha = Digest::from_hex(&p.sha256).map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        let sha = Digest::from_hex(&p.sha256)
+            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
         if !cache.has(&sha) {
             let mirror = mirror::resolve(spec.mirror.as_deref())?;
-            downloads.push(Download { name: format!("{} {} {}", p.name, p.version, p.arch), url: format!("{mirror}/{}", p.path), sha256: sha, size: p.size });
+            downloads.push(Download {
+                name: format!("{} {} {}", p.name, p.version, p.arch),
+                url: format!("{mirror}/{}", p.path),
+                sha256: sha,
+                size: p.size,
+            });
         }
     }
     cache.fetch_all(&downloads, ctx.progress)?;
     let spinner = crate::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
-    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch).context(|| format!("assembling {image} for {arch}"))?;
+    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch)
+        .context(|| format!("assembling {image} for {arch}"))?;
     let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
     let kernel_path = format!("boot/vmlinuz-{kver}");
-    let kernel = fs
-        .read_file(&kernel_path)?
-        .ok_or_else(|| Error::msg(format!("image {image} for {arch}: the kernel package has no /{kernel_path}")))?;
-    let kernel = store.write_blob(&kernel).map(|d| (d, kernel.len() as u64))?;
+    let kernel = fs.read_file(&kernel_path)?.ok_or_else(|| {
+        Error::msg(format!(
+            "image {image} for {arch}: the kernel package has no /{kernel_path}"
+        ))
+    })?;
+    let kernel = store
+        .write_blob(&kernel)
+        .map(|d| (d, kernel.len() as u64))?;
     spinner.set_message(format!("writing the {image} initramfs for {arch}"));
-    let initramfs = crate::initramfs::build(&mut fs, &kver, &crate::initramfs::boot_modules(arch), epoch as u32)?;
-    let initramfs = store.write_blob(&initramfs).map(|d| (d, initramfs.len() as u64))?;
+    let initramfs = crate::initramfs::build(
+        &mut fs,
+        &kver,
+        &crate::initramfs::boot_modules(arch),
+        epoch as u32,
+    )?;
+    let initramfs = store
+        .write_blob(&initramfs)
+        .map(|d| (d, initramfs.len() as u64))?;
     spinner.set_message(format!("writing the {image} squashfs for {arch}"));
-    let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp")).map_err(|e| Error::msg(e.to_string()))?;
+    let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+        .map_err(|e| Error::msg(e.to_string()))?;
     let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
     let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
     let mut w = store.blob_writer()?;
-    std::io::copy(&mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?, &mut w).map_err(|e| Error::msg(e.to_string()))?;
+    std::io::copy(
+        &mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?,
+        &mut w,
+    )
+    .map_err(|e| Error::msg(e.to_string()))?;
     let squashfs = w.finish(None)?;
     spinner.finish_and_clear();
-    let result = OsResult { image: image.into(), arch, kernel_release: kver, squashfs, kernel, initramfs, cached: false };
+    let result = OsResult {
+        image: image.into(),
+        arch,
+        kernel_release: kver,
+        squashfs,
+        kernel,
+        initramfs,
+        cached: false,
+    };
     let mut output = result.to_json(std::path::Path::new(""));
     output.as_object_mut().expect("object").remove("cached");
-    store.action_put(&key, &ActionRecord { step: format!("os-base {image} {arch}"), blobs: vec![squashfs.0, kernel.0, initramfs.0], output })?;
+    store.action_put(
+        &key,
+        &ActionRecord {
+            step: format!("os-base {image} {arch}"),
+            blobs: vec![squashfs.0, kernel.0, initramfs.0],
+            output,
+        },
+    )?;
     Ok(result)
-
 }

@@ -5,9 +5,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn bytes(enabled: bool, total: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), target(enabled));
     bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(message.to_string());
     bar
@@ -15,12 +17,18 @@ pub fn bytes(enabled: bool, total: u64, message: &str) -> ProgressBar {
 
 pub fn spinner(enabled: bool, message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, target(enabled));
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
     bar.set_message(message.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
 
 fn target(enabled: bool) -> ProgressDrawTarget {
-    if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() }
+    if enabled {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    }
 }

@@ -22,7 +22,11 @@ pub const SPEC: &str = "the image spec";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { offset: u64, size: u64, sha256: Digest },
+    File {
+        offset: u64,
+        size: u64,
+        sha256: Digest,
+    },
     Symlink(String),
 }
 
@@ -79,8 +83,13 @@ fn join_link(link_path: &str, target: &str) -> Option<String> {
 
 impl Rootfs {
     pub fn new(scratch_dir: &Path) -> Result<Rootfs, Error> {
-        let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| Error::msg(format!("{}: {e}", scratch_dir.display())))?;
-        Ok(Rootfs { nodes: BTreeMap::new(), scratch: BufWriter::with_capacity(1 << 20, scratch), scratch_len: 0 })
+        let scratch = tempfile::tempfile_in(scratch_dir)
+            .map_err(|e| Error::msg(format!("{}: {e}", scratch_dir.display())))?;
+        Ok(Rootfs {
+            nodes: BTreeMap::new(),
+            scratch: BufWriter::with_capacity(1 << 20, scratch),
+            scratch_len: 0,
+        })
     }
 
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
@@ -95,12 +104,22 @@ impl Rootfs {
             let parts: Vec<&str> = current.split('/').collect();
             for i in 1..parts.len() {
                 let prefix = parts[..i].join("/");
-                if let Some(Node { kind: Kind::Symlink(target), .. }) = self.nodes.get(&prefix) {
+                if let Some(Node {
+                    kind: Kind::Symlink(target),
+                    ..
+                }) = self.nodes.get(&prefix)
+                {
                     let Some(resolved) = join_link(&prefix, target) else {
-                        return Err(format!("goes through symlink {prefix} -> {target}, which leads outside the root"));
+                        return Err(format!(
+                            "goes through symlink {prefix} -> {target}, which leads outside the root"
+                        ));
                     };
                     let resolved = merged_usr(&resolved).unwrap_or(resolved);
-                    current = if resolved.is_empty() { parts[i..].join("/") } else { format!("{resolved}/{}", parts[i..].join("/")) };
+                    current = if resolved.is_empty() {
+                        parts[i..].join("/")
+                    } else {
+                        format!("{resolved}/{}", parts[i..].join("/"))
+                    };
                     continue 'restart;
                 }
             }
@@ -115,10 +134,26 @@ impl Rootfs {
             let prefix = parts[..i].join("/");
             match self.nodes.get(&prefix) {
                 None => {
-                    self.nodes.insert(prefix, Node { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, owner: owner.to_string() });
+                    self.nodes.insert(
+                        prefix,
+                        Node {
+                            kind: Kind::Dir,
+                            mode: 0o755,
+                            uid: 0,
+                            gid: 0,
+                            owner: owner.to_string(),
+                        },
+                    );
                 }
-                Some(Node { kind: Kind::Dir, .. }) => {}
-                Some(other) => return Err(format!("needs {prefix} to be a directory, but {} made it a file", other.owner)),
+                Some(Node {
+                    kind: Kind::Dir, ..
+                }) => {}
+                Some(other) => {
+                    return Err(format!(
+                        "needs {prefix} to be a directory, but {} made it a file",
+                        other.owner
+                    ));
+                }
             }
         }
         Ok(())
@@ -126,14 +161,19 @@ impl Rootfs {
 
     /// Inserts a node, reporting conflicts. The spec may replace what a package put there.
     fn insert(&mut self, path: &str, node: Node) -> Result<(), Error> {
-        let path = self.resolve_parents(path).map_err(|why| Error::msg(format!("{}: entry {path:?} {why}", node.owner)))?;
-        self.ensure_parents(&path, &node.owner).map_err(|why| Error::msg(format!("{}: entry {path:?} {why}", node.owner)))?;
+        let path = self
+            .resolve_parents(path)
+            .map_err(|why| Error::msg(format!("{}: entry {path:?} {why}", node.owner)))?;
+        self.ensure_parents(&path, &node.owner)
+            .map_err(|why| Error::msg(format!("{}: entry {path:?} {why}", node.owner)))?;
         match self.nodes.get(&path) {
             None => {}
             Some(old) => {
                 let same = match (&old.kind, &node.kind) {
                     (Kind::Dir, Kind::Dir) => node.owner != SPEC,
-                    (Kind::File { sha256: a, .. }, Kind::File { sha256: b, .. }) => a == b && old.mode == node.mode,
+                    (Kind::File { sha256: a, .. }, Kind::File { sha256: b, .. }) => {
+                        a == b && old.mode == node.mode
+                    }
                     (Kind::Symlink(a), Kind::Symlink(b)) => a == b,
                     _ => false,
                 };
@@ -162,9 +202,18 @@ impl Rootfs {
     }
 
     /// Unpacks one .deb after checking its sha256 against the lock.
-    pub fn add_deb(&mut self, deb_path: &Path, package: &str, expected: &Digest) -> Result<cairn_debian::deb::DebInfo, Error> {
-        let open = || File::open(deb_path).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())));
-        let (digest, _) = cairn_store::hash_reader(open()?).map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
+    pub fn add_deb(
+        &mut self,
+        deb_path: &Path,
+        package: &str,
+        expected: &Digest,
+    ) -> Result<cairn_debian::deb::DebInfo, Error> {
+        let open = || {
+            File::open(deb_path)
+                .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))
+        };
+        let (digest, _) = cairn_store::hash_reader(open()?)
+            .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
         if digest != *expected {
             return Err(Error::msg(format!(
                 "{package}: {} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
@@ -173,22 +222,40 @@ impl Rootfs {
         }
         let mut failure: Option<Error> = None;
         let result = unpack_data(open()?, package, |entry, data| {
-            let Some(path) = merged_usr(&entry.path) else { return Ok(()) };
-            let meta = |kind| Node { kind, mode: entry.mode, uid: entry.uid, gid: entry.gid, owner: package.to_string() };
+            let Some(path) = merged_usr(&entry.path) else {
+                return Ok(());
+            };
+            let meta = |kind| Node {
+                kind,
+                mode: entry.mode,
+                uid: entry.uid,
+                gid: entry.gid,
+                owner: package.to_string(),
+            };
             let node = match &entry.kind {
                 DebEntryKind::Dir => meta(Kind::Dir),
                 DebEntryKind::File { .. } => {
                     let (offset, size, sha256) = self.store_bytes(data)?;
-                    meta(Kind::File { offset, size, sha256 })
+                    meta(Kind::File {
+                        offset,
+                        size,
+                        sha256,
+                    })
                 }
                 DebEntryKind::Symlink { target } => meta(Kind::Symlink(target.clone())),
                 DebEntryKind::Hardlink { target } => {
                     let target = merged_usr(target).unwrap_or_default();
                     let resolved = self.resolve_parents(&target).unwrap_or(target.clone());
                     match self.nodes.get(&resolved) {
-                        Some(Node { kind: kind @ Kind::File { .. }, .. }) => meta(kind.clone()),
+                        Some(Node {
+                            kind: kind @ Kind::File { .. },
+                            ..
+                        }) => meta(kind.clone()),
                         _ => {
-                            failure = Some(Error::msg(format!("{package}: hard link {} points at {target:?}, which is not a file of the package", entry.path)));
+                            failure = Some(Error::msg(format!(
+                                "{package}: hard link {} points at {target:?}, which is not a file of the package",
+                                entry.path
+                            )));
                             return Err(io::Error::other("bad hard link"));
                         }
                     }
@@ -208,11 +275,22 @@ impl Rootfs {
 
     /// The content of the regular file at `path` (relative), if there is one.
     pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-        let Some(Node { kind: Kind::File { offset, size, .. }, .. }) = self.nodes.get(path) else { return Ok(None) };
+        let Some(Node {
+            kind: Kind::File { offset, size, .. },
+            ..
+        }) = self.nodes.get(path)
+        else {
+            return Ok(None);
+        };
         let (offset, size) = (*offset, *size);
-        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         let mut out = vec![0u8; size as usize];
-        self.scratch.get_ref().read_exact_at(&mut out, offset).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.scratch
+            .get_ref()
+            .read_exact_at(&mut out, offset)
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         Ok(Some(out))
     }
 
@@ -227,16 +305,17 @@ impl Rootfs {
             .collect()
     }
 
-    /// Adds or replaces a generated file (the owner names the step that made it).
-    pub fn put_file(&mut self, path: &str, bytes: &[u8], mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
-        self.add_file(path, bytes, mode, uid, gid)
-    }
-
     /// Writes the tree as a squashfs (zstd), every mtime `mtime`, sorted by path.
-    pub fn write_squashfs<W: Write + io::Seek>(&mut self, out: W, mtime: u32) -> Result<(W, u64), Error> {
+    pub fn write_squashfs<W: Write + io::Seek>(
+        &mut self,
+        out: W,
+        mtime: u32,
+    ) -> Result<(W, u64), Error> {
         use backhand::compression::Compressor;
         use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
-        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         let scratch = self.scratch.get_ref();
         let fserr = |e: backhand::BackhandError| Error::msg(format!("writing the squashfs: {e}"));
         let mut fs = FilesystemWriter::default();
@@ -247,13 +326,29 @@ impl Rootfs {
         fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(fserr)?);
         fs.set_block_size(1 << 17);
         for (path, node) in &self.nodes {
-            let header = NodeHeader::new(node.mode as u16 & 0o7777, node.uid as u32, node.gid as u32, mtime);
+            let header = NodeHeader::new(
+                node.mode as u16 & 0o7777,
+                node.uid as u32,
+                node.gid as u32,
+                mtime,
+            );
             let abs = format!("/{path}");
             match &node.kind {
                 Kind::Dir => fs.push_dir(&abs, header).map_err(fserr)?,
-                Kind::Symlink(target) => fs.push_symlink(target.as_str(), &abs, header).map_err(fserr)?,
+                Kind::Symlink(target) => fs
+                    .push_symlink(target.as_str(), &abs, header)
+                    .map_err(fserr)?,
                 Kind::File { offset, size, .. } => {
-                    fs.push_file(ScratchReader { file: scratch, offset: *offset, remaining: *size }, &abs, header).map_err(fserr)?;
+                    fs.push_file(
+                        ScratchReader {
+                            file: scratch,
+                            offset: *offset,
+                            remaining: *size,
+                        },
+                        &abs,
+                        header,
+                    )
+                    .map_err(fserr)?;
                 }
             }
         }
@@ -263,38 +358,105 @@ impl Rootfs {
     }
 
     /// A file from the spec (replaces a package's file at that path).
-    pub fn add_file(&mut self, path: &str, bytes: &[u8], mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
-        let (offset, size, sha256) = self.store_bytes(&mut &bytes[..]).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        self.insert(&rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> Result<(), Error> {
+        let (offset, size, sha256) = self
+            .store_bytes(&mut &bytes[..])
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.insert(
+            &rel(path),
+            Node {
+                kind: Kind::File {
+                    offset,
+                    size,
+                    sha256,
+                },
+                mode,
+                uid,
+                gid,
+                owner: SPEC.into(),
+            },
+        )
     }
 
     /// A file from the download cache, streamed (its sha256 checked against the lock).
-    pub fn add_file_from(&mut self, path: &str, source: &Path, expected: &Digest, mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
-        let open = || File::open(source).map_err(|e| Error::msg(format!("{}: {e}", source.display())));
-        let (digest, _) = cairn_store::hash_reader(open()?).map_err(|e| Error::msg(format!("{}: {e}", source.display())))?;
+    pub fn add_file_from(
+        &mut self,
+        path: &str,
+        source: &Path,
+        expected: &Digest,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> Result<(), Error> {
+        let open =
+            || File::open(source).map_err(|e| Error::msg(format!("{}: {e}", source.display())));
+        let (digest, _) = cairn_store::hash_reader(open()?)
+            .map_err(|e| Error::msg(format!("{}: {e}", source.display())))?;
         if digest != *expected {
             return Err(Error::msg(format!(
                 "{} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
                 source.display()
             )));
         }
-        let (offset, size, sha256) = self.store_bytes(&mut open()?).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        self.insert(&rel(path), Node { kind: Kind::File { offset, size, sha256 }, mode, uid, gid, owner: SPEC.into() })
+        let (offset, size, sha256) = self
+            .store_bytes(&mut open()?)
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.insert(
+            &rel(path),
+            Node {
+                kind: Kind::File {
+                    offset,
+                    size,
+                    sha256,
+                },
+                mode,
+                uid,
+                gid,
+                owner: SPEC.into(),
+            },
+        )
     }
 
     pub fn add_dir(&mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Result<(), Error> {
-        self.insert(&rel(path), Node { kind: Kind::Dir, mode, uid, gid, owner: SPEC.into() })
+        self.insert(
+            &rel(path),
+            Node {
+                kind: Kind::Dir,
+                mode,
+                uid,
+                gid,
+                owner: SPEC.into(),
+            },
+        )
     }
 
     pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), Error> {
-        self.insert(&rel(path), Node { kind: Kind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0, owner: SPEC.into() })
+        self.insert(
+            &rel(path),
+            Node {
+                kind: Kind::Symlink(target.into()),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                owner: SPEC.into(),
+            },
+        )
     }
 
     /// What `update-ca-certificates` would write: every certificate under
     /// `/usr/share/ca-certificates`, in path order, as `/etc/ssl/certs/ca-certificates.crt`.
     /// Returns whether there were any.
     pub fn add_ca_bundle(&mut self) -> Result<bool, Error> {
-        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         let mut bundle = Vec::new();
         for (path, node) in self.nodes.range("usr/share/ca-certificates/".to_string()..) {
             if !path.starts_with("usr/share/ca-certificates/") {
@@ -303,7 +465,10 @@ impl Rootfs {
             if let (true, Kind::File { offset, size, .. }) = (path.ends_with(".crt"), &node.kind) {
                 let start = bundle.len();
                 bundle.resize(start + *size as usize, 0);
-                self.scratch.get_ref().read_exact_at(&mut bundle[start..], *offset).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+                self.scratch
+                    .get_ref()
+                    .read_exact_at(&mut bundle[start..], *offset)
+                    .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
                 if !bundle.ends_with(b"\n") {
                     bundle.push(b'\n');
                 }
@@ -312,8 +477,23 @@ impl Rootfs {
         if bundle.is_empty() {
             return Ok(false);
         }
-        let (offset, size, sha256) = self.store_bytes(&mut &bundle[..]).map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        self.insert("etc/ssl/certs/ca-certificates.crt", Node { kind: Kind::File { offset, size, sha256 }, mode: 0o644, uid: 0, gid: 0, owner: SPEC.into() })?;
+        let (offset, size, sha256) = self
+            .store_bytes(&mut &bundle[..])
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.insert(
+            "etc/ssl/certs/ca-certificates.crt",
+            Node {
+                kind: Kind::File {
+                    offset,
+                    size,
+                    sha256,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                owner: SPEC.into(),
+            },
+        )?;
         Ok(true)
     }
 
@@ -321,25 +501,46 @@ impl Rootfs {
     pub fn add_merged_usr_links(&mut self) {
         for name in MERGED {
             let target = format!("usr/{name}");
-            if name == "bin" || name == "sbin" || name == "lib" || self.nodes.contains_key(&target) {
-                self.nodes.insert(name.to_string(), Node { kind: Kind::Symlink(target), mode: 0o777, uid: 0, gid: 0, owner: "merged /usr".into() });
+            if name == "bin" || name == "sbin" || name == "lib" || self.nodes.contains_key(&target)
+            {
+                self.nodes.insert(
+                    name.to_string(),
+                    Node {
+                        kind: Kind::Symlink(target),
+                        mode: 0o777,
+                        uid: 0,
+                        gid: 0,
+                        owner: "merged /usr".into(),
+                    },
+                );
             }
         }
     }
 
     /// Writes the tree as a tar, sorted by path, every mtime `mtime`.
     pub fn write_tar<W: Write>(&mut self, out: W, mtime: u64) -> Result<W, Error> {
-        self.scratch.flush().map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         let scratch = self.scratch.get_ref();
         let mut tar = TarWriter::new(out);
         let io_err = |e: io::Error| Error::msg(format!("writing the layer: {e}"));
         for (path, node) in &self.nodes {
-            let meta = EntryMeta { mode: node.mode, uid: node.uid, gid: node.gid, mtime };
+            let meta = EntryMeta {
+                mode: node.mode,
+                uid: node.uid,
+                gid: node.gid,
+                mtime,
+            };
             match &node.kind {
                 Kind::Dir => tar.dir(path, meta).map_err(io_err)?,
                 Kind::Symlink(target) => tar.symlink(path, target, meta).map_err(io_err)?,
                 Kind::File { offset, size, .. } => {
-                    let reader = ScratchReader { file: scratch, offset: *offset, remaining: *size };
+                    let reader = ScratchReader {
+                        file: scratch,
+                        offset: *offset,
+                        remaining: *size,
+                    };
                     tar.file(path, meta, *size, reader).map_err(io_err)?;
                 }
             }
@@ -382,7 +583,10 @@ mod tests {
         assert_eq!(merged_usr("bin/sh").as_deref(), Some("usr/bin/sh"));
         assert_eq!(merged_usr("bin"), None);
         assert_eq!(merged_usr("libexec/x").as_deref(), Some("libexec/x"));
-        assert_eq!(join_link("usr/lib/a", "../share/b").as_deref(), Some("usr/share/b"));
+        assert_eq!(
+            join_link("usr/lib/a", "../share/b").as_deref(),
+            Some("usr/share/b")
+        );
         assert_eq!(join_link("etc/x", "/usr/y").as_deref(), Some("usr/y"));
         assert_eq!(join_link("etc/x", "../../.."), None);
     }
@@ -393,16 +597,39 @@ mod tests {
         let mut fs = Rootfs::new(dir.path()).unwrap();
         fs.add_file("/etc/a", b"1", 0o644, 0, 0).unwrap();
         fs.add_file("/etc/a", b"2", 0o600, 0, 0).unwrap();
-        let Node { kind: Kind::File { size, .. }, mode, .. } = fs.nodes()["etc/a"].clone() else { panic!() };
+        let Node {
+            kind: Kind::File { size, .. },
+            mode,
+            ..
+        } = fs.nodes()["etc/a"].clone()
+        else {
+            panic!()
+        };
         assert_eq!((size, mode), (1, 0o600));
         let n = |owner: &str, data: &[u8], fs: &mut Rootfs| {
             let (offset, size, sha256) = fs.store_bytes(&mut &data[..]).unwrap();
-            fs.insert("usr/share/x", Node { kind: Kind::File { offset, size, sha256 }, mode: 0o644, uid: 0, gid: 0, owner: owner.into() })
+            fs.insert(
+                "usr/share/x",
+                Node {
+                    kind: Kind::File {
+                        offset,
+                        size,
+                        sha256,
+                    },
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    owner: owner.into(),
+                },
+            )
         };
         n("pkg-a", b"same", &mut fs).unwrap();
         n("pkg-b", b"same", &mut fs).unwrap();
         let err = n("pkg-c", b"different", &mut fs).unwrap_err().to_string();
-        assert!(err.contains("/usr/share/x is shipped by both pkg-a and pkg-c"), "{err}");
+        assert!(
+            err.contains("/usr/share/x is shipped by both pkg-a and pkg-c"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -413,7 +640,10 @@ mod tests {
         fs.add_file("/etc/conf/x", b"x", 0o644, 0, 0).unwrap();
         assert!(fs.nodes().contains_key("usr/share/conf/x"));
         fs.add_symlink("/evil", "../../..").unwrap();
-        let err = fs.add_file("/evil/etc/passwd", b"x", 0o644, 0, 0).unwrap_err().to_string();
+        let err = fs
+            .add_file("/evil/etc/passwd", b"x", 0o644, 0, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leads outside the root"), "{err}");
     }
 }

@@ -8,7 +8,10 @@ pub struct Paragraph<'a> {
 
 impl<'a> Paragraph<'a> {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -52,7 +55,8 @@ mod tests {
 
     #[test]
     fn parses_fields_and_continuations() {
-        let text = "Package: a\nDescription: short\n long line\n .\n more\n\n\nPackage: b\nversion: 1\n";
+        let text =
+            "Package: a\nDescription: short\n long line\n .\n more\n\n\nPackage: b\nversion: 1\n";
         let ps: Vec<_> = paragraphs(text).collect();
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].get("description"), Some("short\nlong line\n\nmore"));

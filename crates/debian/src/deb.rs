@@ -6,10 +6,20 @@ use std::io::{self, BufReader, Read};
 
 #[derive(Debug)]
 pub enum DebError {
-    Io { package: String, err: io::Error },
-    Format { package: String, what: String },
+    Io {
+        package: String,
+        err: io::Error,
+    },
+    Format {
+        package: String,
+        what: String,
+    },
     /// An entry that would land outside the root filesystem.
-    UnsafePath { package: String, entry: String, why: &'static str },
+    UnsafePath {
+        package: String,
+        entry: String,
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for DebError {
@@ -17,7 +27,11 @@ impl fmt::Display for DebError {
         match self {
             DebError::Io { package, err } => write!(f, "{package}: reading the .deb: {err}"),
             DebError::Format { package, what } => write!(f, "{package}: not a valid .deb: {what}"),
-            DebError::UnsafePath { package, entry, why } => write!(f, "{package}: entry {entry:?} {why}; refusing to unpack it"),
+            DebError::UnsafePath {
+                package,
+                entry,
+                why,
+            } => write!(f, "{package}: entry {entry:?} {why}; refusing to unpack it"),
         }
     }
 }
@@ -27,10 +41,16 @@ impl std::error::Error for DebError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DebEntryKind {
     Dir,
-    File { size: u64 },
-    Symlink { target: String },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: String,
+    },
     /// A hard link to an earlier entry of the same package (normalised path).
-    Hardlink { target: String },
+    Hardlink {
+        target: String,
+    },
 }
 
 /// One entry of `data.tar`, with its path normalised (`usr/bin/env`: relative, no `./`,
@@ -69,7 +89,10 @@ fn read_ar_header(r: &mut impl Read, package: &str) -> Result<Option<ArMember>, 
     let mut header = [0u8; 60];
     let mut filled = 0;
     while filled < 60 {
-        let n = r.read(&mut header[filled..]).map_err(|err| DebError::Io { package: package.into(), err })?;
+        let n = r.read(&mut header[filled..]).map_err(|err| DebError::Io {
+            package: package.into(),
+            err,
+        })?;
         if n == 0 {
             break;
         }
@@ -78,23 +101,46 @@ fn read_ar_header(r: &mut impl Read, package: &str) -> Result<Option<ArMember>, 
     if filled == 0 {
         return Ok(None);
     }
-    let bad = |what: String| DebError::Format { package: package.into(), what };
+    let bad = |what: String| DebError::Format {
+        package: package.into(),
+        what,
+    };
     if filled < 60 || &header[58..60] != b"`\n" {
         return Err(bad("truncated or corrupt ar member header".into()));
     }
-    let name = String::from_utf8_lossy(&header[..16]).trim_end().trim_end_matches('/').to_string();
-    let size = String::from_utf8_lossy(&header[48..58]).trim().parse().map_err(|_| bad(format!("bad size of ar member {name:?}")))?;
+    let name = String::from_utf8_lossy(&header[..16])
+        .trim_end()
+        .trim_end_matches('/')
+        .to_string();
+    let size = String::from_utf8_lossy(&header[48..58])
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("bad size of ar member {name:?}")))?;
     Ok(Some(ArMember { name, size }))
 }
 
-fn decompressor<'a>(name: &str, r: impl Read + 'a, package: &str) -> Result<Box<dyn Read + 'a>, DebError> {
+fn decompressor<'a>(
+    name: &str,
+    r: impl Read + 'a,
+    package: &str,
+) -> Result<Box<dyn Read + 'a>, DebError> {
     let ext = name.rsplit_once(".tar").map(|(_, e)| e).unwrap_or("?");
     Ok(match ext {
         ".xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-        ".zst" => Box::new(zstd::stream::read::Decoder::new(r).map_err(|err| DebError::Io { package: package.into(), err })?),
+        ".zst" => Box::new(
+            zstd::stream::read::Decoder::new(r).map_err(|err| DebError::Io {
+                package: package.into(),
+                err,
+            })?,
+        ),
         ".gz" => Box::new(flate2::read::GzDecoder::new(r)),
         "" => Box::new(r),
-        _ => return Err(DebError::Format { package: package.into(), what: format!("unsupported member {name:?}") }),
+        _ => {
+            return Err(DebError::Format {
+                package: package.into(),
+                what: format!("unsupported member {name:?}"),
+            });
+        }
     })
 }
 
@@ -114,11 +160,18 @@ pub fn unpack_data<R: Read>(
     package: &str,
     mut on_entry: impl FnMut(&DebEntry, &mut dyn Read) -> io::Result<()>,
 ) -> Result<DebInfo, DebError> {
-    let io_err = |err: io::Error| DebError::Io { package: package.into(), err };
-    let bad = |what: String| DebError::Format { package: package.into(), what };
+    let io_err = |err: io::Error| DebError::Io {
+        package: package.into(),
+        err,
+    };
+    let bad = |what: String| DebError::Format {
+        package: package.into(),
+        what,
+    };
     let mut r = BufReader::with_capacity(1 << 16, deb);
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(|_| bad("too short to be an ar archive".into()))?;
+    r.read_exact(&mut magic)
+        .map_err(|_| bad("too short to be an ar archive".into()))?;
     if &magic != b"!<arch>\n" {
         return Err(bad("no ar magic".into()));
     }
@@ -137,7 +190,8 @@ pub fn unpack_data<R: Read>(
             for entry in archive.entries().map_err(io_err)? {
                 let mut entry = entry.map_err(io_err)?;
                 if entry.header().entry_type().is_file() {
-                    let name = normalize_path(&entry.path().map_err(io_err)?.to_string_lossy()).unwrap_or_default();
+                    let name = normalize_path(&entry.path().map_err(io_err)?.to_string_lossy())
+                        .unwrap_or_default();
                     let mut bytes = Vec::new();
                     entry.read_to_end(&mut bytes).map_err(io_err)?;
                     if name == "control" {
@@ -151,7 +205,11 @@ pub fn unpack_data<R: Read>(
             io::copy(&mut body, &mut io::sink()).map_err(io_err)?;
         } else if member.name.starts_with("data.tar") {
             saw_data = true;
-            walk_data(decompressor(&member.name, &mut body, package)?, package, &mut on_entry)?;
+            walk_data(
+                decompressor(&member.name, &mut body, package)?,
+                package,
+                &mut on_entry,
+            )?;
             io::copy(&mut body, &mut io::sink()).map_err(io_err)?;
         } else {
             io::copy(&mut body, &mut io::sink()).map_err(io_err)?;
@@ -178,28 +236,45 @@ fn walk_data(
     package: &str,
     on_entry: &mut impl FnMut(&DebEntry, &mut dyn Read) -> io::Result<()>,
 ) -> Result<(), DebError> {
-    let io_err = |err: io::Error| DebError::Io { package: package.into(), err };
+    let io_err = |err: io::Error| DebError::Io {
+        package: package.into(),
+        err,
+    };
     let mut archive = tar::Archive::new(data);
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let unsafe_path = |why| DebError::UnsafePath { package: package.into(), entry: raw_path.clone(), why };
+        let unsafe_path = |why| DebError::UnsafePath {
+            package: package.into(),
+            entry: raw_path.clone(),
+            why,
+        };
         let path = normalize_path(&raw_path).map_err(unsafe_path)?;
         let header = entry.header();
         let mode = header.mode().map_err(io_err)? & 0o7777;
         let uid = header.uid().map_err(io_err)?;
         let gid = header.gid().map_err(io_err)?;
         let link = || -> Result<String, DebError> {
-            let bytes = entry.link_name_bytes().ok_or_else(|| DebError::Format { package: package.into(), what: format!("{raw_path}: link without target") })?;
+            let bytes = entry.link_name_bytes().ok_or_else(|| DebError::Format {
+                package: package.into(),
+                what: format!("{raw_path}: link without target"),
+            })?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         };
         let kind = match header.entry_type() {
             tar::EntryType::Directory => DebEntryKind::Dir,
-            tar::EntryType::Regular | tar::EntryType::Continuous => DebEntryKind::File { size: header.size().map_err(io_err)? },
+            tar::EntryType::Regular | tar::EntryType::Continuous => DebEntryKind::File {
+                size: header.size().map_err(io_err)?,
+            },
             tar::EntryType::Symlink => DebEntryKind::Symlink { target: link()? },
-            tar::EntryType::Link => DebEntryKind::Hardlink { target: normalize_path(&link()?).map_err(unsafe_path)? },
+            tar::EntryType::Link => DebEntryKind::Hardlink {
+                target: normalize_path(&link()?).map_err(unsafe_path)?,
+            },
             other => {
-                return Err(DebError::Format { package: package.into(), what: format!("{raw_path}: unsupported entry type {other:?}") });
+                return Err(DebError::Format {
+                    package: package.into(),
+                    what: format!("{raw_path}: unsupported entry type {other:?}"),
+                });
             }
         };
         if path.is_empty() {
@@ -208,7 +283,13 @@ fn walk_data(
             }
             return Err(unsafe_path("names the root itself"));
         }
-        let e = DebEntry { path, kind, mode, uid, gid };
+        let e = DebEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+        };
         on_entry(&e, &mut entry).map_err(io_err)?;
     }
     Ok(())
@@ -274,7 +355,18 @@ mod reader_tests {
     fn ar(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut out = b"!<arch>\n".to_vec();
         for (name, data) in members {
-            out.extend_from_slice(format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, "100644", data.len()).as_bytes());
+            out.extend_from_slice(
+                format!(
+                    "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    name,
+                    0,
+                    0,
+                    0,
+                    "100644",
+                    data.len()
+                )
+                .as_bytes(),
+            );
             out.extend_from_slice(data);
             if data.len() % 2 == 1 {
                 out.push(b'\n');
@@ -284,7 +376,11 @@ mod reader_tests {
     }
 
     fn deb(data_name: &str, data: Vec<u8>) -> Vec<u8> {
-        ar(&[("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", control_tar_gz()), (data_name, data)])
+        ar(&[
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar.gz", control_tar_gz()),
+            (data_name, data),
+        ])
     }
 
     fn entries(bytes: &[u8]) -> Result<Vec<(DebEntry, Vec<u8>)>, DebError> {
@@ -313,13 +409,41 @@ mod reader_tests {
             w.write_all(&plain).unwrap();
             w.finish().unwrap()
         };
-        for (name, data) in [("data.tar.xz", xz), ("data.tar.zst", zst), ("data.tar.gz", gz), ("data.tar", plain.clone())] {
+        for (name, data) in [
+            ("data.tar.xz", xz),
+            ("data.tar.zst", zst),
+            ("data.tar.gz", gz),
+            ("data.tar", plain.clone()),
+        ] {
             let got = entries(&deb(name, data)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got.len(), 3, "{name}");
-            assert_eq!(got[0].0, DebEntry { path: "usr".into(), kind: DebEntryKind::Dir, mode: 0o755, uid: 0, gid: 0 });
-            assert_eq!(got[1].0, DebEntry { path: "usr/x".into(), kind: DebEntryKind::File { size: 5 }, mode: 0o4755, uid: 0, gid: 42 });
+            assert_eq!(
+                got[0].0,
+                DebEntry {
+                    path: "usr".into(),
+                    kind: DebEntryKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0
+                }
+            );
+            assert_eq!(
+                got[1].0,
+                DebEntry {
+                    path: "usr/x".into(),
+                    kind: DebEntryKind::File { size: 5 },
+                    mode: 0o4755,
+                    uid: 0,
+                    gid: 42
+                }
+            );
             assert_eq!(got[1].1, b"hello");
-            assert_eq!(got[2].0.kind, DebEntryKind::Hardlink { target: "usr/x".into() });
+            assert_eq!(
+                got[2].0.kind,
+                DebEntryKind::Hardlink {
+                    target: "usr/x".into()
+                }
+            );
         }
     }
 
@@ -330,9 +454,19 @@ mod reader_tests {
         assert!(err.starts_with("t: "), "{err}");
         let err = entries(b"PK\x03\x04 not a deb").unwrap_err().to_string();
         assert!(err.contains("t: not a valid .deb: no ar magic"), "{err}");
-        let no_data = ar(&[("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", control_tar_gz())]);
-        assert!(entries(&no_data).unwrap_err().to_string().contains("no data.tar member"));
-        let err = entries(&deb("data.tar.bz2", vec![1, 2, 3])).unwrap_err().to_string();
+        let no_data = ar(&[
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar.gz", control_tar_gz()),
+        ]);
+        assert!(
+            entries(&no_data)
+                .unwrap_err()
+                .to_string()
+                .contains("no data.tar member")
+        );
+        let err = entries(&deb("data.tar.bz2", vec![1, 2, 3]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unsupported member \"data.tar.bz2\""), "{err}");
     }
 }

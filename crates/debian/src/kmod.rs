@@ -12,7 +12,8 @@ pub fn modinfo(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
         .filter(|s| !s.is_empty())
         .filter_map(|s| {
             let s = String::from_utf8_lossy(s);
-            s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect())
 }
@@ -29,9 +30,21 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
     if elf[5] != 1 {
         return Err("big-endian ELF is not supported".into());
     }
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize).ok_or("truncated ELF");
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize).ok_or("truncated ELF");
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).ok_or("truncated ELF");
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or("truncated ELF")
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+            .ok_or("truncated ELF")
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+            .ok_or("truncated ELF")
+    };
     let (shoff, shentsize, shnum, shstrndx) = if is64 {
         (u64_at(0x28)?, u16_at(0x3a)?, u16_at(0x3c)?, u16_at(0x3e)?)
     } else {
@@ -39,15 +52,26 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
     };
     let section = |i: usize| -> Result<(usize, usize, usize), String> {
         let h = shoff + i * shentsize;
-        Ok(if is64 { (u32_at(h)?, u64_at(h + 0x18)?, u64_at(h + 0x20)?) } else { (u32_at(h)?, u32_at(h + 0x10)?, u32_at(h + 0x14)?) })
+        Ok(if is64 {
+            (u32_at(h)?, u64_at(h + 0x18)?, u64_at(h + 0x20)?)
+        } else {
+            (u32_at(h)?, u32_at(h + 0x10)?, u32_at(h + 0x14)?)
+        })
     };
     let (_, str_off, str_size) = section(shstrndx)?;
-    let names = elf.get(str_off..str_off + str_size).ok_or("truncated ELF string table")?;
+    let names = elf
+        .get(str_off..str_off + str_size)
+        .ok_or("truncated ELF string table")?;
     for i in 0..shnum {
         let (name_off, off, size) = section(i)?;
-        let name = names.get(name_off..).and_then(|n| n.split(|b| *b == 0).next()).unwrap_or(b"");
+        let name = names
+            .get(name_off..)
+            .and_then(|n| n.split(|b| *b == 0).next())
+            .unwrap_or(b"");
         if name == wanted.as_bytes() {
-            return Ok(Some(elf.get(off..off + size).ok_or("truncated ELF section")?));
+            return Ok(Some(
+                elf.get(off..off + size).ok_or("truncated ELF section")?,
+            ));
         }
     }
     Ok(None)
@@ -56,7 +80,11 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
 /// A module's name as the kernel knows it: file name without `.ko[.xz|.zst|.gz]`, `-` as `_`.
 pub fn module_name(path: &str) -> Option<String> {
     let file = path.rsplit('/').next()?;
-    let stem = file.strip_suffix(".xz").or_else(|| file.strip_suffix(".zst")).or_else(|| file.strip_suffix(".gz")).unwrap_or(file);
+    let stem = file
+        .strip_suffix(".xz")
+        .or_else(|| file.strip_suffix(".zst"))
+        .or_else(|| file.strip_suffix(".gz"))
+        .unwrap_or(file);
     stem.strip_suffix(".ko").map(|s| s.replace('-', "_"))
 }
 
@@ -71,14 +99,20 @@ pub struct ModuleInfo {
 pub fn depmod(modules: &[ModuleInfo]) -> Result<(String, String), String> {
     let mut by_name: BTreeMap<String, &ModuleInfo> = BTreeMap::new();
     for m in modules {
-        let name = module_name(&m.path).ok_or_else(|| format!("{} is not a module file name", m.path))?;
+        let name =
+            module_name(&m.path).ok_or_else(|| format!("{} is not a module file name", m.path))?;
         by_name.insert(name, m);
     }
     let deps_of = |m: &ModuleInfo| -> Vec<String> {
         m.info
             .iter()
             .filter(|(k, _)| k == "depends")
-            .flat_map(|(_, v)| v.split(',').filter(|d| !d.is_empty()).map(|d| d.replace('-', "_")).collect::<Vec<_>>())
+            .flat_map(|(_, v)| {
+                v.split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| d.replace('-', "_"))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     let mut sorted: Vec<&ModuleInfo> = modules.iter().collect();
@@ -89,7 +123,8 @@ pub fn depmod(modules: &[ModuleInfo]) -> Result<(String, String), String> {
         // Post-order DFS over the dependencies, then reversed.
         let mut order = Vec::new();
         let mut seen = BTreeSet::new();
-        let mut stack: Vec<(String, bool)> = deps_of(m).into_iter().rev().map(|d| (d, false)).collect();
+        let mut stack: Vec<(String, bool)> =
+            deps_of(m).into_iter().rev().map(|d| (d, false)).collect();
         while let Some((name, done)) = stack.pop() {
             if done {
                 order.push(name);
@@ -98,7 +133,12 @@ pub fn depmod(modules: &[ModuleInfo]) -> Result<(String, String), String> {
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let dm = by_name.get(&name).ok_or_else(|| format!("{} depends on {name}, which is not among the modules", m.path))?;
+            let dm = by_name.get(&name).ok_or_else(|| {
+                format!(
+                    "{} depends on {name}, which is not among the modules",
+                    m.path
+                )
+            })?;
             stack.push((name, true));
             for d in deps_of(dm).into_iter().rev() {
                 if !seen.contains(&d) {
@@ -130,16 +170,31 @@ mod tests {
     use super::*;
 
     fn info(deps: &str) -> Vec<(String, String)> {
-        vec![("depends".into(), deps.into()), ("alias".into(), "fs-x".into())]
+        vec![
+            ("depends".into(), deps.into()),
+            ("alias".into(), "fs-x".into()),
+        ]
     }
 
     #[test]
     fn closure_lists_dependents_first() {
         let modules = vec![
-            ModuleInfo { path: "kernel/fs/overlay.ko.xz".into(), info: info("") },
-            ModuleInfo { path: "kernel/a/virtio-blk.ko.xz".into(), info: info("virtio_ring,virtio") },
-            ModuleInfo { path: "kernel/a/virtio_ring.ko.xz".into(), info: info("virtio") },
-            ModuleInfo { path: "kernel/a/virtio.ko.xz".into(), info: info("") },
+            ModuleInfo {
+                path: "kernel/fs/overlay.ko.xz".into(),
+                info: info(""),
+            },
+            ModuleInfo {
+                path: "kernel/a/virtio-blk.ko.xz".into(),
+                info: info("virtio_ring,virtio"),
+            },
+            ModuleInfo {
+                path: "kernel/a/virtio_ring.ko.xz".into(),
+                info: info("virtio"),
+            },
+            ModuleInfo {
+                path: "kernel/a/virtio.ko.xz".into(),
+                info: info(""),
+            },
         ];
         let (dep, alias) = depmod(&modules).unwrap();
         assert_eq!(
@@ -147,8 +202,14 @@ mod tests {
             "kernel/a/virtio-blk.ko.xz: kernel/a/virtio_ring.ko.xz kernel/a/virtio.ko.xz\nkernel/a/virtio.ko.xz:\nkernel/a/virtio_ring.ko.xz: kernel/a/virtio.ko.xz\nkernel/fs/overlay.ko.xz:\n"
         );
         assert!(alias.contains("alias fs-x virtio_blk\n"));
-        assert_eq!(module_name("kernel/x/nls_cp437.ko.zst").as_deref(), Some("nls_cp437"));
-        let bad = vec![ModuleInfo { path: "kernel/a.ko".into(), info: info("missing") }];
+        assert_eq!(
+            module_name("kernel/x/nls_cp437.ko.zst").as_deref(),
+            Some("nls_cp437")
+        );
+        let bad = vec![ModuleInfo {
+            path: "kernel/a.ko".into(),
+            info: info("missing"),
+        }];
         assert!(depmod(&bad).unwrap_err().contains("depends on missing"));
     }
 
@@ -173,7 +234,12 @@ mod tests {
             h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
             h
         };
-        let headers = [sh(0, 0, 0), sh(1, shstr_off, shstr.len()), sh(11, modinfo_off, section.len())].concat();
+        let headers = [
+            sh(0, 0, 0),
+            sh(1, shstr_off, shstr.len()),
+            sh(11, modinfo_off, section.len()),
+        ]
+        .concat();
         elf.extend_from_slice(&headers);
         elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
         elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());

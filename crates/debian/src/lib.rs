@@ -15,4 +15,4 @@ pub mod version;
 pub use deb::{DebEntry, DebEntryKind, DebError, unpack_data};
 pub use packages::{Dependency, Package, PackageIndex, Relation};
 pub use release::{Release, ReleaseError, verify_inrelease};
-pub use resolve::{ResolveError, Resolution, resolve};
+pub use resolve::{Resolution, ResolveError, resolve};

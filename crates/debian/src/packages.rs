@@ -64,7 +64,9 @@ pub fn parse_relations(field: &str) -> Result<Vec<Vec<Dependency>>, String> {
         }
         let mut alts = Vec::new();
         for alt in group.split('|') {
-            alts.push(parse_one(alt.trim()).ok_or_else(|| format!("cannot parse dependency {alt:?}"))?);
+            alts.push(
+                parse_one(alt.trim()).ok_or_else(|| format!("cannot parse dependency {alt:?}"))?,
+            );
         }
         groups.push(alts);
     }
@@ -81,9 +83,17 @@ fn parse_one(s: &str) -> Option<Dependency> {
     let (name, constraint) = match s.split_once('(') {
         Some((n, rest)) => {
             let inner = rest.strip_suffix(')')?.trim();
-            let (rel, ver) = [("<<", Relation::Lt), ("<=", Relation::Le), (">=", Relation::Ge), (">>", Relation::Gt), ("=", Relation::Eq), ("<", Relation::Le), (">", Relation::Ge)]
-                .into_iter()
-                .find_map(|(op, rel)| inner.strip_prefix(op).map(|v| (rel, v.trim().to_string())))?;
+            let (rel, ver) = [
+                ("<<", Relation::Lt),
+                ("<=", Relation::Le),
+                (">=", Relation::Ge),
+                (">>", Relation::Gt),
+                ("=", Relation::Eq),
+                ("<", Relation::Le),
+                (">", Relation::Ge),
+            ]
+            .into_iter()
+            .find_map(|(op, rel)| inner.strip_prefix(op).map(|v| (rel, v.trim().to_string())))?;
             (n.trim(), Some((rel, ver)))
         }
         None => (s, None),
@@ -92,7 +102,10 @@ fn parse_one(s: &str) -> Option<Dependency> {
     if name.is_empty() {
         return None;
     }
-    Some(Dependency { name: name.to_string(), constraint })
+    Some(Dependency {
+        name: name.to_string(),
+        constraint,
+    })
 }
 
 /// A binary package as the index describes it.
@@ -125,7 +138,10 @@ impl PackageIndex {
     /// Adds the packages of one Packages file (several components go into one index).
     pub fn add(&mut self, text: &str, origin: &str) -> Result<(), String> {
         for para in paragraphs(text) {
-            let field = |name: &str| para.get(name).ok_or_else(|| format!("{origin}: a package has no {name} field"));
+            let field = |name: &str| {
+                para.get(name)
+                    .ok_or_else(|| format!("{origin}: a package has no {name} field"))
+            };
             let name = field("Package")?.to_string();
             let ctx = |e: String| format!("{origin}: package {name}: {e}");
             let package = Package {
@@ -144,14 +160,20 @@ impl PackageIndex {
                 essential: para.get("Essential") == Some("yes"),
                 name: name.clone(),
             };
-            if package.sha256.len() != 64 || !package.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if package.sha256.len() != 64 || !package.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 return Err(ctx(format!("bad SHA256 {:?}", package.sha256)));
             }
-            if package.filename.split('/').any(|c| c == ".." || c.is_empty()) {
+            if package
+                .filename
+                .split('/')
+                .any(|c| c == ".." || c.is_empty())
+            {
                 return Err(ctx(format!("bad Filename {:?}", package.filename)));
             }
             match self.packages.get(&name) {
-                Some(old) if version::compare(&old.version, &package.version) != Ordering::Less => {}
+                Some(old) if version::compare(&old.version, &package.version) != Ordering::Less => {
+                }
                 _ => {
                     self.packages.insert(name, package);
                 }
@@ -160,7 +182,10 @@ impl PackageIndex {
         self.providers.clear();
         for p in self.packages.values() {
             for prov in &p.provides {
-                self.providers.entry(prov.name.clone()).or_default().push(p.name.clone());
+                self.providers
+                    .entry(prov.name.clone())
+                    .or_default()
+                    .push(p.name.clone());
             }
         }
         for list in self.providers.values_mut() {
@@ -177,14 +202,18 @@ mod tests {
 
     #[test]
     fn relations() {
-        let r = parse_relations("libc6 (>= 2.34), awk | mawk:any (>> 1.3~), debconf (>= 0.5) | debconf-2.0").unwrap();
+        let r = parse_relations(
+            "libc6 (>= 2.34), awk | mawk:any (>> 1.3~), debconf (>= 0.5) | debconf-2.0",
+        )
+        .unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(r[0][0].to_string(), "libc6 (>= 2.34)");
         assert_eq!(r[1][1].name, "mawk");
         assert_eq!(r[1][1].to_string(), "mawk (>> 1.3~)");
         assert_eq!(r[2][1].name, "debconf-2.0");
         assert!(parse_relations("a (>= 1").is_err());
-        let r = parse_relations("0ad-data (<= 0.27.0-2), b [amd64] <!nocheck>, c (<< 2) [i386]").unwrap();
+        let r = parse_relations("0ad-data (<= 0.27.0-2), b [amd64] <!nocheck>, c (<< 2) [i386]")
+            .unwrap();
         assert_eq!(r[0][0].to_string(), "0ad-data (<= 0.27.0-2)");
         assert_eq!(r[1][0].to_string(), "b");
         assert_eq!(r[2][0].to_string(), "c (<< 2)");
@@ -199,6 +228,11 @@ Package: a\nVersion: 1.1\nArchitecture: amd64\nFilename: pool/main/a/a_1.1_amd64
         assert_eq!(idx.packages["a"].version, "1.1");
         assert_eq!(idx.providers["v"], ["a"]);
         let bad = text.replace("pool/main/a/a_1.0_amd64.deb", "pool/../../etc/passwd");
-        assert!(PackageIndex::default().add(&bad, "t").unwrap_err().contains("bad Filename"));
+        assert!(
+            PackageIndex::default()
+                .add(&bad, "t")
+                .unwrap_err()
+                .contains("bad Filename")
+        );
     }
 }

@@ -10,7 +10,9 @@ pub enum ReleaseError {
     Keyring(String),
     Parse(String),
     /// No signature verified with any key of the keyring.
-    BadSignature { issuers: Vec<String> },
+    BadSignature {
+        issuers: Vec<String>,
+    },
     Field(String),
 }
 
@@ -41,12 +43,14 @@ pub fn parse_keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, ReleaseError>
             // The armour reader stops after the first block, so split per block.
             for block in text.split(BEGIN).skip(1) {
                 let armored = format!("{BEGIN}{block}");
-                let (iter, _) = SignedPublicKey::from_armor_many(armored.as_bytes()).map_err(|e| ReleaseError::Keyring(e.to_string()))?;
+                let (iter, _) = SignedPublicKey::from_armor_many(armored.as_bytes())
+                    .map_err(|e| ReleaseError::Keyring(e.to_string()))?;
                 keys.extend(iter.filter_map(Result::ok));
             }
         }
         _ => {
-            let iter = SignedPublicKey::from_bytes_many(bytes).map_err(|e| ReleaseError::Keyring(e.to_string()))?;
+            let iter = SignedPublicKey::from_bytes_many(bytes)
+                .map_err(|e| ReleaseError::Keyring(e.to_string()))?;
             keys.extend(iter.filter_map(Result::ok));
         }
     }
@@ -60,7 +64,8 @@ pub fn parse_keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, ReleaseError>
 /// least one signature verifies with a key (or properly bound subkey) of `keyring`.
 pub fn verify_inrelease(keyring: &[u8], inrelease: &str) -> Result<String, ReleaseError> {
     let keys = parse_keyring(keyring)?;
-    let (msg, _) = CleartextSignedMessage::from_string(inrelease).map_err(|e| ReleaseError::Parse(e.to_string()))?;
+    let (msg, _) = CleartextSignedMessage::from_string(inrelease)
+        .map_err(|e| ReleaseError::Parse(e.to_string()))?;
     if msg.signatures().is_empty() {
         return Err(ReleaseError::Parse("it carries no signature".into()));
     }
@@ -71,7 +76,9 @@ pub fn verify_inrelease(keyring: &[u8], inrelease: &str) -> Result<String, Relea
                 return Ok(to_lf(&signed));
             }
             for sub in &key.public_subkeys {
-                if sig.verify(&sub.key, signed.as_bytes()).is_ok() && sub.verify_bindings(&key.primary_key).is_ok() {
+                if sig.verify(&sub.key, signed.as_bytes()).is_ok()
+                    && sub.verify_bindings(&key.primary_key).is_ok()
+                {
                     return Ok(to_lf(&signed));
                 }
             }
@@ -80,7 +87,11 @@ pub fn verify_inrelease(keyring: &[u8], inrelease: &str) -> Result<String, Relea
     let issuers = msg
         .signatures()
         .iter()
-        .flat_map(|s| s.issuer_key_id().into_iter().map(|k| hex::encode(k.as_ref())))
+        .flat_map(|s| {
+            s.issuer_key_id()
+                .into_iter()
+                .map(|k| hex::encode(k.as_ref()))
+        })
         .collect();
     Err(ReleaseError::BadSignature { issuers })
 }
@@ -108,14 +119,24 @@ pub struct Release {
 
 impl Release {
     pub fn parse(text: &str) -> Result<Release, ReleaseError> {
-        let para = paragraphs(text).next().ok_or_else(|| ReleaseError::Field("empty Release file".into()))?;
-        let date_text = para.get("Date").ok_or_else(|| ReleaseError::Field("Release has no Date".into()))?;
-        let date = parse_rfc2822(date_text).ok_or_else(|| ReleaseError::Field(format!("Release Date {date_text:?} is not an RFC 2822 date")))?;
+        let para = paragraphs(text)
+            .next()
+            .ok_or_else(|| ReleaseError::Field("empty Release file".into()))?;
+        let date_text = para
+            .get("Date")
+            .ok_or_else(|| ReleaseError::Field("Release has no Date".into()))?;
+        let date = parse_rfc2822(date_text).ok_or_else(|| {
+            ReleaseError::Field(format!(
+                "Release Date {date_text:?} is not an RFC 2822 date"
+            ))
+        })?;
         let mut sha256 = BTreeMap::new();
         for line in para.get("SHA256").unwrap_or("").lines() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             if let [hash, size, path] = parts[..] {
-                let size = size.parse().map_err(|_| ReleaseError::Field(format!("bad size in SHA256 line {line:?}")))?;
+                let size = size.parse().map_err(|_| {
+                    ReleaseError::Field(format!("bad size in SHA256 line {line:?}"))
+                })?;
                 sha256.insert(path.to_string(), (size, hash.to_ascii_lowercase()));
             }
         }
@@ -136,11 +157,21 @@ impl Release {
 pub fn parse_rfc2822(s: &str) -> Option<u64> {
     let s = s.split_once(',').map_or(s, |(_, rest)| rest).trim();
     let parts: Vec<&str> = s.split_whitespace().collect();
-    let [day, month, year, time, zone, ..] = parts[..] else { return None };
+    let [day, month, year, time, zone, ..] = parts[..] else {
+        return None;
+    };
     let day: i64 = day.parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].iter().position(|m| *m == month)? as i64 + 1;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month)? as i64
+        + 1;
     let year: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     let [h, m, sec] = hms[..] else { return None };
     let offset = match zone {
         "UTC" | "GMT" | "Z" => 0,
@@ -186,15 +217,22 @@ pub mod signing {
 
     /// The binary public keyring of `key`.
     pub fn public_keyring(key: &SignedSecretKey) -> Vec<u8> {
-        key.to_public_key().to_bytes().expect("serialising a public key")
+        key.to_public_key()
+            .to_bytes()
+            .expect("serialising a public key")
     }
 
     /// `text` as a cleartext-signed InRelease.
     pub fn sign_cleartext(key: &SignedSecretKey, text: &str) -> String {
-        CleartextSignedMessage::sign(rand::thread_rng(), text, &key.primary_key, &Password::empty())
-            .expect("signing")
-            .to_armored_string(Default::default())
-            .expect("armouring")
+        CleartextSignedMessage::sign(
+            rand::thread_rng(),
+            text,
+            &key.primary_key,
+            &Password::empty(),
+        )
+        .expect("signing")
+        .to_armored_string(Default::default())
+        .expect("armouring")
     }
 }
 
@@ -205,9 +243,18 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
-        assert_eq!(parse_rfc2822("Tue, 14 Nov 2023 22:13:20 UTC"), Some(1_700_000_000));
-        assert_eq!(parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +0100"), Some(1_700_000_000));
-        assert_eq!(parse_rfc2822("Tue, 29 Feb 2000 00:00:00 UTC"), Some(951_782_400));
+        assert_eq!(
+            parse_rfc2822("Tue, 14 Nov 2023 22:13:20 UTC"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +0100"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc2822("Tue, 29 Feb 2000 00:00:00 UTC"),
+            Some(951_782_400)
+        );
         assert_eq!(parse_rfc2822("yesterday"), None);
         assert_eq!(parse_rfc2822("Tue, 14 Nov 2023 23:13:20 +é0"), None);
     }
@@ -218,11 +265,17 @@ mod tests {
         let r = Release::parse(text).unwrap();
         assert_eq!(r.date, 1_700_000_000);
         assert_eq!(r.codename.as_deref(), Some("trixie"));
-        assert_eq!(r.sha256["main/binary-amd64/Packages.xz"], (12, "0a".to_string()));
+        assert_eq!(
+            r.sha256["main/binary-amd64/Packages.xz"],
+            (12, "0a".to_string())
+        );
     }
 
     #[test]
     fn garbage_keyring_is_an_error() {
-        assert!(matches!(parse_keyring(b"not a key"), Err(ReleaseError::Keyring(_))));
+        assert!(matches!(
+            parse_keyring(b"not a key"),
+            Err(ReleaseError::Keyring(_))
+        ));
     }
 }

@@ -24,29 +24,51 @@ pub enum ResolveError {
     /// A requested package is not in the index.
     NotFound { package: String, arch: String },
     /// A requested name is virtual and several packages provide it.
-    RequestedVirtual { package: String, providers: Vec<String> },
+    RequestedVirtual {
+        package: String,
+        providers: Vec<String>,
+    },
     /// No alternative of a dependency can be satisfied.
-    Missing { needed_by: String, dependency: String, arch: String },
+    Missing {
+        needed_by: String,
+        dependency: String,
+        arch: String,
+    },
     /// A virtual dependency with several providers, none of them requested.
-    Ambiguous { needed_by: String, dependency: String, providers: Vec<String> },
+    Ambiguous {
+        needed_by: String,
+        dependency: String,
+        providers: Vec<String>,
+    },
 }
 
 impl fmt::Display for ResolveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ResolveError::NotFound { package, arch } => {
-                write!(f, "package {package:?} does not exist for {arch}: check its name in `packages`, or the suite and components")
+                write!(
+                    f,
+                    "package {package:?} does not exist for {arch}: check its name in `packages`, or the suite and components"
+                )
             }
             ResolveError::RequestedVirtual { package, providers } => write!(
                 f,
                 "{package:?} is a virtual package provided by {}: write one of them into `packages` instead",
                 providers.join(", ")
             ),
-            ResolveError::Missing { needed_by, dependency, arch } => write!(
+            ResolveError::Missing {
+                needed_by,
+                dependency,
+                arch,
+            } => write!(
                 f,
                 "{needed_by} depends on `{dependency}`, which no package for {arch} satisfies: add a component that has it, or add the name to `exclude`"
             ),
-            ResolveError::Ambiguous { needed_by, dependency, providers } => write!(
+            ResolveError::Ambiguous {
+                needed_by,
+                dependency,
+                providers,
+            } => write!(
                 f,
                 "{needed_by} depends on `{dependency}`, provided by {}: write the one you want into `packages` (or `exclude` the dependency)",
                 providers.join(", ")
@@ -74,16 +96,24 @@ impl<'a> State<'a> {
             return;
         }
         self.selected.insert(p.name.clone(), p);
-        self.provided.entry(p.name.clone()).or_default().push(Some(p.version.clone()));
+        self.provided
+            .entry(p.name.clone())
+            .or_default()
+            .push(Some(p.version.clone()));
         for prov in &p.provides {
             let version = prov.constraint.as_ref().map(|(_, v)| v.clone());
-            self.provided.entry(prov.name.clone()).or_default().push(version);
+            self.provided
+                .entry(prov.name.clone())
+                .or_default()
+                .push(version);
         }
         self.queue.push_back(p);
     }
 
     fn satisfied(&self, dep: &Dependency) -> bool {
-        let Some(versions) = self.provided.get(&dep.name) else { return false };
+        let Some(versions) = self.provided.get(&dep.name) else {
+            return false;
+        };
         match &dep.constraint {
             None => true,
             Some((rel, want)) => versions.iter().flatten().any(|have| rel.holds(have, want)),
@@ -121,7 +151,12 @@ impl<'a> State<'a> {
 }
 
 /// Resolves the closure of `requested` in `index` (one architecture, `arch` for messages).
-pub fn resolve(index: &PackageIndex, arch: &str, requested: &[String], exclude: &[String]) -> Result<Resolution, ResolveError> {
+pub fn resolve(
+    index: &PackageIndex,
+    arch: &str,
+    requested: &[String],
+    exclude: &[String],
+) -> Result<Resolution, ResolveError> {
     let mut state = State {
         index,
         arch,
@@ -137,16 +172,29 @@ pub fn resolve(index: &PackageIndex, arch: &str, requested: &[String], exclude: 
             None => {
                 let providers = index.providers.get(name).cloned().unwrap_or_default();
                 match providers.as_slice() {
-                    [] => return Err(ResolveError::NotFound { package: name.clone(), arch: arch.to_string() }),
+                    [] => {
+                        return Err(ResolveError::NotFound {
+                            package: name.clone(),
+                            arch: arch.to_string(),
+                        });
+                    }
                     [one] => state.select(&index.packages[one]),
-                    _ => return Err(ResolveError::RequestedVirtual { package: name.clone(), providers }),
+                    _ => {
+                        return Err(ResolveError::RequestedVirtual {
+                            package: name.clone(),
+                            providers,
+                        });
+                    }
                 }
             }
         }
     }
     while let Some(p) = state.queue.pop_front() {
         for group in p.pre_depends.iter().chain(&p.depends) {
-            if group.iter().any(|d| state.satisfied(d) || state.exclude.contains(d.name.as_str())) {
+            if group
+                .iter()
+                .any(|d| state.satisfied(d) || state.exclude.contains(d.name.as_str()))
+            {
                 continue;
             }
             let mut chosen = None;
@@ -156,7 +204,11 @@ pub fn resolve(index: &PackageIndex, arch: &str, requested: &[String], exclude: 
                     [] => continue,
                     [one] => chosen = Some(*one),
                     many => {
-                        let wanted: Vec<&Package> = many.iter().copied().filter(|c| state.requested.contains(c.name.as_str())).collect();
+                        let wanted: Vec<&Package> = many
+                            .iter()
+                            .copied()
+                            .filter(|c| state.requested.contains(c.name.as_str()))
+                            .collect();
                         match wanted.as_slice() {
                             [one] => chosen = Some(*one),
                             _ => {
@@ -184,7 +236,9 @@ pub fn resolve(index: &PackageIndex, arch: &str, requested: &[String], exclude: 
             }
         }
     }
-    Ok(Resolution { packages: state.selected.into_values().cloned().collect() })
+    Ok(Resolution {
+        packages: state.selected.into_values().cloned().collect(),
+    })
 }
 
 #[cfg(test)]
@@ -223,23 +277,60 @@ Package: libc6-compat\nVersion: 1\nProvides: libc6 (= 3.0)";
         let err = resolve(&index(IDX), "amd64", &["app".into()], &[]).unwrap_err();
         assert_eq!(
             err,
-            ResolveError::Ambiguous { needed_by: "app".into(), dependency: "awk".into(), providers: vec!["gawk".into(), "mawk".into()] }
+            ResolveError::Ambiguous {
+                needed_by: "app".into(),
+                dependency: "awk".into(),
+                providers: vec!["gawk".into(), "mawk".into()]
+            }
         );
-        assert!(err.to_string().contains("write the one you want into `packages`"));
+        assert!(
+            err.to_string()
+                .contains("write the one you want into `packages`")
+        );
     }
 
     #[test]
     fn closure_with_choice_alternatives_and_versioned_provides() {
         let r = resolve(&index(IDX), "amd64", &["app".into(), "mawk".into()], &[]).unwrap();
-        assert_eq!(names(&r), ["app", "exim4", "init-helper", "libalt", "libc6", "libc6-compat", "mawk"]);
+        assert_eq!(
+            names(&r),
+            [
+                "app",
+                "exim4",
+                "init-helper",
+                "libalt",
+                "libc6",
+                "libc6-compat",
+                "mawk"
+            ]
+        );
     }
 
     #[test]
     fn exclude_and_missing() {
-        let r = resolve(&index(IDX), "amd64", &["app".into(), "gawk".into()], &["exim4".into(), "init-helper".into()]).unwrap();
+        let r = resolve(
+            &index(IDX),
+            "amd64",
+            &["app".into(), "gawk".into()],
+            &["exim4".into(), "init-helper".into()],
+        )
+        .unwrap();
         assert_eq!(names(&r), ["app", "gawk", "libalt", "libc6"]);
-        let err = resolve(&index("Package: a\nVersion: 1\nDepends: b (>= 2) | c"), "amd64", &["a".into()], &[]).unwrap_err();
-        assert_eq!(err, ResolveError::Missing { needed_by: "a".into(), dependency: "b (>= 2) | c".into(), arch: "amd64".into() });
+        let err = resolve(
+            &index("Package: a\nVersion: 1\nDepends: b (>= 2) | c"),
+            "amd64",
+            &["a".into()],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ResolveError::Missing {
+                needed_by: "a".into(),
+                dependency: "b (>= 2) | c".into(),
+                arch: "amd64".into()
+            }
+        );
         let err = resolve(&index(IDX), "amd64", &["nope".into()], &[]).unwrap_err();
         assert!(matches!(err, ResolveError::NotFound { .. }));
         let err = resolve(&index(IDX), "amd64", &["awk".into()], &[]).unwrap_err();

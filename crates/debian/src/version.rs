@@ -70,7 +70,9 @@ fn compare_part(a: &str, b: &str) -> Ordering {
 pub fn compare(a: &str, b: &str) -> Ordering {
     let (ea, ua, ra) = split(a);
     let (eb, ub, rb) = split(b);
-    ea.cmp(&eb).then_with(|| compare_part(ua, ub)).then_with(|| compare_part(ra, rb))
+    ea.cmp(&eb)
+        .then_with(|| compare_part(ua, ub))
+        .then_with(|| compare_part(ra, rb))
 }
 
 #[cfg(test)]

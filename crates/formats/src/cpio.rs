@@ -33,7 +33,12 @@ pub struct CpioWriter<W: Write> {
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
-        CpioWriter { out, next_ino: 1, written: 0, rdev: None }
+        CpioWriter {
+            out,
+            next_ino: 1,
+            written: 0,
+            rdev: None,
+        }
     }
 
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -48,7 +53,17 @@ impl<W: Write> CpioWriter<W> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn header(&mut self, ino: u32, mode: u32, uid: u32, gid: u32, nlink: u32, mtime: u32, size: u32, name: &str) -> io::Result<()> {
+    fn header(
+        &mut self,
+        ino: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        nlink: u32,
+        mtime: u32,
+        size: u32,
+        name: &str,
+    ) -> io::Result<()> {
         let (rmajor, rminor) = self.rdev.take().unwrap_or((0, 0));
         let header = format!(
             "070701{ino:08X}{mode:08X}{uid:08X}{gid:08X}{nlink:08X}{mtime:08X}{size:08X}{:08X}{:08X}{rmajor:08X}{rminor:08X}{:08X}{:08X}",
@@ -63,20 +78,53 @@ impl<W: Write> CpioWriter<W> {
         self.pad()
     }
 
-    fn entry(&mut self, path: &str, kind: CpioKind, mode: u32, uid: u32, gid: u32, mtime: u32, size: u64, data: &mut dyn Read) -> io::Result<()> {
-        if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cpio path {path:?} must be relative and normalised")));
+    fn entry(
+        &mut self,
+        path: &str,
+        kind: CpioKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
+        if path.is_empty()
+            || path.starts_with('/')
+            || path.split('/').any(|c| c == ".." || c.is_empty())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cpio path {path:?} must be relative and normalised"),
+            ));
         }
-        let size32 = u32::try_from(size).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: newc cannot hold a file of {size} bytes")))?;
+        let size32 = u32::try_from(size).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{path}: newc cannot hold a file of {size} bytes"),
+            )
+        })?;
         let ino = self.next_ino;
         self.next_ino += 1;
         let nlink = if kind == CpioKind::Dir { 2 } else { 1 };
-        self.header(ino, kind.bits() | (mode & 0o7777), uid, gid, nlink, mtime, size32, path)?;
+        self.header(
+            ino,
+            kind.bits() | (mode & 0o7777),
+            uid,
+            gid,
+            nlink,
+            mtime,
+            size32,
+            path,
+        )?;
         let mut limited = data.take(size);
         let n = io::copy(&mut limited, &mut self.out)?;
         self.written += n;
         if n != size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: expected {size} bytes, got {n}")));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path}: expected {size} bytes, got {n}"),
+            ));
         }
         self.pad()
     }
@@ -86,21 +134,62 @@ impl<W: Write> CpioWriter<W> {
     }
 
     pub fn file(&mut self, path: &str, mode: u32, mtime: u32, data: &[u8]) -> io::Result<()> {
-        self.entry(path, CpioKind::File, mode, 0, 0, mtime, data.len() as u64, &mut &data[..])
+        self.entry(
+            path,
+            CpioKind::File,
+            mode,
+            0,
+            0,
+            mtime,
+            data.len() as u64,
+            &mut &data[..],
+        )
     }
 
-    pub fn file_from(&mut self, path: &str, mode: u32, mtime: u32, size: u64, data: &mut dyn Read) -> io::Result<()> {
+    pub fn file_from(
+        &mut self,
+        path: &str,
+        mode: u32,
+        mtime: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
         self.entry(path, CpioKind::File, mode, 0, 0, mtime, size, data)
     }
 
     pub fn symlink(&mut self, path: &str, target: &str, mtime: u32) -> io::Result<()> {
-        self.entry(path, CpioKind::Symlink, 0o777, 0, 0, mtime, target.len() as u64, &mut target.as_bytes())
+        self.entry(
+            path,
+            CpioKind::Symlink,
+            0o777,
+            0,
+            0,
+            mtime,
+            target.len() as u64,
+            &mut target.as_bytes(),
+        )
     }
 
     /// A character device node (`dev/console` is 5:1).
-    pub fn char_device(&mut self, path: &str, mode: u32, major: u32, minor: u32, mtime: u32) -> io::Result<()> {
+    pub fn char_device(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+        mtime: u32,
+    ) -> io::Result<()> {
         self.rdev = Some((major, minor));
-        self.entry(path, CpioKind::CharDevice, mode, 0, 0, mtime, 0, &mut io::empty())
+        self.entry(
+            path,
+            CpioKind::CharDevice,
+            mode,
+            0,
+            0,
+            mtime,
+            0,
+            &mut io::empty(),
+        )
     }
 
     /// Writes the trailer and returns the writer.
@@ -120,7 +209,8 @@ mod tests {
         w.dir("bin", 0o755, 0).unwrap();
         w.file("bin/busybox", 0o755, 0, b"#!busybox\n").unwrap();
         w.symlink("bin/sh", "busybox", 0).unwrap();
-        w.file("init", 0o700, 0, b"#!/bin/sh\nexec /sbin/init\n").unwrap();
+        w.file("init", 0o700, 0, b"#!/bin/sh\nexec /sbin/init\n")
+            .unwrap();
         w.finish().unwrap()
     }
 
@@ -131,7 +221,10 @@ mod tests {
         assert_eq!(bytes.len() % 4, 0);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("TRAILER!!!"));
-        assert_eq!(Digest::of(&bytes).to_string(), "sha256:55847621ff0218179010a78a1f1f0e4e4d3174dedb9c56114af511959671e6ad");
+        assert_eq!(
+            Digest::of(&bytes).to_string(),
+            "sha256:55847621ff0218179010a78a1f1f0e4e4d3174dedb9c56114af511959671e6ad"
+        );
     }
 
     #[test]

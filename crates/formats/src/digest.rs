@@ -29,11 +29,16 @@ impl Digest {
 
     /// Parses bare hex (64 characters).
     pub fn from_hex(hex_str: &str) -> Result<Digest, DigestParseError> {
-        if hex_str.len() != 64 || !hex_str.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex_str.len() != 64
+            || !hex_str
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestParseError(hex_str.to_string()));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_str, &mut out).map_err(|_| DigestParseError(hex_str.to_string()))?;
+        hex::decode_to_slice(hex_str, &mut out)
+            .map_err(|_| DigestParseError(hex_str.to_string()))?;
         Ok(Digest(out))
     }
 }
@@ -43,7 +48,11 @@ pub struct DigestParseError(pub String);
 
 impl fmt::Display for DigestParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid sha256 digest {:?}: expected `sha256:` and 64 lowercase hex characters", self.0)
+        write!(
+            f,
+            "invalid sha256 digest {:?}: expected `sha256:` and 64 lowercase hex characters",
+            self.0
+        )
     }
 }
 
@@ -93,7 +102,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), n_bytes: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            n_bytes: 0,
+        }
     }
 
     pub fn n_bytes(&self) -> u64 {
@@ -106,7 +119,11 @@ impl<W: Write> HashingWriter<W> {
 
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.n_bytes)
+        (
+            self.inner,
+            Digest(self.hasher.finalize().into()),
+            self.n_bytes,
+        )
     }
 }
 
@@ -132,7 +149,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), n_bytes: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            n_bytes: 0,
+        }
     }
 
     pub fn n_bytes(&self) -> u64 {
@@ -140,7 +161,11 @@ impl<R: Read> HashingReader<R> {
     }
 
     pub fn finish(self) -> (R, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.n_bytes)
+        (
+            self.inner,
+            Digest(self.hasher.finalize().into()),
+            self.n_bytes,
+        )
     }
 }
 
@@ -171,7 +196,11 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert!("sha256:abc".parse::<Digest>().is_err());
         assert!("sha512:".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", d.hex().to_uppercase()).parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}", d.hex().to_uppercase())
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 
     #[test]

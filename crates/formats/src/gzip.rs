@@ -24,7 +24,10 @@ pub struct GzipWriter<W: Write> {
 
 pub fn writer<W: Write>(inner: W) -> GzipWriter<W> {
     GzipWriter {
-        encoder: GzBuilder::new().mtime(0).operating_system(255).write(inner, Compression::new(LEVEL)),
+        encoder: GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(inner, Compression::new(LEVEL)),
         block: Vec::with_capacity(BLOCK),
     }
 }
@@ -83,14 +86,24 @@ mod tests {
     #[test]
     fn golden_bytes() {
         let out = compress(b"cairn cairn cairn cairn\n");
-        assert_eq!(hex::encode(&out), "1f8b08000000000000ff4b4ecc2cca53484627b9009b1dbbdf18000000");
-        let big: Vec<u8> = (0..1_000_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        assert_eq!(Digest::of(&compress(&big)).to_string(), "sha256:6c3fd3a2d6789f023bab4a2f74bc8897098f18b0dcc9cf5a89cff022cc7a1030");
+        assert_eq!(
+            hex::encode(&out),
+            "1f8b08000000000000ff4b4ecc2cca53484627b9009b1dbbdf18000000"
+        );
+        let big: Vec<u8> = (0..1_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        assert_eq!(
+            Digest::of(&compress(&big)).to_string(),
+            "sha256:6c3fd3a2d6789f023bab4a2f74bc8897098f18b0dcc9cf5a89cff022cc7a1030"
+        );
     }
 
     #[test]
     fn output_does_not_depend_on_write_sizes() {
-        let data: Vec<u8> = (0..5_000_000u64).map(|i| ((i * 2_654_435_761) >> 13) as u8 & if i % 3 == 0 { 0xff } else { 0x0f }).collect();
+        let data: Vec<u8> = (0..5_000_000u64)
+            .map(|i| ((i * 2_654_435_761) >> 13) as u8 & if i % 3 == 0 { 0xff } else { 0x0f })
+            .collect();
         let one_shot = compress(&data);
         for chunk in [1, 511, 512, 4096, 65_536, 3_000_001] {
             let mut w = writer(Vec::new());
@@ -105,7 +118,9 @@ mod tests {
     fn round_trips() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&compress(&data)[..]).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(&compress(&data)[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
     }
 }

@@ -24,6 +24,9 @@ mod tests {
             m.insert(k.to_string(), 1);
         }
         let out = String::from_utf8(to_canonical_vec(&m).unwrap()).unwrap();
-        assert_eq!(out, r#"{"alpha":1,"beta":1,"gamma":1,"mu":1,"omega":1,"zeta":1}"#);
+        assert_eq!(
+            out,
+            r#"{"alpha":1,"beta":1,"gamma":1,"mu":1,"omega":1,"zeta":1}"#
+        );
     }
 }

@@ -23,7 +23,9 @@ pub struct Platform {
 
 impl Platform {
     fn to_oci(self) -> oci_spec::image::Platform {
-        let mut b = PlatformBuilder::default().architecture(Arch::from(self.architecture)).os(Os::Linux);
+        let mut b = PlatformBuilder::default()
+            .architecture(Arch::from(self.architecture))
+            .os(Os::Linux);
         if let Some(v) = self.variant {
             b = b.variant(v);
         }
@@ -83,7 +85,10 @@ pub fn descriptor(media_type: MediaType, digest: Digest, size: u64) -> Descripto
 }
 
 fn oci_digest(digest: Digest) -> oci_spec::image::Digest {
-    digest.to_string().parse().expect("a sha256 digest is a valid OCI digest")
+    digest
+        .to_string()
+        .parse()
+        .expect("a sha256 digest is a valid OCI digest")
 }
 
 /// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
@@ -109,7 +114,13 @@ pub fn rfc3339(epoch: u64) -> String {
 }
 
 /// The image configuration blob for one platform.
-pub fn image_config(platform: Platform, config: &ContainerConfig, diff_ids: &[Digest], created: u64, history_note: &str) -> JsonBlob {
+pub fn image_config(
+    platform: Platform,
+    config: &ContainerConfig,
+    diff_ids: &[Digest],
+    created: u64,
+    history_note: &str,
+) -> JsonBlob {
     let mut c = ConfigBuilder::default();
     if !config.entrypoint.is_empty() {
         c = c.entrypoint(config.entrypoint.clone());
@@ -130,7 +141,13 @@ pub fn image_config(platform: Platform, config: &ContainerConfig, diff_ids: &[Di
         c = c.exposed_ports(config.exposed_ports.clone());
     }
     if !config.labels.is_empty() {
-        c = c.labels(config.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>());
+        c = c.labels(
+            config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
     }
     if let Some(sig) = &config.stop_signal {
         c = c.stop_signal(sig.clone());
@@ -149,7 +166,13 @@ pub fn image_config(platform: Platform, config: &ContainerConfig, diff_ids: &[Di
                 .build()
                 .expect("fields set"),
         )
-        .history(vec![HistoryBuilder::default().created(created).created_by(history_note).build().expect("fields set")]);
+        .history(vec![
+            HistoryBuilder::default()
+                .created(created)
+                .created_by(history_note)
+                .build()
+                .expect("fields set"),
+        ]);
     if let Some(v) = platform.variant {
         b = b.variant(v);
     }
@@ -158,14 +181,23 @@ pub fn image_config(platform: Platform, config: &ContainerConfig, diff_ids: &[Di
 }
 
 /// An image manifest.
-pub fn image_manifest(config: Descriptor, layers: Vec<Descriptor>, annotations: &BTreeMap<String, String>) -> JsonBlob {
+pub fn image_manifest(
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> JsonBlob {
     let mut b = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
         .layers(layers);
     if !annotations.is_empty() {
-        b = b.annotations(annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>());
+        b = b.annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
     }
     let manifest: ImageManifest = b.build().expect("required fields are set");
     JsonBlob::of(&manifest)
@@ -185,7 +217,12 @@ pub fn image_index(manifests: Vec<Descriptor>, annotations: &BTreeMap<String, St
         .media_type(MediaType::ImageIndex)
         .manifests(manifests);
     if !annotations.is_empty() {
-        b = b.annotations(annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>());
+        b = b.annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
     }
     let index: ImageIndex = b.build().expect("required fields are set");
     JsonBlob::of(&index)
@@ -193,7 +230,10 @@ pub fn image_index(manifests: Vec<Descriptor>, annotations: &BTreeMap<String, St
 
 /// A descriptor tagged with `org.opencontainers.image.ref.name`, for the layout's index.json.
 pub fn tagged(mut d: Descriptor, tag: &str) -> Descriptor {
-    d.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), tag.to_string())])));
+    d.set_annotations(Some(HashMap::from([(
+        REF_NAME.to_string(),
+        tag.to_string(),
+    )])));
     d
 }
 
@@ -201,8 +241,14 @@ pub fn tagged(mut d: Descriptor, tag: &str) -> Descriptor {
 mod tests {
     use super::*;
 
-    const ARM64: Platform = Platform { architecture: "arm64", variant: None };
-    const ARMV7: Platform = Platform { architecture: "arm", variant: Some("v7") };
+    const ARM64: Platform = Platform {
+        architecture: "arm64",
+        variant: None,
+    };
+    const ARMV7: Platform = Platform {
+        architecture: "arm",
+        variant: Some("v7"),
+    };
 
     #[test]
     fn rfc3339_known_dates() {
@@ -219,7 +265,11 @@ mod tests {
             user: Some("haproxy".into()),
             working_dir: Some("/".into()),
             exposed_ports: vec!["443/tcp".into(), "80/tcp".into(), "8404/tcp".into()],
-            labels: BTreeMap::from([("z".into(), "1".into()), ("a".into(), "2".into()), ("m".into(), "3".into())]),
+            labels: BTreeMap::from([
+                ("z".into(), "1".into()),
+                ("a".into(), "2".into()),
+                ("m".into(), "3".into()),
+            ]),
             stop_signal: Some("SIGUSR1".into()),
         }
     }
@@ -233,9 +283,15 @@ mod tests {
         assert!(text.contains(r#""variant":"v7""#));
         assert!(text.contains(r#""created":"2023-11-14T22:13:20Z""#));
         for _ in 0..20 {
-            assert_eq!(image_config(ARMV7, &sample_config(), &[layer], 1_700_000_000, "cairn"), blob);
+            assert_eq!(
+                image_config(ARMV7, &sample_config(), &[layer], 1_700_000_000, "cairn"),
+                blob
+            );
         }
-        assert_eq!(blob.digest.to_string(), "sha256:e42670f15f2a224673fc28c1fede3f101c3c089f3dd45a1eb1d137bc8f60e397");
+        assert_eq!(
+            blob.digest.to_string(),
+            "sha256:e42670f15f2a224673fc28c1fede3f101c3c089f3dd45a1eb1d137bc8f60e397"
+        );
     }
 
     #[test]
@@ -245,10 +301,19 @@ mod tests {
         let m = image_manifest(config, vec![layer], &BTreeMap::new());
         let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
         assert_eq!(v["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-        assert_eq!(v["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
-        let idx = image_index(vec![platform_manifest_descriptor(ARM64, m.digest, m.size())], &BTreeMap::new());
+        assert_eq!(
+            v["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let idx = image_index(
+            vec![platform_manifest_descriptor(ARM64, m.digest, m.size())],
+            &BTreeMap::new(),
+        );
         let v: serde_json::Value = serde_json::from_slice(&idx.bytes).unwrap();
-        assert_eq!(v["manifests"][0]["platform"], serde_json::json!({"architecture":"arm64","os":"linux"}));
+        assert_eq!(
+            v["manifests"][0]["platform"],
+            serde_json::json!({"architecture":"arm64","os":"linux"})
+        );
         assert_eq!(v["schemaVersion"], 2);
     }
 }

@@ -47,15 +47,27 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A regular file of exactly `size` bytes read from `data`.
-    pub fn file(&mut self, path: &str, meta: EntryMeta, size: u64, data: impl Read) -> io::Result<()> {
+    pub fn file(
+        &mut self,
+        path: &str,
+        meta: EntryMeta,
+        size: u64,
+        data: impl Read,
+    ) -> io::Result<()> {
         let mut header = Self::header(tar::EntryType::Regular, meta, size);
         let mut limited = data.take(size);
-        let mut counted = CountingReader { inner: &mut limited, n_bytes: 0 };
+        let mut counted = CountingReader {
+            inner: &mut limited,
+            n_bytes: 0,
+        };
         self.builder.append_data(&mut header, path, &mut counted)?;
         if counted.n_bytes != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{path}: expected {size} bytes of file data, got {}", counted.n_bytes),
+                format!(
+                    "{path}: expected {size} bytes of file data, got {}",
+                    counted.n_bytes
+                ),
             ));
         }
         Ok(())
@@ -97,15 +109,33 @@ mod tests {
     use crate::Digest;
 
     pub(crate) fn sample_tar() -> Vec<u8> {
-        let meta = |mode| EntryMeta { mode, uid: 0, gid: 0, mtime: 1_700_000_000 };
+        let meta = |mode| EntryMeta {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+        };
         let mut w = TarWriter::new(Vec::new());
         w.dir("etc", meta(0o755)).unwrap();
-        w.file("etc/hostname", meta(0o644), 6, &b"cairn\n"[..]).unwrap();
+        w.file("etc/hostname", meta(0o644), 6, &b"cairn\n"[..])
+            .unwrap();
         w.file("etc/shadow", meta(0o640), 0, io::empty()).unwrap();
         w.dir("tmp", meta(0o1777)).unwrap();
         w.symlink("bin", "usr/bin", meta(0o777)).unwrap();
-        w.file("usr/bin/su", EntryMeta { mode: 0o4755, uid: 0, gid: 0, mtime: 1 }, 3, &b"su\n"[..]).unwrap();
-        w.hardlink("usr/bin/su2", "usr/bin/su", meta(0o4755)).unwrap();
+        w.file(
+            "usr/bin/su",
+            EntryMeta {
+                mode: 0o4755,
+                uid: 0,
+                gid: 0,
+                mtime: 1,
+            },
+            3,
+            &b"su\n"[..],
+        )
+        .unwrap();
+        w.hardlink("usr/bin/su2", "usr/bin/su", meta(0o4755))
+            .unwrap();
         let long = format!("usr/share/{}/file", "d".repeat(120));
         w.file(&long, meta(0o600), 1, &b"x"[..]).unwrap();
         w.finish().unwrap()
@@ -124,7 +154,12 @@ mod tests {
     #[test]
     fn short_data_is_an_error() {
         let mut w = TarWriter::new(Vec::new());
-        let meta = EntryMeta { mode: 0o644, uid: 0, gid: 0, mtime: 0 };
+        let meta = EntryMeta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
         let err = w.file("a", meta, 10, &b"abc"[..]).unwrap_err();
         assert!(err.to_string().contains("expected 10 bytes"), "{err}");
     }
@@ -144,9 +179,15 @@ mod tests {
                 h.username().unwrap().unwrap_or("").to_string(),
             ));
         }
-        assert_eq!(seen[0], ("etc/".to_string(), 0o755, 1_700_000_000, String::new()));
+        assert_eq!(
+            seen[0],
+            ("etc/".to_string(), 0o755, 1_700_000_000, String::new())
+        );
         assert_eq!(seen[3].1, 0o1777);
-        assert_eq!(seen[5], ("usr/bin/su".to_string(), 0o4755, 1, String::new()));
+        assert_eq!(
+            seen[5],
+            ("usr/bin/su".to_string(), 0o4755, 1, String::new())
+        );
         assert!(seen[7].0.len() > 100, "long name kept: {}", seen[7].0);
         assert_eq!(seen.len(), 8);
     }

@@ -16,14 +16,31 @@ pub struct SpecError {
 
 impl SpecError {
     pub(crate) fn io(path: &Path, err: std::io::Error) -> SpecError {
-        SpecError { file: path.to_path_buf(), line: None, column: None, key: None, message: format!("cannot read: {err}") }
+        SpecError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot read: {err}"),
+        }
     }
 
     /// An error about the bytes `span` of `source`, with the key found there.
-    pub(crate) fn at(path: &Path, source: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> SpecError {
+    pub(crate) fn at(
+        path: &Path,
+        source: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> SpecError {
         let message = message.into();
         let Some(span) = span else {
-            return SpecError { file: path.to_path_buf(), line: None, column: None, key: None, message };
+            return SpecError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                key: None,
+                message,
+            };
         };
         let start = span.start.min(source.len());
         let before = &source[..start];
@@ -31,7 +48,13 @@ impl SpecError {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
         let key = key_at(source, start);
-        SpecError { file: path.to_path_buf(), line: Some(line), column: Some(column), key, message }
+        SpecError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            key,
+            message,
+        }
     }
 
     pub(crate) fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> SpecError {
@@ -43,7 +66,9 @@ impl SpecError {
 /// header above it (`network.address`, `config.user`, `users[].uid`).
 fn key_at(source: &str, offset: usize) -> Option<String> {
     let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = source[offset..].find('\n').map_or(source.len(), |i| offset + i);
+    let line_end = source[offset..]
+        .find('\n')
+        .map_or(source.len(), |i| offset + i);
     let line = source[line_start..line_end].trim();
     let table = source[..line_start]
         .lines()
@@ -57,7 +82,10 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
         });
     let own = if line.starts_with('[') {
         None
-    } else if let Some((k, _)) = line.split_once('=').filter(|(k, _)| !k.contains('"') || (k.trim().len() >= 2 && k.trim().starts_with('"') && k.trim().ends_with('"'))) {
+    } else if let Some((k, _)) = line.split_once('=').filter(|(k, _)| {
+        !k.contains('"')
+            || (k.trim().len() >= 2 && k.trim().starts_with('"') && k.trim().ends_with('"'))
+    }) {
         Some(k.trim().trim_matches('"').to_string()).filter(|k| !k.is_empty())
     } else {
         // Inside a multi-line array: the key is on the line that opened it.

@@ -117,7 +117,10 @@ impl DownloadSpec {
             Arch::Armv7 => "arm",
             Arch::Aarch64 => "arm64",
         };
-        self.url.replace("{arch}", arch.as_str()).replace("{debian_arch}", arch.debian()).replace("{go_arch}", go_arch)
+        self.url
+            .replace("{arch}", arch.as_str())
+            .replace("{debian_arch}", arch.debian())
+            .replace("{go_arch}", go_arch)
     }
 }
 
@@ -214,15 +217,26 @@ impl ImageSpec {
     pub fn parse(path: &Path, source: &str) -> Result<ImageSpec, SpecError> {
         let name = stem(path);
         if let Err(msg) = name.parse::<Name>() {
-            return Err(SpecError::at(path, source, None, format!("bad file name: {msg}")));
+            return Err(SpecError::at(
+                path,
+                source,
+                None,
+                format!("bad file name: {msg}"),
+            ));
         }
-        let mut spec: ImageSpec = toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
+        let mut spec: ImageSpec =
+            toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
         spec.name = name;
         spec.path = path.to_path_buf();
         let err = |key: &str, msg: String| SpecError::at(path, source, find_key(source, key), msg);
-        let err_in = |table: &str, n: usize, key: &str, msg: String| SpecError::at(path, source, find_table_key(source, table, n, key), msg);
+        let err_in = |table: &str, n: usize, key: &str, msg: String| {
+            SpecError::at(path, source, find_table_key(source, table, n, key), msg)
+        };
         if spec.arches.is_empty() {
-            return Err(err("arches", "no arches: list at least one of x86_64, armv7, aarch64".into()));
+            return Err(err(
+                "arches",
+                "no arches: list at least one of x86_64, armv7, aarch64".into(),
+            ));
         }
         let mut arches = spec.arches.clone();
         arches.sort();
@@ -231,7 +245,10 @@ impl ImageSpec {
             return Err(err("arches", "an arch is listed twice".into()));
         }
         if spec.packages.is_empty() {
-            return Err(err("packages", "no packages: list at least one Debian package".into()));
+            return Err(err(
+                "packages",
+                "no packages: list at least one Debian package".into(),
+            ));
         }
         for (key, list) in [("packages", &spec.packages), ("exclude", &spec.exclude)]
             .into_iter()
@@ -245,41 +262,102 @@ impl ImageSpec {
             return Err(err("arch_packages", format!("{arch} is not in `arches`")));
         }
         for unit in spec.services.iter().chain(&spec.default_target) {
-            let ok = unit.rsplit_once('.').is_some_and(|(n, t)| !n.is_empty() && ["service", "socket", "timer", "target", "path", "mount"].contains(&t))
-                && !unit.contains('/');
+            let ok = unit.rsplit_once('.').is_some_and(|(n, t)| {
+                !n.is_empty()
+                    && ["service", "socket", "timer", "target", "path", "mount"].contains(&t)
+            }) && !unit.contains('/');
             if !ok {
-                return Err(err(if spec.services.contains(unit) { "services" } else { "default_target" }, format!("{unit:?} is not a systemd unit name like ssh.service")));
+                return Err(err(
+                    if spec.services.contains(unit) {
+                        "services"
+                    } else {
+                        "default_target"
+                    },
+                    format!("{unit:?} is not a systemd unit name like ssh.service"),
+                ));
             }
         }
-        if spec.kind == ImageKind::Container && (!spec.services.is_empty() || spec.default_target.is_some()) {
-            return Err(err("services", "`services` and `default_target` are for OS images (kind = \"os\")".into()));
+        if spec.kind == ImageKind::Container
+            && (!spec.services.is_empty() || spec.default_target.is_some())
+        {
+            return Err(err(
+                "services",
+                "`services` and `default_target` are for OS images (kind = \"os\")".into(),
+            ));
         }
         if spec.kind == ImageKind::Os && spec.config.is_some() {
-            return Err(err("config", "an OS image has no container [config]".into()));
+            return Err(err(
+                "config",
+                "an OS image has no container [config]".into(),
+            ));
         }
         for (i, f) in spec.files.iter().enumerate() {
             if f.content.is_some() == f.source.is_some() {
-                return Err(err_in("files", i, "path", format!("file {}: give exactly one of `content` or `source`", f.path)));
+                return Err(err_in(
+                    "files",
+                    i,
+                    "path",
+                    format!("file {}: give exactly one of `content` or `source`", f.path),
+                ));
             }
             check_abs(&f.path).map_err(|m| err_in("files", i, "path", m))?;
             if let Some(src) = &f.source {
-                if src.is_absolute() || src.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(err_in("files", i, "source", format!("file {}: source {} must be a path inside {}", f.path, src.display(), spec.dir().display())));
+                if src.is_absolute()
+                    || src
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(err_in(
+                        "files",
+                        i,
+                        "source",
+                        format!(
+                            "file {}: source {} must be a path inside {}",
+                            f.path,
+                            src.display(),
+                            spec.dir().display()
+                        ),
+                    ));
                 }
                 let full = spec.dir().join(src);
                 if !full.is_file() {
-                    return Err(err_in("files", i, "source", format!("{} does not exist (paths are relative to {})", full.display(), spec.dir().display())));
+                    return Err(err_in(
+                        "files",
+                        i,
+                        "source",
+                        format!(
+                            "{} does not exist (paths are relative to {})",
+                            full.display(),
+                            spec.dir().display()
+                        ),
+                    ));
                 }
             }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, d) in spec.downloads.iter().enumerate() {
             check_abs(&d.path).map_err(|m| err_in("downloads", i, "path", m))?;
-            if !(d.url.starts_with("http://") || d.url.starts_with("https://") || d.url.starts_with("file://")) {
-                return Err(err_in("downloads", i, "url", format!("download {}: {:?} must be an http://, https:// or file:// URL", d.name, d.url)));
+            if !(d.url.starts_with("http://")
+                || d.url.starts_with("https://")
+                || d.url.starts_with("file://"))
+            {
+                return Err(err_in(
+                    "downloads",
+                    i,
+                    "url",
+                    format!(
+                        "download {}: {:?} must be an http://, https:// or file:// URL",
+                        d.name, d.url
+                    ),
+                ));
             }
             if !names.insert(d.name.as_str()) {
-                return Err(err_in("downloads", i, "name", format!("download {:?} is declared twice", d.name)));
+                return Err(err_in(
+                    "downloads",
+                    i,
+                    "name",
+                    format!("download {:?} is declared twice", d.name),
+                ));
             }
         }
         for (i, s) in spec.symlinks.iter().enumerate() {
@@ -292,44 +370,101 @@ impl ImageSpec {
         let mut uids = std::collections::BTreeSet::new();
         for (i, u) in spec.users.iter().enumerate() {
             if u.name.is_empty() || u.name.contains([':', '\n', ' ']) {
-                return Err(err_in("users", i, "name", format!("invalid user name {:?}", u.name)));
+                return Err(err_in(
+                    "users",
+                    i,
+                    "name",
+                    format!("invalid user name {:?}", u.name),
+                ));
             }
-            if u.name == "root" || u.uid == 0 || !user_names.insert(u.name.as_str()) || !uids.insert(u.uid) {
-                return Err(err_in("users", i, "uid", format!("user {} (uid {}) is declared twice or clashes with root", u.name, u.uid)));
+            if u.name == "root"
+                || u.uid == 0
+                || !user_names.insert(u.name.as_str())
+                || !uids.insert(u.uid)
+            {
+                return Err(err_in(
+                    "users",
+                    i,
+                    "uid",
+                    format!(
+                        "user {} (uid {}) is declared twice or clashes with root",
+                        u.name, u.uid
+                    ),
+                ));
             }
         }
         let mut group_names = std::collections::BTreeSet::new();
         let mut gids = std::collections::BTreeSet::new();
         for (i, g) in spec.groups.iter().enumerate() {
-            if g.name.is_empty() || g.name.contains([':', '\n', ' ', ',']) || g.name == "root" || !group_names.insert(g.name.as_str()) || !gids.insert(g.gid) || g.gid == 0 {
-                return Err(err_in("groups", i, "gid", format!("group {} (gid {}) is invalid, declared twice or clashes with root", g.name, g.gid)));
+            if g.name.is_empty()
+                || g.name.contains([':', '\n', ' ', ','])
+                || g.name == "root"
+                || !group_names.insert(g.name.as_str())
+                || !gids.insert(g.gid)
+                || g.gid == 0
+            {
+                return Err(err_in(
+                    "groups",
+                    i,
+                    "gid",
+                    format!(
+                        "group {} (gid {}) is invalid, declared twice or clashes with root",
+                        g.name, g.gid
+                    ),
+                ));
             }
         }
         if let Some(c) = &spec.config {
             for port in &c.exposed_ports {
                 let (num, proto) = port.split_once('/').unwrap_or((port, "tcp"));
-                if num.parse::<u16>().map_or(true, |n| n == 0) || !["tcp", "udp", "sctp"].contains(&proto) {
-                    return Err(err("exposed_ports", format!("{port:?} is not a port like \"6443/tcp\"")));
+                if num.parse::<u16>().map_or(true, |n| n == 0)
+                    || !["tcp", "udp", "sctp"].contains(&proto)
+                {
+                    return Err(err(
+                        "exposed_ports",
+                        format!("{port:?} is not a port like \"6443/tcp\""),
+                    ));
                 }
             }
             if let Some(user) = &c.user {
                 let name = user.split(':').next().unwrap_or("");
-                let known = name == "root" || name.parse::<u32>().is_ok() || spec.users.iter().any(|u| u.name == name);
+                let known = name == "root"
+                    || name.parse::<u32>().is_ok()
+                    || spec.users.iter().any(|u| u.name == name);
                 if !known {
-                    return Err(err("user", format!("user {name:?} is not declared: add it under [[users]] or use a numeric uid")));
+                    return Err(err(
+                        "user",
+                        format!(
+                            "user {name:?} is not declared: add it under [[users]] or use a numeric uid"
+                        ),
+                    ));
                 }
             }
         }
-        let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
         if !word(&spec.suite) {
-            return Err(err("suite", format!("{:?} is not a suite name like \"trixie\"", spec.suite)));
+            return Err(err(
+                "suite",
+                format!("{:?} is not a suite name like \"trixie\"", spec.suite),
+            ));
         }
         if let Some(c) = spec.components.iter().find(|c| !word(c)) {
-            return Err(err("components", format!("{c:?} is not a component name like \"main\"")));
+            return Err(err(
+                "components",
+                format!("{c:?} is not a component name like \"main\""),
+            ));
         }
         if let Some(m) = &spec.mirror {
-            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file://")) {
-                return Err(err("mirror", format!("mirror {m:?} must be an http://, https:// or file:// URL")));
+            if !(m.starts_with("http://") || m.starts_with("https://") || m.starts_with("file://"))
+            {
+                return Err(err(
+                    "mirror",
+                    format!("mirror {m:?} must be an http://, https:// or file:// URL"),
+                ));
             }
         }
         Ok(spec)
@@ -360,13 +495,18 @@ impl ImageSpec {
             "source_date_epoch": self.source_date_epoch,
             "downloads": self.downloads.iter().map(|d| (&d.name, &d.url)).collect::<Vec<_>>(),
         });
-        format!("sha256:{}", hex::encode(Sha256::digest(value.to_string().as_bytes())))
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(value.to_string().as_bytes()))
+        )
     }
 }
 
 fn check_abs(path: &str) -> Result<(), String> {
     if !path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") || path.len() < 2 {
-        return Err(format!("path {path:?} must be absolute, without `.` or `..`"));
+        return Err(format!(
+            "path {path:?} must be absolute, without `.` or `..`"
+        ));
     }
     Ok(())
 }
@@ -374,5 +514,6 @@ fn check_abs(path: &str) -> Result<(), String> {
 fn valid_package_name(p: &str) -> bool {
     p.len() >= 2
         && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }

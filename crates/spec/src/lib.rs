@@ -7,8 +7,13 @@ mod node;
 mod values;
 
 pub use error::SpecError;
-pub use image::{ContainerSettings, DirSpec, DownloadSpec, FileSpec, GroupSpec, ImageKind, ImageSpec, SymlinkSpec, UserSpec};
-pub use node::{ClusterSpec, Distribution, KubernetesSpec, NetworkSpec, NodeSpec, Role, BootMethod, Board};
+pub use image::{
+    ContainerSettings, DirSpec, DownloadSpec, FileSpec, GroupSpec, ImageKind, ImageSpec,
+    SymlinkSpec, UserSpec,
+};
+pub use node::{
+    Board, BootMethod, ClusterSpec, Distribution, KubernetesSpec, NetworkSpec, NodeSpec, Role,
+};
 pub use values::{Arch, Cidr, Hostname, MacAddress, Mode, Name};
 
 use std::path::{Path, PathBuf};
@@ -37,7 +42,12 @@ impl Project {
             node.check_image(&images)?;
             nodes.push(node);
         }
-        Ok(Project { root: root.to_path_buf(), cluster, nodes, images })
+        Ok(Project {
+            root: root.to_path_buf(),
+            cluster,
+            nodes,
+            images,
+        })
     }
 
     pub fn image(&self, name: &str) -> Option<&ImageSpec> {
@@ -62,7 +72,10 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SpecError> {
     Ok(files)
 }
 
-fn load_dir<T>(dir: &Path, load: impl Fn(&Path) -> Result<T, SpecError>) -> Result<Vec<T>, SpecError> {
+fn load_dir<T>(
+    dir: &Path,
+    load: impl Fn(&Path) -> Result<T, SpecError>,
+) -> Result<Vec<T>, SpecError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -71,5 +84,7 @@ fn load_dir<T>(dir: &Path, load: impl Fn(&Path) -> Result<T, SpecError>) -> Resu
 
 /// Name of a spec file without directory and `.toml`.
 pub(crate) fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -81,28 +81,51 @@ impl ClusterSpec {
     }
 
     pub fn parse(path: &Path, source: &str) -> Result<ClusterSpec, SpecError> {
-        let mut spec: ClusterSpec = toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
+        let mut spec: ClusterSpec =
+            toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
         spec.path = path.to_path_buf();
-        let err = |needle: &str, msg: String| SpecError::at(path, source, find_key(source, needle), msg);
+        let err =
+            |needle: &str, msg: String| SpecError::at(path, source, find_key(source, needle), msg);
         let k = &spec.kubernetes;
         for (key, cidr) in [("pod_cidr", k.pod_cidr), ("service_cidr", k.service_cidr)] {
             if !cidr.is_network() {
-                return Err(err(key, format!("{cidr} has host bits set: write the network address")));
+                return Err(err(
+                    key,
+                    format!("{cidr} has host bits set: write the network address"),
+                ));
             }
         }
-        if k.pod_cidr.contains(k.service_cidr.address) || k.service_cidr.contains(k.pod_cidr.address) {
-            return Err(err("service_cidr", format!("service CIDR {} overlaps pod CIDR {}", k.service_cidr, k.pod_cidr)));
+        if k.pod_cidr.contains(k.service_cidr.address)
+            || k.service_cidr.contains(k.pod_cidr.address)
+        {
+            return Err(err(
+                "service_cidr",
+                format!(
+                    "service CIDR {} overlaps pod CIDR {}",
+                    k.service_cidr, k.pod_cidr
+                ),
+            ));
         }
         if !valid_endpoint(&k.control_plane_endpoint) {
             return Err(err(
                 "control_plane_endpoint",
-                format!("invalid endpoint {:?}, expected host:port like 10.0.10.10:6443", k.control_plane_endpoint),
+                format!(
+                    "invalid endpoint {:?}, expected host:port like 10.0.10.10:6443",
+                    k.control_plane_endpoint
+                ),
             ));
         }
         for key in &spec.ssh.authorized_keys {
             let kind = key.split_whitespace().next().unwrap_or("");
-            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) || key.split_whitespace().count() < 2 {
-                return Err(err("authorized_keys", format!("{key:?} is not an SSH public key (expected `ssh-ed25519 AAAA... comment`)")));
+            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+                || key.split_whitespace().count() < 2
+            {
+                return Err(err(
+                    "authorized_keys",
+                    format!(
+                        "{key:?} is not an SSH public key (expected `ssh-ed25519 AAAA... comment`)"
+                    ),
+                ));
             }
         }
         Ok(spec)
@@ -110,15 +133,26 @@ impl ClusterSpec {
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
-    let Some((host, port)) = endpoint.rsplit_once(':') else { return false };
-    let host_ok = host.parse::<IpAddr>().is_ok() || host.parse::<Hostname>().is_ok()
-        || host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.parse::<IpAddr>().is_ok());
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = host.parse::<IpAddr>().is_ok()
+        || host.parse::<Hostname>().is_ok()
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<IpAddr>().is_ok());
     host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// The byte span of `key =` inside the `n`th (0-based) `[[table]]` block, else of the
 /// first `key =` anywhere.
-pub(crate) fn find_table_key(source: &str, table: &str, n: usize, key: &str) -> Option<std::ops::Range<usize>> {
+pub(crate) fn find_table_key(
+    source: &str,
+    table: &str,
+    n: usize,
+    key: &str,
+) -> Option<std::ops::Range<usize>> {
     let header = format!("[[{table}]]");
     let mut seen = 0usize;
     let mut inside = false;
@@ -250,34 +284,77 @@ impl NodeSpec {
     pub fn parse(path: &Path, source: &str) -> Result<NodeSpec, SpecError> {
         let name = stem(path);
         if let Err(msg) = name.parse::<Name>() {
-            return Err(SpecError::at(path, source, None, format!("bad file name: {msg}")));
+            return Err(SpecError::at(
+                path,
+                source,
+                None,
+                format!("bad file name: {msg}"),
+            ));
         }
-        let mut node: NodeSpec = toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
+        let mut node: NodeSpec =
+            toml::from_str(source).map_err(|e| SpecError::from_toml(path, source, &e))?;
         node.name = name;
         node.path = path.to_path_buf();
         node.source = source.to_string();
         let err = |key: &str, msg: String| SpecError::at(path, source, find_key(source, key), msg);
         if !node.board.arches().contains(&node.arch) {
             let arches: Vec<&str> = node.board.arches().iter().map(|a| a.as_str()).collect();
-            return Err(err("arch", format!("board {:?} cannot run {}: use one of {}", node.board, node.arch, arches.join(", "))));
+            return Err(err(
+                "arch",
+                format!(
+                    "board {:?} cannot run {}: use one of {}",
+                    node.board,
+                    node.arch,
+                    arches.join(", ")
+                ),
+            ));
         }
         if node.board.boot() != node.boot {
-            return Err(err("boot", format!("board {:?} boots by {:?}, not {:?}", node.board, node.board.boot(), node.boot)));
+            return Err(err(
+                "boot",
+                format!(
+                    "board {:?} boots by {:?}, not {:?}",
+                    node.board,
+                    node.board.boot(),
+                    node.boot
+                ),
+            ));
         }
         if node.boot == BootMethod::Pxe && node.mac.is_none() {
-            return Err(SpecError::at(path, source, None, "key `mac` is missing: a PXE node is matched by its MAC address"));
+            return Err(SpecError::at(
+                path,
+                source,
+                None,
+                "key `mac` is missing: a PXE node is matched by its MAC address",
+            ));
         }
         let net = &node.network;
         match (net.dhcp, net.address) {
-            (true, Some(_)) => return Err(err("address", "set either `dhcp = true` or a static `address`, not both".into())),
-            (false, None) => return Err(err("network", "set `dhcp = true` or a static `address` like 10.0.10.21/24".into())),
+            (true, Some(_)) => {
+                return Err(err(
+                    "address",
+                    "set either `dhcp = true` or a static `address`, not both".into(),
+                ));
+            }
+            (false, None) => {
+                return Err(err(
+                    "network",
+                    "set `dhcp = true` or a static `address` like 10.0.10.21/24".into(),
+                ));
+            }
             (false, Some(address)) => {
                 if address.is_network() && address.prefix < 31 {
-                    return Err(err("address", format!("{address} is a network address, not a host address")));
+                    return Err(err(
+                        "address",
+                        format!("{address} is a network address, not a host address"),
+                    ));
                 }
                 if let Some(gw) = net.gateway {
                     if !address.contains(gw) {
-                        return Err(err("gateway", format!("gateway {gw} is outside the node's network {address}")));
+                        return Err(err(
+                            "gateway",
+                            format!("gateway {gw} is outside the node's network {address}"),
+                        ));
                     }
                 }
             }
@@ -285,7 +362,12 @@ impl NodeSpec {
         }
         for taint in &node.taints {
             if !valid_taint(taint) {
-                return Err(err("taints", format!("invalid taint {taint:?}, expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")));
+                return Err(err(
+                    "taints",
+                    format!(
+                        "invalid taint {taint:?}, expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+                    ),
+                ));
             }
         }
         Ok(node)
@@ -297,21 +379,36 @@ impl NodeSpec {
         let err = |msg: String| SpecError::at(&self.path, &self.source, span.clone(), msg);
         let name = self.image.get_ref();
         let Some(image) = images.iter().find(|i| &i.name == name) else {
-            let known: Vec<&str> = images.iter().filter(|i| i.kind == ImageKind::Os).map(|i| i.name.as_str()).collect();
-            return Err(err(format!("image {name:?} does not exist (no images/{name}.toml); OS images: {}", known.join(", "))));
+            let known: Vec<&str> = images
+                .iter()
+                .filter(|i| i.kind == ImageKind::Os)
+                .map(|i| i.name.as_str())
+                .collect();
+            return Err(err(format!(
+                "image {name:?} does not exist (no images/{name}.toml); OS images: {}",
+                known.join(", ")
+            )));
         };
         if image.kind != ImageKind::Os {
-            return Err(err(format!("image {name:?} is a container image; a node needs an OS image (kind = \"os\")")));
+            return Err(err(format!(
+                "image {name:?} is a container image; a node needs an OS image (kind = \"os\")"
+            )));
         }
         if !image.arches.contains(&self.arch) {
-            return Err(err(format!("image {name:?} is not built for {}: add it to `arches` in {}", self.arch, image.path.display())));
+            return Err(err(format!(
+                "image {name:?} is not built for {}: add it to `arches` in {}",
+                self.arch,
+                image.path.display()
+            )));
         }
         Ok(())
     }
 }
 
 fn valid_taint(taint: &str) -> bool {
-    let Some((kv, effect)) = taint.rsplit_once(':') else { return false };
+    let Some((kv, effect)) = taint.rsplit_once(':') else {
+        return false;
+    };
     let key = kv.split_once('=').map_or(kv, |(k, _)| k);
     !key.is_empty() && matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
 }

@@ -74,7 +74,9 @@ impl FromStr for Arch {
                     "armhf" | "arm" | "armv7l" => " (Cairn calls it `armv7`)",
                     _ => "",
                 };
-                Err(format!("unknown arch {other:?}, expected one of x86_64, armv7, aarch64{hint}"))
+                Err(format!(
+                    "unknown arch {other:?}, expected one of x86_64, armv7, aarch64{hint}"
+                ))
             }
         }
     }
@@ -116,7 +118,10 @@ impl FromStr for Hostname {
             if label.len() > 63 {
                 return bad("a label is longer than 63 characters");
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
                 return bad("only letters, digits, `-` and `.` are allowed");
             }
             if label.starts_with('-') || label.ends_with('-') {
@@ -154,11 +159,19 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -169,7 +182,11 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let bad = |why: String| Err(format!("invalid CIDR {s:?}: {why}, expected e.g. 10.0.0.0/24"));
+        let bad = |why: String| {
+            Err(format!(
+                "invalid CIDR {s:?}: {why}, expected e.g. 10.0.0.0/24"
+            ))
+        };
         let Some((addr, prefix)) = s.split_once('/') else {
             return bad("missing `/prefix`".into());
         };
@@ -178,7 +195,8 @@ impl FromStr for Cidr {
             Err(_) => return bad(format!("{addr:?} is not an IP address")),
         };
         let max = if address.is_ipv4() { 32 } else { 128 };
-        let digits_ok = !prefix.is_empty() && prefix.len() <= 3 && prefix.bytes().all(|b| b.is_ascii_digit());
+        let digits_ok =
+            !prefix.is_empty() && prefix.len() <= 3 && prefix.bytes().all(|b| b.is_ascii_digit());
         match prefix.parse::<u8>() {
             Ok(prefix) if digits_ok && prefix <= max => Ok(Cidr { address, prefix }),
             _ => bad(format!("prefix {prefix:?} is not a number from 0 to {max}")),
@@ -204,14 +222,19 @@ impl FromStr for MacAddress {
         let parts: Vec<&str> = s.split([':', '-']).collect();
         let mut out = [0u8; 6];
         if parts.len() != 6 {
-            return Err(format!("invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03"));
+            return Err(format!(
+                "invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03"
+            ));
         }
         for (i, part) in parts.iter().enumerate() {
             if part.len() != 2 {
-                return Err(format!("invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03"));
+                return Err(format!(
+                    "invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03"
+                ));
             }
-            out[i] = u8::from_str_radix(part, 16)
-                .map_err(|_| format!("invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03"))?;
+            out[i] = u8::from_str_radix(part, 16).map_err(|_| {
+                format!("invalid MAC address {s:?}, expected six hex pairs like dc:a6:32:01:02:03")
+            })?;
         }
         Ok(MacAddress(out))
     }
@@ -220,7 +243,11 @@ impl FromStr for MacAddress {
 impl fmt::Display for MacAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -236,7 +263,9 @@ impl FromStr for Mode {
         let digits = s.strip_prefix("0o").unwrap_or(s);
         match u32::from_str_radix(digits, 8) {
             Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(Mode(m)),
-            _ => Err(format!("invalid mode {s:?}, expected an octal string like \"0644\" or \"0755\"")),
+            _ => Err(format!(
+                "invalid mode {s:?}, expected an octal string like \"0644\" or \"0755\""
+            )),
         }
     }
 }
@@ -264,12 +293,15 @@ impl FromStr for Name {
     fn from_str(s: &str) -> Result<Name, String> {
         let ok = s.len() <= 63
             && s.starts_with(|c: char| c.is_ascii_lowercase())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.ends_with('-');
         if ok {
             Ok(Name(s.to_string()))
         } else {
-            Err(format!("invalid name {s:?}: use lowercase letters, digits and `-`, starting with a letter"))
+            Err(format!(
+                "invalid name {s:?}: use lowercase letters, digits and `-`, starting with a letter"
+            ))
         }
     }
 }
@@ -291,7 +323,15 @@ mod tests {
         for ok in ["pi-worker", "a", "node1.homelab.lan", "X86-storage"] {
             assert!(ok.parse::<Hostname>().is_ok(), "{ok}");
         }
-        for bad in ["", "-pi", "pi-", "pi_worker", "a..b", &"a".repeat(64), "pi worker"] {
+        for bad in [
+            "",
+            "-pi",
+            "pi-",
+            "pi_worker",
+            "a..b",
+            &"a".repeat(64),
+            "pi worker",
+        ] {
             assert!(bad.parse::<Hostname>().is_err(), "{bad}");
         }
     }
@@ -304,14 +344,28 @@ mod tests {
         assert!(!c.contains("10.245.0.1".parse().unwrap()));
         assert!(!"10.0.0.5/24".parse::<Cidr>().unwrap().is_network());
         assert!("fd00::/8".parse::<Cidr>().is_ok());
-        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0/8", "fd00::/129", "10.0.0.0/-1", "10.0.0.0/+8", "x/8"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/129",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "x/8",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn macs_modes_names_arches() {
-        assert_eq!("DC:A6:32:01:02:03".parse::<MacAddress>().unwrap().to_string(), "dc:a6:32:01:02:03");
+        assert_eq!(
+            "DC:A6:32:01:02:03"
+                .parse::<MacAddress>()
+                .unwrap()
+                .to_string(),
+            "dc:a6:32:01:02:03"
+        );
         assert!("dc:a6:32:01:02".parse::<MacAddress>().is_err());
         assert_eq!("4755".parse::<Mode>().unwrap().0, 0o4755);
         assert!("0999".parse::<Mode>().is_err());

@@ -14,9 +14,16 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Io { path, err } => write!(f, "{}: {err}", path.display()),
-            StoreError::Corrupt { path, what } => write!(f, "{} is corrupt: {what}", path.display()),
-            StoreError::MissingBlob { digest } => write!(f, "blob {digest} is missing from the store: rebuild, or run `cargo xtask store verify`"),
-            StoreError::DigestMismatch { expected, found } => write!(f, "sha256 mismatch: expected {expected}, got {found}"),
+            StoreError::Corrupt { path, what } => {
+                write!(f, "{} is corrupt: {what}", path.display())
+            }
+            StoreError::MissingBlob { digest } => write!(
+                f,
+                "blob {digest} is missing from the store: rebuild, or run `cargo xtask store verify`"
+            ),
+            StoreError::DigestMismatch { expected, found } => {
+                write!(f, "sha256 mismatch: expected {expected}, got {found}")
+            }
         }
     }
 }

@@ -34,8 +34,14 @@ impl Store {
     fn blob_names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.root.join("blobs/sha256");
         let mut names = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|err| StoreError::Io { path: dir.clone(), err })? {
-            let e = e.map_err(|err| StoreError::Io { path: dir.clone(), err })?;
+        for e in fs::read_dir(&dir).map_err(|err| StoreError::Io {
+            path: dir.clone(),
+            err,
+        })? {
+            let e = e.map_err(|err| StoreError::Io {
+                path: dir.clone(),
+                err,
+            })?;
             names.push(e.file_name().to_string_lossy().into_owned());
         }
         names.sort();
@@ -60,7 +66,9 @@ impl Store {
             if bytes.first() != Some(&b'{') {
                 continue;
             }
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
             let children = v["manifests"]
                 .as_array()
                 .into_iter()
@@ -82,8 +90,14 @@ impl Store {
         let mut report = VerifyReport::default();
         for name in self.blob_names()? {
             let path = self.root.join("blobs/sha256").join(&name);
-            let file = fs::File::open(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
-            let (digest, size) = hash_reader(file).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            let file = fs::File::open(&path).map_err(|err| StoreError::Io {
+                path: path.clone(),
+                err,
+            })?;
+            let (digest, size) = hash_reader(file).map_err(|err| StoreError::Io {
+                path: path.clone(),
+                err,
+            })?;
             report.n_blobs += 1;
             report.n_bytes += size;
             progress(size);
@@ -93,7 +107,9 @@ impl Store {
         }
         for tag in self.tags()? {
             let (_, missing) = self.reachable(&[tag.digest]);
-            report.missing.extend(missing.into_iter().map(|d| (tag.name.clone(), d)));
+            report
+                .missing
+                .extend(missing.into_iter().map(|d| (tag.name.clone(), d)));
         }
         Ok(report)
     }
@@ -104,16 +120,30 @@ impl Store {
         let mut bad = BTreeSet::new();
         for (name, _) in &report.corrupt {
             let path = self.root.join("blobs/sha256").join(name);
-            fs::remove_file(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            fs::remove_file(&path).map_err(|err| StoreError::Io {
+                path: path.clone(),
+                err,
+            })?;
             if let Ok(d) = Digest::from_hex(name) {
                 bad.insert(d);
             }
         }
         let actions = self.root.join("cache/actions");
-        for e in fs::read_dir(&actions).map_err(|err| StoreError::Io { path: actions.clone(), err })?.flatten() {
-            let record: Option<ActionRecord> = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        for e in fs::read_dir(&actions)
+            .map_err(|err| StoreError::Io {
+                path: actions.clone(),
+                err,
+            })?
+            .flatten()
+        {
+            let record: Option<ActionRecord> = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
             if record.is_none_or(|r| r.blobs.iter().any(|d| bad.contains(d))) {
-                fs::remove_file(e.path()).map_err(|err| StoreError::Io { path: e.path(), err })?;
+                fs::remove_file(e.path()).map_err(|err| StoreError::Io {
+                    path: e.path(),
+                    err,
+                })?;
             }
         }
         Ok(report.corrupt.len())
@@ -124,7 +154,8 @@ impl Store {
     pub fn gc(&self, keep_tags: &BTreeSet<String>) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let tags = self.tags()?;
-        let (kept, dropped): (Vec<_>, Vec<_>) = tags.into_iter().partition(|t| keep_tags.contains(&t.name));
+        let (kept, dropped): (Vec<_>, Vec<_>) =
+            tags.into_iter().partition(|t| keep_tags.contains(&t.name));
         report.removed_tags = dropped.into_iter().map(|t| t.name).collect();
         self.write_index(&kept)?;
         let roots: Vec<Digest> = kept.iter().map(|t| t.digest).collect();
@@ -137,15 +168,29 @@ impl Store {
             }
             let path = self.root.join("blobs/sha256").join(&name);
             report.removed_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).map_err(|err| StoreError::Io { path: path.clone(), err })?;
+            fs::remove_file(&path).map_err(|err| StoreError::Io {
+                path: path.clone(),
+                err,
+            })?;
             report.removed_blobs += 1;
         }
         let actions = self.root.join("cache/actions");
-        for e in fs::read_dir(&actions).map_err(|err| StoreError::Io { path: actions.clone(), err })?.flatten() {
-            let record: Option<ActionRecord> = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        for e in fs::read_dir(&actions)
+            .map_err(|err| StoreError::Io {
+                path: actions.clone(),
+                err,
+            })?
+            .flatten()
+        {
+            let record: Option<ActionRecord> = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
             let alive = record.is_some_and(|r| r.blobs.iter().all(|d| live.contains(d)));
             if !alive {
-                fs::remove_file(e.path()).map_err(|err| StoreError::Io { path: e.path(), err })?;
+                fs::remove_file(e.path()).map_err(|err| StoreError::Io {
+                    path: e.path(),
+                    err,
+                })?;
                 report.removed_actions += 1;
             }
         }

@@ -52,22 +52,38 @@ impl Store {
     pub fn open(root: &Path, on_wait: impl FnOnce()) -> Result<Store, StoreError> {
         let err = |path: &Path| {
             let path = path.to_path_buf();
-            move |e| StoreError::Io { path: path.clone(), err: e }
+            move |e| StoreError::Io {
+                path: path.clone(),
+                err: e,
+            }
         };
         for dir in ["blobs/sha256", "cache/actions", "tmp"] {
             fs::create_dir_all(root.join(dir)).map_err(err(&root.join(dir)))?;
         }
         let lock_path = root.join(".lock");
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(err(&lock_path))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 on_wait();
                 lock.lock().map_err(err(&lock_path))?;
             }
-            Err(fs::TryLockError::Error(e)) => return Err(StoreError::Io { path: lock_path, err: e }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    err: e,
+                });
+            }
         }
-        let store = Store { root: root.to_path_buf(), _lock: lock };
+        let store = Store {
+            root: root.to_path_buf(),
+            _lock: lock,
+        };
         // Leftovers of a killed build: temp files are never referenced, so drop them.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
@@ -98,10 +114,14 @@ impl Store {
     /// Writes `bytes` as a blob (a no-op when it exists) and returns its digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of(bytes);
-        let intact = std::fs::metadata(self.blob_path(&digest)).is_ok_and(|m| m.len() == bytes.len() as u64);
+        let intact =
+            std::fs::metadata(self.blob_path(&digest)).is_ok_and(|m| m.len() == bytes.len() as u64);
         if !intact {
             let mut w = self.blob_writer()?;
-            w.write_all(bytes).map_err(|e| StoreError::Io { path: self.root.join("tmp"), err: e })?;
+            w.write_all(bytes).map_err(|e| StoreError::Io {
+                path: self.root.join("tmp"),
+                err: e,
+            })?;
             w.finish(Some(digest))?;
         }
         Ok(digest)
@@ -109,49 +129,95 @@ impl Store {
 
     /// A writer that hashes into a temp file; [`BlobWriter::finish`] moves it into place.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
-        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(|e| StoreError::Io { path: self.root.join("tmp"), err: e })?;
-        Ok(BlobWriter { store: self, inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)) })
+        let tmp =
+            tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(|e| StoreError::Io {
+                path: self.root.join("tmp"),
+                err: e,
+            })?;
+        Ok(BlobWriter {
+            store: self,
+            inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp)),
+        })
     }
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
-        fs::read(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob { digest: *digest } } else { StoreError::Io { path, err: e } })
+        fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob { digest: *digest }
+            } else {
+                StoreError::Io { path, err: e }
+            }
+        })
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(digest);
-        File::open(&path).map_err(|e| if e.kind() == io::ErrorKind::NotFound { StoreError::MissingBlob { digest: *digest } } else { StoreError::Io { path, err: e } })
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob { digest: *digest }
+            } else {
+                StoreError::Io { path, err: e }
+            }
+        })
     }
 
     fn action_path(&self, key: &Digest) -> PathBuf {
-        self.root.join("cache/actions").join(format!("{}.json", key.hex()))
+        self.root
+            .join("cache/actions")
+            .join(format!("{}.json", key.hex()))
     }
 
     /// The cached output of the step with `key`, if it is recorded and all its blobs exist.
     pub fn action_get(&self, key: &Digest) -> Option<ActionRecord> {
         let bytes = fs::read(self.action_path(key)).ok()?;
         let record: ActionRecord = serde_json::from_slice(&bytes).ok()?;
-        record.blobs.iter().all(|d| self.has_blob(d)).then_some(record)
+        record
+            .blobs
+            .iter()
+            .all(|d| self.has_blob(d))
+            .then_some(record)
     }
 
     pub fn action_put(&self, key: &Digest, record: &ActionRecord) -> Result<(), StoreError> {
-        let bytes = cairn_formats::json::to_canonical_vec(record).expect("action records serialise");
+        let bytes =
+            cairn_formats::json::to_canonical_vec(record).expect("action records serialise");
         self.write_file_atomic(&self.action_path(key), &bytes)
     }
 
     /// The tagged entries of `index.json`, sorted by tag.
     pub fn tags(&self) -> Result<Vec<Tag>, StoreError> {
         let path = self.root.join("index.json");
-        let bytes = fs::read(&path).map_err(|e| StoreError::Io { path: path.clone(), err: e })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { path: path.clone(), what: e.to_string() })?;
+        let bytes = fs::read(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            err: e,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
         let mut tags = Vec::new();
         for m in value["manifests"].as_array().into_iter().flatten() {
             let digest = m["digest"].as_str().and_then(|d| d.parse().ok());
-            let (Some(digest), Some(size), Some(media_type)) = (digest, m["size"].as_u64(), m["mediaType"].as_str()) else {
-                return Err(StoreError::Corrupt { path: path.clone(), what: format!("bad manifest entry {m}") });
+            let (Some(digest), Some(size), Some(media_type)) =
+                (digest, m["size"].as_u64(), m["mediaType"].as_str())
+            else {
+                return Err(StoreError::Corrupt {
+                    path: path.clone(),
+                    what: format!("bad manifest entry {m}"),
+                });
             };
-            let name = m["annotations"][REF_NAME].as_str().unwrap_or("").to_string();
-            tags.push(Tag { name, media_type: media_type.to_string(), digest, size });
+            let name = m["annotations"][REF_NAME]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            tags.push(Tag {
+                name,
+                media_type: media_type.to_string(),
+                digest,
+                size,
+            });
         }
         tags.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(tags)
@@ -193,7 +259,10 @@ impl Store {
 
     /// Writes `path` by temp file, fsync and rename.
     pub fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let err = |e: io::Error| StoreError::Io { path: path.to_path_buf(), err: e };
+        let err = |e: io::Error| StoreError::Io {
+            path: path.to_path_buf(),
+            err: e,
+        };
         let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(err)?;
         tmp.write_all(bytes).map_err(err)?;
         readable(tmp.as_file()).map_err(err)?;
@@ -219,11 +288,17 @@ impl BlobWriter<'_> {
     pub fn finish(self, expected: Option<Digest>) -> Result<(Digest, u64), StoreError> {
         let tmp_dir = self.store.root.join("tmp");
         let (buffered, digest, size) = self.inner.finish();
-        let err = |e: io::Error| StoreError::Io { path: tmp_dir.clone(), err: e };
+        let err = |e: io::Error| StoreError::Io {
+            path: tmp_dir.clone(),
+            err: e,
+        };
         let tmp = buffered.into_inner().map_err(|e| err(e.into_error()))?;
         if let Some(expected) = expected {
             if expected != digest {
-                return Err(StoreError::DigestMismatch { expected, found: digest });
+                return Err(StoreError::DigestMismatch {
+                    expected,
+                    found: digest,
+                });
             }
         }
         let path = self.store.blob_path(&digest);
