@@ -1,9 +1,12 @@
 //! Cairn's command line: parse flags, find the project, dispatch to one `run` per task.
 
 mod bench;
+mod boot_test;
 mod build_image;
+mod build_node;
 mod build_os;
 mod lock;
+mod prefetch;
 mod store;
 mod test;
 
@@ -40,6 +43,12 @@ enum Command {
     BuildImage(build_image::Args),
     /// Build an OS image's base root filesystem (squashfs), kernel and initramfs per arch
     BuildOs(build_os::Args),
+    /// Build a node's bootable artifact: an SD-card image (Raspberry Pi) or a PXE bundle (x86)
+    BuildNode(build_node::Args),
+    /// Boot a node's artifact under QEMU and check the hostname, address and role it reports
+    BootTest(boot_test::Args),
+    /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock, from the URL or a local file
+    Prefetch(prefetch::Args),
     /// Check or clean the store
     #[command(subcommand)]
     Store(store::Command),
@@ -61,7 +70,9 @@ fn main() -> ExitCode {
         .canonicalize_or_self();
     let json = matches!(&cli.command, Command::BuildImage(a) if a.json)
         || matches!(&cli.command, Command::BuildOs(a) if a.json)
-        || matches!(&cli.command, Command::Lock(a) if a.json);
+        || matches!(&cli.command, Command::Lock(a) if a.json)
+        || matches!(&cli.command, Command::BuildNode(a) if a.json)
+        || matches!(&cli.command, Command::BootTest(a) if a.json);
     let ctx = cairn_build::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
@@ -75,6 +86,9 @@ fn main() -> ExitCode {
         Command::Lock(args) => lock::run(&env, args),
         Command::BuildImage(args) => build_image::run(&env, args),
         Command::BuildOs(args) => build_os::run(&env, args),
+        Command::BuildNode(args) => build_node::run(&env, args),
+        Command::BootTest(args) => boot_test::run(&env, args),
+        Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
         Command::Test(args) => test::run(&env, args),
@@ -101,4 +115,14 @@ impl CanonicalizeOrSelf for PathBuf {
 /// Loads the project's specs.
 pub fn load_project(env: &Env) -> Result<cairn_spec::Project, cairn_build::Error> {
     Ok(cairn_spec::Project::load(&env.ctx.root)?)
+}
+
+/// Reads inputs.lock, which must exist.
+pub fn read_lock(env: &Env) -> Result<cairn_build::lockfile::Lockfile, cairn_build::Error> {
+    cairn_build::lockfile::Lockfile::read(&env.ctx.lock_path())?.ok_or_else(|| {
+        cairn_build::Error::msg(format!(
+            "{} does not exist: run `cargo xtask lock`",
+            env.ctx.lock_path().display()
+        ))
+    })
 }

@@ -166,6 +166,33 @@ impl Cache {
 impl Cache {
     /// Downloads a URL whose hash is not known yet (to pin it), into the cache; returns its
     /// digest and size.
+    /// Copies a local file into the cache (as `nix-prefetch-url file://...` would), hashing
+    /// it on the way, and returns its digest and size.
+    pub fn add_file(&self, path: &Path) -> Result<(Digest, u64), Error> {
+        let err = |e: io::Error| Error::msg(format!("{}: {e}", path.display()));
+        let mut src = std::fs::File::open(path).map_err(err)?;
+        let tmp_dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)
+            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        std::fs::create_dir_all(self.dir.join("sha256"))
+            .map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        let mut w = HashingWriter::new(io::BufWriter::new(tmp));
+        io::copy(&mut src, &mut w).map_err(err)?;
+        let (buffered, digest, size) = w.finish();
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| Error::msg(e.to_string()))?;
+        cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::msg(e.to_string()))?;
+        tmp.persist(self.path(&digest))
+            .map_err(|e| Error::msg(e.to_string()))?;
+        Ok((digest, size))
+    }
+
     pub fn fetch_unpinned(&self, url: &str, name: &str) -> Result<(Digest, u64), Error> {
         let ctx = || format!("fetching {name} from {url}");
         let tmp_dir = self.dir.join("tmp");

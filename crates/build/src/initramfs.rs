@@ -33,13 +33,16 @@ pub fn boot_modules(arch: Arch) -> Vec<&'static str> {
             "fixed",
             "gpio_regulator",
         ]),
-        Arch::X86_64 => {}
+        // Common server NICs, for a root fetched over HTTP.
+        Arch::X86_64 => m.extend(["e1000", "e1000e", "igb", "r8169", "tg3"]),
     }
     m
 }
 
 pub const INIT: &str = r#"#!/bin/busybox sh
-# Cairn's init: mount the squashfs root read-only, a writable overlay on it, switch to systemd.
+# Cairn's init: find the root squashfs (a device, a partition by PARTUUID or LABEL, or an
+# HTTP URL), mount it read-only under a writable overlay, lay the node's own files (from
+# the node's cpio, appended to this initramfs) on top, and switch to systemd.
 /bin/busybox mkdir -p /proc /sys /dev /run /lower /upper /newroot
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
@@ -53,25 +56,74 @@ for arg in $(cat /proc/cmdline); do
 done
 [ -n "$root" ] || root="LABEL=cairn-root"
 echo "cairn: root $root"
-dev=""
-i=0
-while [ $i -lt 150 ]; do
-  case "$root" in
-    LABEL=*) dev=$(findfs "$root" 2>/dev/null) ;;
-    *) [ -b "$root" ] && dev="$root" ;;
-  esac
-  [ -n "$dev" ] && break
-  sleep 0.1
-  i=$((i+1))
-done
-[ -n "$dev" ] || fail "root $root did not appear"
-mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
 mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
+# The partition whose MBR disk signature and number make PARTUUID=xxxxxxxx-NN.
+partuuid() {
+  want_disk="${1%-*}"; want_part=$((0x${1##*-}))
+  for p in /sys/class/block/*; do
+    [ -e "$p/partition" ] || continue
+    n=$(cat "$p/partition")
+    [ "$n" = "$want_part" ] || continue
+    disk=$(basename "$(dirname "$(readlink -f "$p")")")
+    sig=$(od -An -tx4 -j440 -N4 "/dev/$disk" 2>/dev/null | tr -d ' ')
+    [ "$sig" = "$want_disk" ] && { echo "/dev/${p##*/}"; return 0; }
+  done
+  return 1
+}
+net_up() {
+  for n in /sys/class/net/*; do
+    i="${n##*/}"
+    [ "$i" = lo ] && continue
+    ip link set "$i" up
+    udhcpc -q -n -t 10 -T 2 -i "$i" -s /etc/cairn/udhcpc.script >/dev/null 2>&1 && { echo "$i"; return 0; }
+  done
+  return 1
+}
+dev=""
+case "$root" in
+  http://*)
+    iface=$(net_up) || fail "no network interface got an address by DHCP to fetch $root"
+    echo "cairn: fetching $root on $iface"
+    wget -q -O /upper/root.squashfs "$root" || fail "cannot fetch $root"
+    ip addr flush dev "$iface"
+    ip link set "$iface" down
+    mount -t squashfs -o ro,loop /upper/root.squashfs /lower || fail "$root is not a squashfs"
+    ;;
+  *)
+    i=0
+    while [ $i -lt 150 ]; do
+      case "$root" in
+        LABEL=*) dev=$(findfs "$root" 2>/dev/null) ;;
+        PARTUUID=*) dev=$(partuuid "${root#PARTUUID=}") ;;
+        *) [ -b "$root" ] && dev="$root" ;;
+      esac
+      [ -n "$dev" ] && break
+      sleep 0.1
+      i=$((i+1))
+    done
+    [ -n "$dev" ] || fail "root $root did not appear"
+    mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
+    ;;
+esac
 mkdir -p /upper/data /upper/work
+[ -d /cairn/node ] && cp -a /cairn/node/. /upper/data/
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
 mount --move /dev /newroot/dev
 umount /proc /sys
 exec switch_root /newroot /sbin/init
+"#;
+
+/// busybox udhcpc's hook: configure the leased address and route (used to fetch a root
+/// over HTTP; flushed again before switching to systemd).
+pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do ip route add default via "$r" dev "$interface"; break; done
+    ;;
+esac
+exit 0
 "#;
 
 /// Every kernel release with a directory under `usr/lib/modules/`, sorted.
@@ -187,6 +239,11 @@ pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Resul
         &mut entries,
     );
     add("dev/console".into(), Entry::Console, &mut entries);
+    add(
+        "etc/cairn/udhcpc.script".into(),
+        Entry::File(UDHCPC_SCRIPT.as_bytes().to_vec(), 0o755),
+        &mut entries,
+    );
     add(
         "etc/cairn/modules".into(),
         Entry::File(format!("{}\n", loaded.join("\n")).into_bytes(), 0o644),

@@ -2,16 +2,23 @@
 //! manifests), each keyed for the action cache.
 
 pub mod bench;
+pub mod boot;
+pub mod disk;
 pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod initramfs;
+pub mod kubernetes;
 pub mod lock;
 pub mod lockfile;
 pub mod mirror;
+pub mod node;
+pub mod node_config;
 pub mod os;
 pub mod progress;
+pub mod pxe;
 pub mod rootfs;
+pub mod serve;
 
 pub use error::Error;
 

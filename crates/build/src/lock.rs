@@ -312,22 +312,36 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
             }
         }
     }
+    // 6. The cluster's Kubernetes binaries are pinned by `cargo xtask prefetch`; their pins
+    // are kept.
+    for input in crate::kubernetes::all_inputs(&project.cluster, &Arch::ALL) {
+        if lock.url.iter().any(|u| u.url == input.url) {
+            continue;
+        }
+        if let Some(u) = old.url.iter().find(|u| u.url == input.url) {
+            lock.url.push(u.clone());
+        }
+    }
     spinner.finish_and_clear();
+    summary.changed = write_lock(ctx, &lock)?;
+    Ok(summary)
+}
 
+/// Writes `inputs.lock` (atomically) if its text changed; says whether it did.
+pub fn write_lock(ctx: &Context, lock: &Lockfile) -> Result<bool, Error> {
     let text = lock.to_toml();
     let path = ctx.lock_path();
     let old_text = std::fs::read_to_string(&path).unwrap_or_default();
-    if text != old_text {
-        let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root)
-            .map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
-        std::io::Write::write_all(&mut tmp, text.as_bytes())
-            .map_err(|e| Error::msg(e.to_string()))?;
-        cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
-        tmp.persist(&path)
-            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-        summary.changed = true;
+    if text == old_text {
+        return Ok(false);
     }
-    Ok(summary)
+    let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root)
+        .map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| Error::msg(e.to_string()))?;
+    cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
+    tmp.persist(&path)
+        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    Ok(true)
 }
 
 fn same_arches(a: &[LockedArch], b: &[LockedArch]) -> bool {

@@ -22,7 +22,20 @@ pub struct OsResult {
     pub squashfs: (Digest, u64),
     pub kernel: (Digest, u64),
     pub initramfs: (Digest, u64),
+    /// Raspberry Pi firmware (`/usr/lib/raspi-firmware/*`) and the kernel's Broadcom device
+    /// trees, by file name: what an SD card's boot partition is made of.
+    pub boot_files: BTreeMap<String, (Digest, u64)>,
     pub cached: bool,
+}
+
+/// What a node adds to its image's base OS: the cluster's Kubernetes binaries (from the
+/// download cache) and their units. Shared by every node of the cluster on that arch.
+#[derive(Debug, Clone, Default)]
+pub struct OsExtras {
+    /// Path in the image, cached file's digest and size, mode.
+    pub binaries: Vec<(String, Digest, u64, u32)>,
+    /// Path in the image and text (mode 0644).
+    pub texts: Vec<(String, String)>,
 }
 
 impl OsResult {
@@ -33,6 +46,7 @@ impl OsResult {
             "squashfs": blob(self.squashfs),
             "kernel": blob(self.kernel),
             "initramfs": blob(self.initramfs),
+            "boot_files": self.boot_files.iter().map(|(name, b)| (name.clone(), blob(*b))).collect::<serde_json::Map<_, _>>(),
             "cached": self.cached,
         })
     }
@@ -51,6 +65,16 @@ impl OsResult {
             squashfs: blob("squashfs")?,
             kernel: blob("kernel")?,
             initramfs: blob("initramfs")?,
+            boot_files: o["boot_files"]
+                .as_object()?
+                .iter()
+                .map(|(name, b)| {
+                    Some((
+                        name.clone(),
+                        (b["digest"].as_str()?.parse().ok()?, b["size"].as_u64()?),
+                    ))
+                })
+                .collect::<Option<_>>()?,
             cached: true,
         })
     }
@@ -414,6 +438,7 @@ pub fn assemble(
     lock: &Lockfile,
     arch: Arch,
     epoch: u64,
+    extras: &OsExtras,
 ) -> Result<Rootfs, Error> {
     let locked = lock.image_for(spec)?;
     let packages = lock.packages(locked, arch)?;
@@ -487,6 +512,13 @@ pub fn assemble(
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
     }
+    for (path, digest, _, mode) in &extras.binaries {
+        fs.add_file_from(path, &cache.path(digest), digest, *mode, 0, 0)
+            .context(|| format!("adding {path}"))?;
+    }
+    for (path, text) in &extras.texts {
+        fs.add_file(path, text.as_bytes(), 0o644, 0, 0)?;
+    }
     // After the spec's own files, which may add units.
     for unit in &spec.services {
         enable_unit(&mut fs, unit)?;
@@ -500,7 +532,13 @@ pub fn assemble(
     Ok(fs)
 }
 
-fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result<Digest, Error> {
+fn step_key(
+    spec: &ImageSpec,
+    lock: &Lockfile,
+    arch: Arch,
+    epoch: u64,
+    extras: &OsExtras,
+) -> Result<Digest, Error> {
     let locked = lock.image_for(spec)?;
     let packages = lock.packages(locked, arch)?;
     let mut files = Vec::new();
@@ -518,6 +556,7 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
     let doc = serde_json::json!({
         "step": "os-base",
         "initramfs_init": Digest::of(crate::initramfs::INIT.as_bytes()).to_string(),
+        "initramfs_udhcpc": Digest::of(crate::initramfs::UDHCPC_SCRIPT.as_bytes()).to_string(),
         "initramfs_modules": crate::initramfs::boot_modules(arch),
         "builder": BUILDER_VERSION,
         "arch": arch.as_str(),
@@ -531,6 +570,9 @@ fn step_key(spec: &ImageSpec, lock: &Lockfile, arch: Arch, epoch: u64) -> Result
         "services": spec.services,
         "default_target": spec.default_target,
         "compression": "zstd",
+        "extra_binaries": extras.binaries.iter().map(|(p, d, size, mode)| format!("{p} {d} {size} {mode:o}")).collect::<Vec<_>>(),
+        "extra_texts": extras.texts.iter().map(|(p, t)| format!("{p} {}", Digest::of(t.as_bytes()))).collect::<Vec<_>>(),
+        "boot_files": "raspi-firmware+broadcom-dtbs",
     });
     Ok(Digest::of(
         &cairn_formats::json::to_canonical_vec(&doc).expect("json"),
@@ -544,6 +586,18 @@ pub fn build_os(
     lock: &Lockfile,
     image: &str,
     arch: Arch,
+) -> Result<OsResult, Error> {
+    build_os_with(ctx, project, lock, image, arch, &OsExtras::default())
+}
+
+/// [`build_os`] with files added for a cluster (its Kubernetes binaries).
+pub fn build_os_with(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    image: &str,
+    arch: Arch,
+    extras: &OsExtras,
 ) -> Result<OsResult, Error> {
     let spec = project
         .image(image)
@@ -562,7 +616,7 @@ pub fn build_os(
     }
     let locked = lock.image_for(spec)?;
     let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
-    let key = step_key(spec, lock, arch, epoch)?;
+    let key = step_key(spec, lock, arch, epoch, extras)?;
     let store = Store::open(&ctx.store, || {
         eprintln!(
             "waiting for another cairn process to release {}",
@@ -591,8 +645,33 @@ pub fn build_os(
     }
     cache.fetch_all(&downloads, ctx.progress)?;
     let spinner = crate::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
-    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch)
+    for (path, digest, _, _) in &extras.binaries {
+        if !cache.has(digest) {
+            return Err(Error::msg(format!(
+                "{path} ({digest}) is pinned in inputs.lock but not in the download cache {}: run `cargo xtask prefetch URL --file PATH` again",
+                ctx.cache.display()
+            )));
+        }
+    }
+    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch, extras)
         .context(|| format!("assembling {image} for {arch}"))?;
+    let mut boot_files = BTreeMap::new();
+    let mut boot_paths: Vec<String> = fs.files_under("usr/lib/raspi-firmware");
+    boot_paths.extend(
+        fs.files_under(&format!("usr/lib/linux-image-{}", crate::initramfs::kernel_release(&fs, image, arch)?))
+            .into_iter()
+            .filter(|p| {
+                let name = p.rsplit('/').next().unwrap_or("");
+                (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
+            }),
+    );
+    for path in boot_paths {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        if let Some(bytes) = fs.read_file(&path)? {
+            let digest = store.write_blob(&bytes)?;
+            boot_files.insert(name, (digest, bytes.len() as u64));
+        }
+    }
     let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
     let kernel_path = format!("boot/vmlinuz-{kver}");
     let kernel = fs.read_file(&kernel_path)?.ok_or_else(|| {
@@ -633,6 +712,7 @@ pub fn build_os(
         squashfs,
         kernel,
         initramfs,
+        boot_files,
         cached: false,
     };
     let mut output = result.to_json(std::path::Path::new(""));
@@ -641,7 +721,10 @@ pub fn build_os(
         &key,
         &ActionRecord {
             step: format!("os-base {image} {arch}"),
-            blobs: vec![squashfs.0, kernel.0, initramfs.0],
+            blobs: [squashfs.0, kernel.0, initramfs.0]
+                .into_iter()
+                .chain(result.boot_files.values().map(|b| b.0))
+                .collect(),
             output,
         },
     )?;

@@ -5,8 +5,10 @@
 
 pub mod cpio;
 pub mod digest;
+pub mod fat;
 pub mod gzip;
 pub mod json;
+pub mod mbr;
 pub mod oci;
 pub mod tar;
 

@@ -26,6 +26,10 @@ pub struct KubernetesSpec {
     pub pod_cidr: Cidr,
     pub service_cidr: Cidr,
     pub cni: String,
+    /// Where the distribution's binaries come from, when not the upstream release URLs:
+    /// a template with `{version}`, `{go_arch}` and `{name}` (kubeadm, kubelet, kubectl, k3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

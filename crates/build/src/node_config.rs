@@ -1,0 +1,597 @@
+//! A node's own configuration, rendered from `cluster.toml` and the node's file: the small
+//! overlay that makes the shared base OS into this node (hostname, network, SSH, NTP,
+//! containerd, kernel settings, the Kubernetes configuration for its role), and the node id.
+//!
+//! Secrets are never rendered: the Kubernetes configuration points at a secrets file that
+//! is placed at flash or PXE time, and the node reports clearly on its console when the
+//! file is absent.
+
+use crate::Error;
+use cairn_formats::Digest;
+use cairn_spec::{BootMethod, ClusterSpec, Distribution, NodeSpec, Role};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Where the running node looks for its secrets on an SD card (the boot partition).
+pub const SD_SECRETS_PATH: &str = "/boot/firmware/cairn-secrets.env";
+/// The kernel argument that names the secrets URL of a PXE node.
+pub const PXE_SECRETS_ARG: &str = "cairn.secrets";
+
+/// One entry of the overlay, with its permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayEntry {
+    Dir(u32),
+    File(Vec<u8>, u32),
+    Symlink(String),
+}
+
+/// Paths (relative, no leading `/`) to entries, parents explicit.
+pub type Overlay = BTreeMap<String, OverlayEntry>;
+
+/// The node's canonical, fully-resolved definition: the node's spec, the cluster's spec and
+/// the content of every file they name. Its digest is the node id.
+pub fn canonical_definition(
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+    cluster_ca: Option<&[u8]>,
+) -> Result<Vec<u8>, Error> {
+    let mut cluster_json = serde_json::to_value(cluster)
+        .map_err(|e| Error::msg(format!("serializing the cluster spec: {e}")))?;
+    if let Some(ca) = cluster_ca {
+        cluster_json["registry"]["ca_file"] = Digest::of(ca).to_string().into();
+    }
+    let node_json = serde_json::to_value(node)
+        .map_err(|e| Error::msg(format!("serializing node {}: {e}", node.name)))?;
+    let doc = serde_json::json!({
+        "cairn_node": 1,
+        "name": node.name,
+        "node": node_json,
+        "cluster": cluster_json,
+    });
+    Ok(cairn_formats::json::to_canonical_vec(&doc).expect("json values serialize"))
+}
+
+/// The node id: the sha256 of the canonical definition. Stable identifiers of the node (the
+/// disk identifier, the FAT volume id) derive from it; it does not change when the base OS
+/// is rebuilt from newer packages, only when the node's or the cluster's definition does.
+pub fn node_id(
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+    cluster_ca: Option<&[u8]>,
+) -> Result<Digest, Error> {
+    Ok(Digest::of(&canonical_definition(cluster, node, cluster_ca)?))
+}
+
+/// Reads the cluster CA named by `registry.ca_file` (relative to `nodes/`), if any.
+pub fn read_cluster_ca(cluster: &ClusterSpec) -> Result<Option<Vec<u8>>, Error> {
+    let Some(rel) = &cluster.registry.ca_file else {
+        return Ok(None);
+    };
+    let dir = cluster
+        .path
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."));
+    let path = dir.join(rel);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::msg(format!(
+            "{}: registry.ca_file {}: {e}",
+            cluster.path.display(),
+            path.display()
+        ))
+    })?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::msg(format!(
+            "{}: registry.ca_file {} is not a PEM certificate",
+            cluster.path.display(),
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::ControlPlane => "control-plane",
+        Role::Worker => "worker",
+    }
+}
+
+struct OverlayBuilder(Overlay);
+
+impl OverlayBuilder {
+    fn dir(&mut self, path: &str, mode: u32) {
+        self.0.insert(path.to_string(), OverlayEntry::Dir(mode));
+    }
+    fn parents(&mut self, path: &str) {
+        let mut p = path;
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            self.0
+                .entry(parent.to_string())
+                .or_insert(OverlayEntry::Dir(0o755));
+            p = parent;
+        }
+    }
+    fn file(&mut self, path: &str, text: impl Into<Vec<u8>>, mode: u32) {
+        self.parents(path);
+        self.0
+            .insert(path.to_string(), OverlayEntry::File(text.into(), mode));
+    }
+    fn symlink(&mut self, path: &str, target: &str) {
+        self.parents(path);
+        self.0
+            .insert(path.to_string(), OverlayEntry::Symlink(target.to_string()));
+    }
+    fn enable(&mut self, unit: &str, target: &str) {
+        self.symlink(
+            &format!("etc/systemd/system/{target}.wants/{unit}"),
+            &format!("/etc/systemd/system/{unit}"),
+        );
+    }
+}
+
+/// Everything the node needs to know about where it boots from.
+pub struct BootFacts {
+    /// The partition holding the boot files (SD), e.g. `PARTUUID=1a2b3c4d-01`.
+    pub boot_partition: Option<String>,
+}
+
+/// Renders the node's overlay.
+pub fn render(
+    cluster: &ClusterSpec,
+    node: &NodeSpec,
+    node_id: &Digest,
+    cluster_ca: Option<&[u8]>,
+    boot: &BootFacts,
+) -> Overlay {
+    let mut o = OverlayBuilder(BTreeMap::new());
+    // Directories whose modes differ from 0755 in Debian: an overlay's directory hides the
+    // mode of the one below it.
+    o.dir("root", 0o700);
+    o.dir("root/.ssh", 0o700);
+
+    let fqdn = format!("{}.{}", node.hostname, cluster.domain);
+    let role = role_name(node.role);
+    o.file("etc/hostname", format!("{}\n", node.hostname), 0o644);
+    let self_address = match node.network.address {
+        Some(a) => a.address.to_string(),
+        None => "127.0.1.1".to_string(),
+    };
+    o.file(
+        "etc/hosts",
+        format!(
+            "127.0.0.1\tlocalhost\n{self_address}\t{fqdn} {}\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+            node.hostname
+        ),
+        0o644,
+    );
+
+    // Network: systemd-networkd, one file for every wired interface.
+    let mut network = String::from(
+        "# Rendered by Cairn from the node's [network].\n[Match]\nType=ether\nKind=!*\n\n[Network]\n",
+    );
+    if node.network.dhcp {
+        network.push_str("DHCP=yes\n");
+    } else if let Some(a) = node.network.address {
+        let _ = writeln!(network, "Address={a}");
+        if let Some(gw) = node.network.gateway {
+            let _ = writeln!(network, "Gateway={gw}");
+        }
+    }
+    for dns in &cluster.network.dns {
+        let _ = writeln!(network, "DNS={dns}");
+    }
+    let mut domains: Vec<String> = cluster
+        .network
+        .search
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if domains.is_empty() {
+        domains.push(cluster.domain.to_string());
+    }
+    let _ = writeln!(network, "Domains={}", domains.join(" "));
+    if node.network.dhcp {
+        network.push_str("\n[DHCPv4]\nUseHostname=no\n");
+    }
+    o.file("etc/systemd/network/10-cairn.network", network, 0o644);
+    o.symlink("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf");
+
+    // Time.
+    if !cluster.network.ntp.is_empty() {
+        o.file(
+            "etc/systemd/timesyncd.conf.d/cairn.conf",
+            format!("[Time]\nNTP={}\n", cluster.network.ntp.join(" ")),
+            0o644,
+        );
+    }
+
+    // SSH: keys only, never passwords. Host keys are made on first boot.
+    let mut keys = String::new();
+    for k in &cluster.ssh.authorized_keys {
+        keys.push_str(k.trim());
+        keys.push('\n');
+    }
+    o.file("root/.ssh/authorized_keys", keys, 0o600);
+    o.file(
+        "etc/ssh/sshd_config",
+        "# Rendered by Cairn: keys only, no passwords.\n\
+         Include /etc/ssh/sshd_config.d/*.conf\n\
+         PermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitEmptyPasswords no\n\
+         AuthenticationMethods publickey\n\
+         UsePAM no\n\
+         X11Forwarding no\n\
+         PrintMotd no\n\
+         AcceptEnv LANG LC_*\n\
+         Subsystem sftp /usr/lib/openssh/sftp-server\n",
+        0o644,
+    );
+
+    // containerd: the cluster registry as mirror, its CA if given.
+    let registry = &cluster.registry;
+    let ca_line = if cluster_ca.is_some() {
+        o.file(
+            "usr/local/share/ca-certificates/cairn-cluster-ca.crt",
+            cluster_ca.unwrap_or_default(),
+            0o644,
+        );
+        o.file(
+            "etc/containerd/certs.d/cluster-ca.crt",
+            cluster_ca.unwrap_or_default(),
+            0o644,
+        );
+        "ca = \"/etc/containerd/certs.d/cluster-ca.crt\"\n"
+    } else {
+        ""
+    };
+    o.file(
+        "etc/containerd/config.toml",
+        "# Rendered by Cairn.\nversion = 2\n\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n",
+        0o644,
+    );
+    o.file(
+        &format!("etc/containerd/certs.d/{}/hosts.toml", registry.host),
+        format!(
+            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  {ca_line}",
+            host = registry.host
+        ),
+        0o644,
+    );
+    // Every other registry is pulled through the cluster registry's proxy project first
+    // (Harbor's proxy cache serves `/v2/<project>/...`), then from upstream.
+    o.file(
+        "etc/containerd/certs.d/_default/hosts.toml",
+        format!(
+            "[host.\"https://{host}/v2/{project}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  {ca_line}",
+            host = registry.host,
+            project = registry.project
+        ),
+        0o644,
+    );
+
+    // Kernel modules and sysctls Kubernetes needs.
+    o.file(
+        "etc/modules-load.d/kubernetes.conf",
+        "overlay\nbr_netfilter\n",
+        0o644,
+    );
+    o.file(
+        "etc/sysctl.d/90-kubernetes.conf",
+        "net.ipv4.ip_forward = 1\nnet.ipv6.conf.all.forwarding = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n",
+        0o644,
+    );
+
+    // Where the secrets are: the boot partition (SD) or a URL on the kernel command line (PXE).
+    let secrets_source = match node.boot {
+        BootMethod::Sd => SD_SECRETS_PATH.to_string(),
+        BootMethod::Pxe => format!("{PXE_SECRETS_ARG}= on the kernel command line"),
+    };
+    if let Some(part) = &boot.boot_partition {
+        o.file(
+            "etc/fstab",
+            format!("# Rendered by Cairn.\n{part}\t/boot/firmware\tvfat\tro,nofail,x-systemd.device-timeout=10s,umask=0077\t0\t2\n"),
+            0o644,
+        );
+    }
+
+    // Facts about the node, for the node's own scripts.
+    let address = node
+        .network
+        .address
+        .map_or_else(|| "dhcp".to_string(), |a| a.to_string());
+    o.file(
+        "etc/cairn/node.env",
+        format!(
+            "CAIRN_NODE={}\nCAIRN_NODE_ID={}\nCAIRN_HOSTNAME={}\nCAIRN_ROLE={role}\nCAIRN_ADDRESS={address}\nCAIRN_BOOT={}\nCAIRN_DISTRIBUTION={}\nCAIRN_SECRETS={}\n",
+            node.name,
+            node_id.hex(),
+            node.hostname,
+            match node.boot {
+                BootMethod::Sd => "sd",
+                BootMethod::Pxe => "pxe",
+            },
+            match cluster.kubernetes.distribution {
+                Distribution::Kubeadm => "kubeadm",
+                Distribution::K3s => "k3s",
+            },
+            match node.boot {
+                BootMethod::Sd => SD_SECRETS_PATH,
+                BootMethod::Pxe => "",
+            },
+        ),
+        0o644,
+    );
+    render_kubernetes(&mut o, cluster, node);
+
+    // Cairn's own units: fetch the secrets (or say clearly that they are absent), then
+    // report the node on the console.
+    o.file("usr/lib/cairn/secrets", SECRETS_SCRIPT, 0o755);
+    o.file("usr/lib/cairn/report", REPORT_SCRIPT, 0o755);
+    o.file("usr/lib/cairn/kubernetes-up", KUBERNETES_UP_SCRIPT, 0o755);
+    o.file(
+        "etc/systemd/system/cairn-secrets.service",
+        format!(
+            "[Unit]\nDescription=Cairn: place this node's secrets ({secrets_source})\n\
+             After=network-online.target local-fs.target\nWants=network-online.target\n\n\
+             [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/cairn/secrets\n\
+             StandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n"
+        ),
+        0o644,
+    );
+    o.file(
+        "etc/systemd/system/cairn-kubernetes.service",
+        "[Unit]\nDescription=Cairn: bring this node into the cluster\n\
+         After=cairn-secrets.service containerd.service\nRequires=cairn-secrets.service\n\
+         ConditionPathExists=/run/cairn/secrets.env\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/cairn/kubernetes-up\n\
+         StandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    );
+    o.file(
+        "etc/systemd/system/cairn-report.service",
+        "[Unit]\nDescription=Cairn: report this node on the console\n\
+         After=cairn-secrets.service systemd-networkd.service\n\n\
+         [Service]\nType=oneshot\nExecStart=/usr/lib/cairn/report\n\
+         StandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n",
+        0o644,
+    );
+    for unit in [
+        "cairn-secrets.service",
+        "cairn-kubernetes.service",
+        "cairn-report.service",
+    ] {
+        o.enable(unit, "multi-user.target");
+    }
+    o.0
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("string")
+}
+
+fn render_kubernetes(o: &mut OverlayBuilder, cluster: &ClusterSpec, node: &NodeSpec) {
+    let k = &cluster.kubernetes;
+    let name = node.hostname.to_string();
+    let labels: Vec<String> = node
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    match k.distribution {
+        Distribution::Kubeadm => {
+            let mut y = String::from(
+                "# Rendered by Cairn. The bootstrap token and certificate key are not here: they\n\
+                 # come from the secrets file at boot (see /usr/lib/cairn/kubernetes-up).\n",
+            );
+            let mut registration = format!("nodeRegistration:\n  name: {}\n", yaml_str(&name));
+            registration.push_str("  criSocket: unix:///run/containerd/containerd.sock\n");
+            if !labels.is_empty() {
+                let _ = writeln!(
+                    registration,
+                    "  kubeletExtraArgs:\n    - name: node-labels\n      value: {}",
+                    yaml_str(&labels.join(","))
+                );
+            }
+            registration.push_str("  taints:\n");
+            if node.taints.is_empty() {
+                registration.push_str("    []\n");
+            }
+            for t in &node.taints {
+                let (kv, effect) = t.rsplit_once(':').unwrap_or((t, "NoSchedule"));
+                let (key, value) = kv.split_once('=').map_or((kv, None), |(a, b)| (a, Some(b)));
+                let _ = writeln!(registration, "    - key: {}", yaml_str(key));
+                if let Some(v) = value {
+                    let _ = writeln!(registration, "      value: {}", yaml_str(v));
+                }
+                let _ = writeln!(registration, "      effect: {effect}");
+            }
+            let address = node.network.address.map(|a| a.address.to_string());
+            match node.role {
+                Role::ControlPlane => {
+                    y.push_str("apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n");
+                    y.push_str("bootstrapTokens:\n  - token: \"@CAIRN_JOIN_TOKEN@\"\n");
+                    if let Some(a) = &address {
+                        let _ = writeln!(
+                            y,
+                            "localAPIEndpoint:\n  advertiseAddress: {}\n  bindPort: 6443",
+                            yaml_str(a)
+                        );
+                    }
+                    y.push_str(&registration);
+                    let _ = write!(
+                        y,
+                        "---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n\
+                         clusterName: {}\nkubernetesVersion: {}\ncontrolPlaneEndpoint: {}\n\
+                         imageRepository: {}\nnetworking:\n  podSubnet: {}\n  serviceSubnet: {}\n  dnsDomain: cluster.local\n",
+                        yaml_str(cluster.name.as_str()),
+                        yaml_str(&format!("v{}", k.version)),
+                        yaml_str(&k.control_plane_endpoint),
+                        yaml_str(&format!("{}/{}", cluster.registry.host, cluster.registry.project)),
+                        yaml_str(&k.pod_cidr.to_string()),
+                        yaml_str(&k.service_cidr.to_string()),
+                    );
+                }
+                Role::Worker => {
+                    let _ = write!(
+                        y,
+                        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n\
+                         discovery:\n  bootstrapToken:\n    apiServerEndpoint: {}\n    token: \"@CAIRN_JOIN_TOKEN@\"\n    caCertHashes:\n      - \"@CAIRN_CA_CERT_HASH@\"\n",
+                        yaml_str(&k.control_plane_endpoint)
+                    );
+                    y.push_str(&registration);
+                }
+            }
+            y.push_str(
+                "---\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n",
+            );
+            o.file("etc/cairn/kubeadm.yaml", y, 0o644);
+        }
+        Distribution::K3s => {
+            let mut y = String::from(
+                "# Rendered by Cairn. The token is not here: it is read from token-file, written\n# from the secrets file at boot.\n",
+            );
+            let _ = writeln!(y, "node-name: {}", yaml_str(&name));
+            y.push_str("token-file: /run/cairn/k3s-token\n");
+            if node.role == Role::Worker || !k.control_plane_endpoint.is_empty() {
+                let _ = writeln!(
+                    y,
+                    "server: {}",
+                    yaml_str(&format!("https://{}", k.control_plane_endpoint))
+                );
+            }
+            if node.role == Role::ControlPlane {
+                let _ = writeln!(
+                    y,
+                    "cluster-cidr: {}\nservice-cidr: {}",
+                    yaml_str(&k.pod_cidr.to_string()),
+                    yaml_str(&k.service_cidr.to_string())
+                );
+            }
+            if let Some(a) = node.network.address {
+                let _ = writeln!(y, "node-ip: {}", yaml_str(&a.address.to_string()));
+            }
+            if !labels.is_empty() {
+                y.push_str("node-label:\n");
+                for l in &labels {
+                    let _ = writeln!(y, "  - {}", yaml_str(l));
+                }
+            }
+            if !node.taints.is_empty() {
+                y.push_str("node-taint:\n");
+                for t in &node.taints {
+                    let _ = writeln!(y, "  - {}", yaml_str(t));
+                }
+            }
+            o.file("etc/rancher/k3s/config.yaml", y, 0o644);
+        }
+    }
+}
+
+/// Finds the secrets (boot partition or PXE URL), copies them to /run/cairn, or says
+/// clearly that they are absent.
+const SECRETS_SCRIPT: &str = r#"#!/bin/sh
+# Rendered by Cairn: place this node's secrets in /run/cairn, never on disk.
+. /etc/cairn/node.env
+mkdir -p /run/cairn
+chmod 0700 /run/cairn
+src="$CAIRN_SECRETS"
+url=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in cairn.secrets=*) url="${arg#cairn.secrets=}" ;; esac
+done
+if [ -n "$url" ]; then
+  if busybox wget -q -O /run/cairn/secrets.env "$url"; then
+    chmod 0600 /run/cairn/secrets.env
+    echo "cairn: secrets fetched from the PXE server"
+    exit 0
+  fi
+  rm -f /run/cairn/secrets.env
+  echo "cairn: secrets are absent: $url could not be fetched; the node will not join the cluster. Serve them with the PXE server for this MAC, then reboot."
+  exit 0
+fi
+if [ -n "$src" ] && [ -s "$src" ]; then
+  install -m 0600 "$src" /run/cairn/secrets.env
+  echo "cairn: secrets read from $src"
+  exit 0
+fi
+echo "cairn: secrets are absent: ${src:-no cairn.secrets= URL on the kernel command line} does not exist; the node will not join the cluster. Write the secrets file when flashing the card (or serve it by PXE), then reboot."
+exit 0
+"#;
+
+/// Prints what the running system is (hostname, addresses, role), then powers off when
+/// the kernel command line asks for it (boot tests).
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+# Rendered by Cairn: report this node on the console, from the running system.
+. /etc/cairn/node.env
+host=$(cat /proc/sys/kernel/hostname)
+addr=""
+i=0
+while [ $i -lt 60 ]; do
+  addr=""
+  while read -r _ _ family a _; do
+    [ "$family" = inet ] && addr="${addr:+$addr,}$a"
+  done <<EOF
+$(ip -o -4 addr show scope global)
+EOF
+  if [ "$CAIRN_ADDRESS" = dhcp ]; then
+    [ -n "$addr" ] && break
+  else
+    case ",$addr," in *",$CAIRN_ADDRESS,"*) break ;; esac
+  fi
+  sleep 1
+  i=$((i+1))
+done
+secrets=absent
+[ -s /run/cairn/secrets.env ] && secrets=present
+echo "cairn-node: hostname=$host address=${addr:-none} role=$CAIRN_ROLE node=$CAIRN_NODE id=$CAIRN_NODE_ID secrets=$secrets"
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in cairn.test=poweroff) echo "cairn-node: powering off (cairn.test=poweroff)"; systemctl --no-block poweroff ;; esac
+done
+exit 0
+"#;
+
+/// Joins (or initialises) the cluster with the rendered configuration and the secrets.
+const KUBERNETES_UP_SCRIPT: &str = r#"#!/bin/sh
+# Rendered by Cairn: bring the node into the cluster with the secrets from /run/cairn.
+set -eu
+. /etc/cairn/node.env
+set -a
+. /run/cairn/secrets.env
+set +a
+case "$CAIRN_DISTRIBUTION" in
+kubeadm)
+  : "${join_token:?the secrets file has no join_token}"
+  sed -e "s|@CAIRN_JOIN_TOKEN@|$join_token|" -e "s|@CAIRN_CA_CERT_HASH@|${ca_cert_hash:-}|" \
+    /etc/cairn/kubeadm.yaml > /run/cairn/kubeadm.yaml
+  chmod 0600 /run/cairn/kubeadm.yaml
+  systemctl enable --now kubelet.service || true
+  if [ "$CAIRN_ROLE" = control-plane ] && [ ! -e /etc/kubernetes/admin.conf ]; then
+    exec kubeadm init --config /run/cairn/kubeadm.yaml
+  fi
+  [ -e /etc/kubernetes/kubelet.conf ] || exec kubeadm join --config /run/cairn/kubeadm.yaml
+  ;;
+k3s)
+  : "${join_token:?the secrets file has no join_token}"
+  umask 077
+  printf '%s\n' "$join_token" > /run/cairn/k3s-token
+  exec systemctl start k3s.service
+  ;;
+esac
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_have_no_tabs_or_cr() {
+        for s in [SECRETS_SCRIPT, REPORT_SCRIPT, KUBERNETES_UP_SCRIPT] {
+            assert!(s.starts_with("#!/bin/sh\n"));
+            assert!(!s.contains('\r'));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+use crate::Env;
+use cairn_build::Error;
+use cairn_build::boot::{BootConfig, boot_test};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Nodes to boot (built first if needed): nodes/NAME.toml
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Boot every node in nodes/
+    #[arg(long)]
+    pub all: bool,
+    /// Give up on one boot after this many seconds (QEMU runs under software emulation)
+    #[arg(long, default_value_t = 480)]
+    pub timeout: u64,
+    /// Boots to try per node before failing
+    #[arg(long, default_value_t = 2)]
+    pub attempts: u32,
+    /// Print the guest's console as it boots
+    #[arg(long)]
+    pub console: bool,
+    /// Print each node's report (hostname, addresses, role, seconds, log) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
+    let project = crate::load_project(env)?;
+    let lock = crate::read_lock(env)?;
+    let names: Vec<String> = if args.all {
+        project.nodes.iter().map(|n| n.name.clone()).collect()
+    } else {
+        args.names.clone()
+    };
+    let config = BootConfig {
+        timeout: Duration::from_secs(args.timeout),
+        attempts: args.attempts,
+        log_dir: env.ctx.store.join("tmp/boot-logs"),
+        echo: args.console,
+    };
+    let mut out = Vec::new();
+    for name in &names {
+        let result = cairn_build::node::build_node(&env.ctx, &project, &lock, name)
+            .map_err(|e| e.context(format!("building node {name}")))?;
+        let node = project.node(name).expect("built, so it exists");
+        if !args.json {
+            eprintln!("booting {name} ({}) under QEMU...", node.arch.as_str());
+        }
+        let report = boot_test(&env.ctx.store, node, &result, &config)
+            .map_err(|e| e.context(format!("boot test of {name}")))?;
+        if !args.json {
+            eprintln!(
+                "{name}: booted in {:.0} s: hostname {}, address {}, role {}, secrets {}",
+                report.seconds,
+                report.hostname,
+                report.addresses.join(","),
+                report.role,
+                report.secrets
+            );
+        }
+        let mut j = report.to_json();
+        j["node"] = name.clone().into();
+        out.push(j);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "boots": out })).expect("json")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

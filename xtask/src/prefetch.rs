@@ -1,0 +1,31 @@
+use crate::Env;
+use cairn_build::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The URL to pin (as named by the error that asked for it)
+    pub url: String,
+    /// Take the content from this local file instead of fetching the URL
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The lock's name for the input [default: from cluster.toml, else the URL's file name]
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
+    let pinned =
+        cairn_build::kubernetes::prefetch(&env.ctx, &args.url, args.file.as_deref(), args.name.as_deref())
+            .map_err(|e| e.context(format!("pinning {}", args.url)))?;
+    println!("sha256:{}", pinned.sha256);
+    eprintln!(
+        "pinned {} ({}, {} bytes) in {}",
+        pinned.name,
+        pinned.url,
+        pinned.size,
+        env.ctx.lock_path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
