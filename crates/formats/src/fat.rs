@@ -12,12 +12,20 @@
 //!   marked with the NT case flags (as Linux does); any other name gets VFAT long-name
 //!   entries and a short name `BASIS~N.EXT`, numbered in sorted order within its directory.
 //! - Every timestamp is the caller's `mtime` as a UTC date, clamped to 1980..2107.
-//! - The BPB geometry is fixed at 32 sectors per track and 64 heads: mtools refuses a
-//!   filesystem whose sector count is not a multiple of the sectors per track, and sizes
-//!   are normally whole MiB.
+//! - The BPB geometry is fixed at 32 sectors per track and 64 heads, which divides every
+//!   whole-MiB size: older mtools refuse a filesystem whose sector count is not a multiple
+//!   of the sectors per track (63 would almost never be).
 
-use std::collections::{BTreeMap, BTreeSet};
+mod names;
+mod time;
+
+use names::{
+    DiskName, disk_names, long_name_records, short_name_checksum, short_record, validate_name,
+    volume_label,
+};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use time::FatTimestamp;
 
 const SECTOR_BYTES: u64 = 512;
 const RESERVED_SECTORS: u64 = 32;
@@ -36,13 +44,6 @@ const MAX_FILE_BYTES: u64 = u32::MAX as u64;
 const ATTR_VOLUME_ID: u8 = 0x08;
 const ATTR_DIRECTORY: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
-const ATTR_LONG_NAME: u8 = 0x0F;
-const LOWERCASE_BASE: u8 = 0x08;
-const LOWERCASE_EXTENSION: u8 = 0x10;
-/// Punctuation allowed in short names and labels, besides ASCII letters and digits.
-const SHORT_NAME_PUNCTUATION: &[u8] = b"!#$%&'()-@^_`{}~";
-/// Where the 13 UTF-16 units of a long-name record go.
-const LONG_NAME_UNIT_OFFSETS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
 /// (largest filesystem in sectors, sectors per cluster), Microsoft's FAT32 table.
 const CLUSTER_SIZE_STEPS: [(u64, u64); 5] = [
     (532_480, 1),
@@ -111,6 +112,7 @@ pub fn write_fat32(
     };
     let boot = boot_sector(config, &label.unwrap_or(*b"NO NAME    "), &geometry);
     let fsinfo = fsinfo_sector(free_clusters as u32, next_free);
+    // Sectors 0 and 1, then their backups at 6 and 7.
     for _copy in 0..2 {
         out.bytes(&boot)?;
         out.bytes(&fsinfo)?;
@@ -126,10 +128,11 @@ pub fn write_fat32(
 
     for (index, item) in items.iter().enumerate() {
         let end = out.written + item_clusters(item, cluster_bytes) * cluster_bytes;
-        match &item.content {
-            Content::File(data) => out.bytes(data)?,
-            Content::Dir { .. } => {
-                out.bytes(&directory_bytes(&items, index, &first_clusters, label, &stamp))?
+        match item {
+            Item::File(data) => out.bytes(data)?,
+            Item::Dir { .. } => {
+                let records = directory_bytes(&items, index, &first_clusters, label, &stamp);
+                out.bytes(&records)?
             }
         }
         out.zeros_until(end)?;
@@ -173,7 +176,7 @@ struct Geometry {
 impl Geometry {
     fn for_size(size_bytes: u64) -> io::Result<Geometry> {
         let total_sectors = size_bytes / SECTOR_BYTES;
-        if size_bytes % SECTOR_BYTES != 0 || total_sectors > u32::MAX as u64 {
+        if !size_bytes.is_multiple_of(SECTOR_BYTES) || total_sectors > u32::MAX as u64 {
             return Err(invalid(format!(
                 "FAT32 size {size_bytes} must be a multiple of 512 bytes and below 2 TiB"
             )));
@@ -189,7 +192,7 @@ impl Geometry {
         // The smallest FAT with an entry for every cluster of the data area it leaves.
         let mut fat_sectors = fat_sectors_for_clusters(available / sectors_per_cluster);
         while fat_sectors > 1
-            && fat_sectors_for_clusters(clusters_with(fat_sectors - 1)) <= fat_sectors - 1
+            && fat_sectors_for_clusters(clusters_with(fat_sectors - 1)) < fat_sectors
         {
             fat_sectors -= 1;
         }
@@ -208,12 +211,7 @@ fn fat_sectors_for_clusters(clusters: u64) -> u64 {
 }
 
 /// A directory or file in write order, with what its directory records need.
-struct Item<'a> {
-    path: String,
-    content: Content<'a>,
-}
-
-enum Content<'a> {
+enum Item<'a> {
     File(&'a [u8]),
     Dir {
         /// Index of the parent directory; `None` for the root.
@@ -286,16 +284,17 @@ fn flatten_dir<'a>(
     items: &mut Vec<Item<'a>>,
 ) -> io::Result<usize> {
     let index = items.len();
-    items.push(Item {
-        path: path.clone(),
-        content: Content::File(&[]),
-    });
+    items.push(Item::File(&[])); // replaced once the children are listed
     let names: Vec<&str> = dir.children.keys().copied().collect();
     // The root reserves a record for the volume label; a subdirectory has "." and "..".
     let mut record_count = if parent.is_some() { 2 } else { 1 };
     let mut children = Vec::new();
     for ((name, node), disk_name) in dir.children.iter().zip(disk_names(&names)) {
-        let child_path = if path.is_empty() { name.to_string() } else { format!("{path}/{name}") };
+        let child_path = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}/{name}")
+        };
         record_count += disk_name.record_count();
         let child = match node {
             Node::Dir(sub) => flatten_dir(sub, child_path, Some(index), items)?,
@@ -306,7 +305,7 @@ fn flatten_dir<'a>(
                 )));
             }
             Node::File(data) => {
-                items.push(Item { path: child_path, content: Content::File(data) });
+                items.push(Item::File(data));
                 items.len() - 1
             }
         };
@@ -317,156 +316,26 @@ fn flatten_dir<'a>(
             "FAT directory {path:?} needs {record_count} records, over the limit of 65536"
         )));
     }
-    items[index].content = Content::Dir { parent, children, record_count };
+    items[index] = Item::Dir {
+        parent,
+        children,
+        record_count,
+    };
     Ok(index)
 }
 
-fn validate_name(path: &str, name: &str) -> io::Result<()> {
-    let problem = if name.is_empty() {
-        "has an empty component (it must be relative, without `//` or a trailing `/`)"
-    } else if name == "." || name == ".." {
-        "has a `.` or `..` component"
-    } else if name.chars().any(|c| c < ' ' || c == '\x7f' || "\\:*?\"<>|".contains(c)) {
-        "contains a control character or one of \\ : * ? \" < > |"
-    } else if name.ends_with('.') || name.ends_with(' ') {
-        "has a name ending in `.` or a space, which Windows strips"
-    } else if name.encode_utf16().count() > 255 {
-        "has a name longer than 255 UTF-16 units"
-    } else {
-        return Ok(());
-    };
-    Err(invalid(format!("FAT path {path:?} {problem}")))
-}
-
-fn volume_label(label: &str) -> io::Result<Option<[u8; 11]>> {
-    if label.is_empty() {
-        return Ok(None);
-    }
-    let allowed = |b: u8| {
-        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || SHORT_NAME_PUNCTUATION.contains(&b)
-    };
-    if label.len() > 11 || !label.bytes().all(allowed) {
-        return Err(invalid(format!(
-            "FAT volume label {label:?} must be at most 11 uppercase ASCII letters, digits, \
-             spaces or !#$%&'()-@^_`{{}}~"
-        )));
-    }
-    let mut padded = [b' '; 11];
-    padded[..label.len()].copy_from_slice(label.as_bytes());
-    Ok(Some(padded))
-}
-
-/// How one name is stored: a short name, its case flags, and the long name if needed.
-struct DiskName {
-    short: [u8; 11],
-    case_flags: u8,
-    long: Option<Vec<u16>>,
-}
-
-impl DiskName {
-    fn record_count(&self) -> u64 {
-        1 + self.long.as_ref().map_or(0, |units| units.len().div_ceil(13) as u64)
-    }
-}
-
-/// Names of one directory's entries, given in sorted order. Exact 8.3 names are reserved
-/// first so a generated `~N` name never takes one.
-fn disk_names(names: &[&str]) -> Vec<DiskName> {
-    let exact: Vec<_> = names.iter().map(|name| exact_short_name(name)).collect();
-    let mut taken: BTreeSet<[u8; 11]> = exact.iter().flatten().map(|(short, _)| *short).collect();
-    names
-        .iter()
-        .zip(exact)
-        .map(|(name, exact)| match exact {
-            Some((short, case_flags)) => DiskName { short, case_flags, long: None },
-            None => DiskName {
-                short: generated_short_name(name, &mut taken),
-                case_flags: 0,
-                long: Some(name.encode_utf16().collect()),
-            },
-        })
-        .collect()
-}
-
-fn is_short_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || SHORT_NAME_PUNCTUATION.contains(&b)
-}
-
-/// The padded short name and case flags if `name` is a valid 8.3 name whose base and
-/// extension are each all-uppercase or all-lowercase.
-fn exact_short_name(name: &str) -> Option<([u8; 11], u8)> {
-    let (base, extension) = name.split_once('.').unwrap_or((name, ""));
-    if base.is_empty() || base.len() > 8 || extension.len() > 3 {
-        return None;
-    }
-    if !base.bytes().chain(extension.bytes()).all(is_short_name_byte) {
-        return None;
-    }
-    let case_flag = |part: &str, flag: u8| {
-        let lower = part.bytes().any(|b| b.is_ascii_lowercase());
-        let upper = part.bytes().any(|b| b.is_ascii_uppercase());
-        match (lower, upper) {
-            (true, true) => None,
-            (true, false) => Some(flag),
-            _ => Some(0),
-        }
-    };
-    let flags = case_flag(base, LOWERCASE_BASE)? | case_flag(extension, LOWERCASE_EXTENSION)?;
-    let mut short = [b' '; 11];
-    short[..base.len()].copy_from_slice(base.to_ascii_uppercase().as_bytes());
-    short[8..8 + extension.len()].copy_from_slice(extension.to_ascii_uppercase().as_bytes());
-    Some((short, flags))
-}
-
-/// Microsoft's basis-name algorithm: uppercase, drop spaces and leading dots, `_` for
-/// what a short name cannot hold; then the first free `~N` tail. A name that is 8.3 but
-/// for mixed case (`Makefile`) keeps its uppercase form without a tail when it is free.
-fn generated_short_name(name: &str, taken: &mut BTreeSet<[u8; 11]>) -> [u8; 11] {
-    if let Some((short, _)) = exact_short_name(&name.to_ascii_uppercase())
-        && taken.insert(short)
-    {
-        return short;
-    }
-    let trimmed = name.trim_start_matches('.');
-    let (base, extension) = trimmed.rsplit_once('.').unwrap_or((trimmed, ""));
-    let basis = |part: &str, limit: usize| -> Vec<u8> {
-        part.chars()
-            .filter(|c| *c != ' ' && *c != '.')
-            .map(|c| match u8::try_from(c) {
-                Ok(b) if is_short_name_byte(b) => b.to_ascii_uppercase(),
-                _ => b'_',
-            })
-            .take(limit)
-            .collect()
-    };
-    let (base, extension) = (basis(base, 8), basis(extension, 3));
-    for n in 1u32.. {
-        let tail = format!("~{n}");
-        let keep = base.len().min(8 - tail.len());
-        let mut short = [b' '; 11];
-        short[..keep].copy_from_slice(&base[..keep]);
-        short[keep..keep + tail.len()].copy_from_slice(tail.as_bytes());
-        short[8..8 + extension.len()].copy_from_slice(&extension);
-        if taken.insert(short) {
-            return short;
-        }
-    }
-    unreachable!("a directory holds fewer than 65536 names")
-}
-
-fn short_name_checksum(short: &[u8; 11]) -> u8 {
-    short.iter().fold(0u8, |sum, &b| sum.rotate_right(1).wrapping_add(b))
-}
-
 fn item_clusters(item: &Item, cluster_bytes: u64) -> u64 {
-    match &item.content {
-        Content::File(data) => (data.len() as u64).div_ceil(cluster_bytes),
-        Content::Dir { record_count, .. } => (record_count * RECORD_BYTES).div_ceil(cluster_bytes),
+    match item {
+        Item::File(data) => (data.len() as u64).div_ceil(cluster_bytes),
+        Item::Dir { record_count, .. } => (record_count * RECORD_BYTES).div_ceil(cluster_bytes),
     }
 }
 
 fn used_clusters(items: &[Item], cluster_bytes: u64) -> u64 {
-    items.iter().map(|item| item_clusters(item, cluster_bytes)).sum()
+    items
+        .iter()
+        .map(|item| item_clusters(item, cluster_bytes))
+        .sum()
 }
 
 /// First cluster of each item (0 for an empty file): runs follow each other from cluster 2.
@@ -542,9 +411,13 @@ fn directory_bytes(
     label: Option<[u8; 11]>,
     stamp: &FatTimestamp,
 ) -> Vec<u8> {
-    let Content::Dir { parent, children, .. } = &items[index].content else {
-        unreachable!("{} is a directory", items[index].path)
+    let Item::Dir {
+        parent, children, ..
+    } = &items[index]
+    else {
+        unreachable!("only directories have records")
     };
+    let directory = |short, cluster| short_record(short, ATTR_DIRECTORY, 0, cluster, 0, stamp);
     let mut records = Vec::new();
     match (parent, label) {
         (None, Some(label)) => records.push(short_record(&label, ATTR_VOLUME_ID, 0, 0, 0, stamp)),
@@ -552,117 +425,29 @@ fn directory_bytes(
         (Some(parent), _) => {
             let own = first_clusters[index];
             // ".." of a directory in the root points at cluster 0, not the root's cluster.
-            let parent_cluster = if *parent == 0 { 0 } else { first_clusters[*parent] };
-            records.push(short_record(b".          ", ATTR_DIRECTORY, 0, own, 0, stamp));
-            records.push(short_record(b"..         ", ATTR_DIRECTORY, 0, parent_cluster, 0, stamp));
+            let parent_cluster = if *parent == 0 {
+                0
+            } else {
+                first_clusters[*parent]
+            };
+            records.push(directory(b".          ", own));
+            records.push(directory(b"..         ", parent_cluster));
         }
     }
     for (name, child) in children {
-        let (attributes, size) = match &items[*child].content {
-            Content::File(data) => (ATTR_ARCHIVE, data.len() as u32),
-            Content::Dir { .. } => (ATTR_DIRECTORY, 0),
+        let (attributes, size) = match &items[*child] {
+            Item::File(data) => (ATTR_ARCHIVE, data.len() as u32),
+            Item::Dir { .. } => (ATTR_DIRECTORY, 0),
         };
         if let Some(long) = &name.long {
             records.extend(long_name_records(long, short_name_checksum(&name.short)));
         }
-        let first = first_clusters[*child];
-        records.push(short_record(&name.short, attributes, name.case_flags, first, size, stamp));
+        let (short, case_flags, first) = (&name.short, name.case_flags, first_clusters[*child]);
+        records.push(short_record(
+            short, attributes, case_flags, first, size, stamp,
+        ));
     }
     records.concat()
-}
-
-fn short_record(
-    short: &[u8; 11],
-    attributes: u8,
-    case_flags: u8,
-    first_cluster: u32,
-    size: u32,
-    stamp: &FatTimestamp,
-) -> [u8; 32] {
-    let mut r = [0u8; 32];
-    r[..11].copy_from_slice(short);
-    r[11] = attributes;
-    r[12] = case_flags;
-    r[13] = stamp.hundredths;
-    put_u16(&mut r, 14, stamp.time);
-    put_u16(&mut r, 16, stamp.date);
-    put_u16(&mut r, 18, stamp.date); // last access
-    put_u16(&mut r, 20, (first_cluster >> 16) as u16);
-    put_u16(&mut r, 22, stamp.time);
-    put_u16(&mut r, 24, stamp.date);
-    put_u16(&mut r, 26, first_cluster as u16);
-    put_u32(&mut r, 28, size);
-    r
-}
-
-/// VFAT records for a long name, in on-disk order: the last part (flagged 0x40) first.
-fn long_name_records(units: &[u16], checksum: u8) -> Vec<[u8; 32]> {
-    let count = units.len().div_ceil(13);
-    (1..=count)
-        .rev()
-        .map(|sequence| {
-            let mut r = [0u8; 32];
-            r[0] = sequence as u8 | if sequence == count { 0x40 } else { 0 };
-            r[11] = ATTR_LONG_NAME;
-            r[13] = checksum;
-            let part = &units[(sequence - 1) * 13..units.len().min(sequence * 13)];
-            // After the name: one 0x0000 terminator if there is room, then 0xFFFF.
-            let padding = std::iter::once(0x0000).chain(std::iter::repeat(0xFFFF));
-            for (offset, unit) in LONG_NAME_UNIT_OFFSETS.iter().zip(part.iter().copied().chain(padding)) {
-                put_u16(&mut r, *offset, unit);
-            }
-            r
-        })
-        .collect()
-}
-
-/// A FAT date and time (2-second resolution) plus the creation-time hundredths.
-struct FatTimestamp {
-    date: u16,
-    time: u16,
-    hundredths: u8,
-}
-
-impl FatTimestamp {
-    fn from_unix(unix_seconds: u64) -> FatTimestamp {
-        let earliest = days_from_civil(1980, 1, 1) as u64 * 86400;
-        let latest = days_from_civil(2107, 12, 31) as u64 * 86400 + 86399;
-        let seconds = unix_seconds.clamp(earliest, latest);
-        let (year, month, day) = civil_from_days((seconds / 86400) as i64);
-        let second_of_day = (seconds % 86400) as u16;
-        let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-        FatTimestamp {
-            date: ((year - 1980) as u16) << 9 | (month as u16) << 5 | day as u16,
-            time: hour << 11 | minute << 5 | second / 2,
-            hundredths: (second % 2 * 100) as u8,
-        }
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month as i64 + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day as i64 - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The (year, month, day) of a day count since 1970-01-01; inverse of `days_from_civil`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
-    let year = year_of_era + era * 400 + if month <= 2 { 1 } else { 0 };
-    (year, month, day)
 }
 
 fn put_u16(buf: &mut [u8], offset: usize, value: u16) {
@@ -686,7 +471,11 @@ struct CountingWriter<W> {
 
 impl<W: Write> CountingWriter<W> {
     fn new(out: W) -> Self {
-        CountingWriter { out, written: 0, zeros: vec![0; 1 << 20] }
+        CountingWriter {
+            out,
+            written: 0,
+            zeros: vec![0; 1 << 20],
+        }
     }
 
     fn bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -702,41 +491,5 @@ impl<W: Write> CountingWriter<W> {
             self.written += n as u64;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(19_675), (2023, 11, 14));
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-        }
-    }
-
-    #[test]
-    fn timestamps_are_utc_and_clamped() {
-        let t = FatTimestamp::from_unix(1_700_000_001); // 2023-11-14 22:13:21
-        assert_eq!((t.date, t.time, t.hundredths), (43 << 9 | 11 << 5 | 14, 22 << 11 | 13 << 5 | 10, 100));
-        assert_eq!(FatTimestamp::from_unix(0).date, 1 << 5 | 1);
-        assert_eq!(FatTimestamp::from_unix(u64::MAX).date, 127 << 9 | 12 << 5 | 31);
-    }
-
-    #[test]
-    fn short_names() {
-        let names = ["Makefile", "README", "a b.tar.gz", "abcdefghij", "abcdef~1", "config.txt"];
-        let disk = disk_names(&names);
-        let shorts: Vec<String> = disk.iter().map(|d| String::from_utf8_lossy(&d.short).into_owned()).collect();
-        assert_eq!(
-            shorts,
-            ["MAKEFILE   ", "README     ", "ABTAR~1 GZ ", "ABCDEF~2   ", "ABCDEF~1   ", "CONFIG  TXT"]
-        );
-        assert_eq!(disk[5].case_flags, LOWERCASE_BASE | LOWERCASE_EXTENSION);
-        assert!(disk[0].long.is_some() && disk[1].long.is_none());
     }
 }

@@ -40,7 +40,8 @@ impl MbrPartition {
 pub fn write_mbr(disk_id: u32, partitions: &[MbrPartition], mut out: impl Write) -> io::Result<()> {
     validate_partitions(partitions)?;
     let mut sector = [0u8; 512];
-    sector[DISK_SIGNATURE_OFFSET..DISK_SIGNATURE_OFFSET + 4].copy_from_slice(&disk_id.to_le_bytes());
+    sector[DISK_SIGNATURE_OFFSET..DISK_SIGNATURE_OFFSET + 4]
+        .copy_from_slice(&disk_id.to_le_bytes());
     // 444..446 stay zero ("not copy-protected").
     for (index, partition) in partitions.iter().enumerate() {
         let offset = PARTITION_TABLE_OFFSET + index * PARTITION_ENTRY_BYTES;
@@ -103,7 +104,11 @@ fn chs(lba: u32) -> [u8; 3] {
     }
     let head = (lba / CHS_SECTORS_PER_TRACK) % CHS_HEADS;
     let sector = lba % CHS_SECTORS_PER_TRACK + 1;
-    [head as u8, sector as u8 | ((cylinder >> 8) as u8) << 6, cylinder as u8]
+    [
+        head as u8,
+        sector as u8 | ((cylinder >> 8) as u8) << 6,
+        cylinder as u8,
+    ]
 }
 
 fn invalid(message: String) -> io::Error {
