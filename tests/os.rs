@@ -292,12 +292,11 @@ fn x86_64_and_armv7_base_os_modules_match_depmod() {
     }
 }
 
-/// Boots the aarch64 base OS under QEMU (TCG): Cairn's initramfs mounts the squashfs
-/// root under an overlay and systemd reaches multi-user.target.
+/// The aarch64 initramfs holds busybox, Cairn's init, the console node and the boards'
+/// modules with their dependencies. (Booting is tested per node in nodes.rs.)
 #[test]
-fn aarch64_base_os_boots_to_multi_user_under_qemu() {
+fn aarch64_initramfs_holds_init_busybox_and_modules() {
     let _serial = serial();
-    let qemu = require_tool("qemu-system-aarch64", "qemu-system-arm");
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
     let out = build_os(project.path(), "aarch64", "UTC", "022", None);
@@ -329,98 +328,4 @@ fn aarch64_base_os_boots_to_multi_user_under_qemu() {
     }
     let kernel = std::fs::read(path("kernel")).unwrap();
     assert_eq!(&kernel[56..60], b"ARM\x64", "an arm64 Image");
-
-    // Seen once in several runs: the TCG guest going idle around 30 s of uptime and never
-    // reaching multi-user.target. A second boot is allowed; the first one's log is printed.
-    let mut last = String::new();
-    for attempt in 1..=2 {
-        match boot_once(
-            &qemu,
-            &path("kernel"),
-            &path("initramfs"),
-            &path("squashfs"),
-        ) {
-            Ok(log) => {
-                assert!(
-                    log.contains("cairn: root /dev/vda"),
-                    "Cairn's init found the root"
-                );
-                assert!(log.contains("containerd"), "containerd started");
-                return;
-            }
-            Err(tail) => {
-                eprintln!("boot attempt {attempt} did not reach multi-user.target:\n{tail}");
-                last = tail;
-            }
-        }
-    }
-    panic!("no boot reached multi-user.target:\n{last}");
-}
-
-/// Boots once; Ok(console log) when multi-user.target is reached, else Err(log tail).
-fn boot_once(qemu: &Path, kernel: &str, initramfs: &str, squashfs: &str) -> Result<String, String> {
-    let mut child = Command::new(qemu)
-        .args([
-            "-M",
-            "virt",
-            "-cpu",
-            "cortex-a53",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-            kernel,
-            "-initrd",
-            initramfs,
-        ])
-        .arg("-drive")
-        .arg(format!(
-            "if=none,id=d0,file={squashfs},format=raw,readonly=on"
-        ))
-        .args([
-            "-device",
-            "virtio-blk-device,drive=d0",
-            "-append",
-            "console=ttyAMA0 cairn.root=/dev/vda panic=-1",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let shared = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .split(b'\n')
-            .map_while(Result::ok)
-        {
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let reached = line.contains("Reached target") && line.contains("multi-user.target");
-            shared.lock().unwrap().push_str(&format!("{line}\n"));
-            if reached {
-                let _ = tx.send(true);
-                return;
-            }
-        }
-        let _ = tx.send(false);
-    });
-    let result = rx.recv_timeout(std::time::Duration::from_secs(360));
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = log.lock().unwrap().clone();
-    match result {
-        Ok(true) => Ok(log),
-        _ => {
-            let start = log.len().saturating_sub(4000);
-            let start = (start..log.len())
-                .find(|i| log.is_char_boundary(*i))
-                .unwrap_or(log.len());
-            Err(log[start..].to_string())
-        }
-    }
 }

@@ -37,7 +37,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let config = BootConfig {
         timeout: Duration::from_secs(args.timeout),
         attempts: args.attempts,
-        log_dir: env.ctx.store.join("tmp/boot-logs"),
+        log_dir: env.ctx.store.join("logs/boot"),
         echo: args.console,
     };
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Cairn's command line: parse flags, find the project, dispatch to one `run` per task.
 
 mod bench;
+mod bench_node;
 mod boot_test;
 mod build_image;
 mod build_node;
@@ -56,6 +57,8 @@ enum Command {
     Test(test::Args),
     /// Measure build speed, compression and hashing against peer tools
     Bench(bench::Args),
+    /// Measure node builds (cold, warm, one SSH key changed) and squashfs against mksquashfs
+    BenchNode(bench_node::Args),
 }
 
 pub struct Env {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
+        Command::BenchNode(args) => bench_node::run(&env, args),
         Command::Test(args) => test::run(&env, args),
     };
     match result {

@@ -16,9 +16,13 @@ pub struct Args {
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
-    let pinned =
-        cairn_build::kubernetes::prefetch(&env.ctx, &args.url, args.file.as_deref(), args.name.as_deref())
-            .map_err(|e| e.context(format!("pinning {}", args.url)))?;
+    let pinned = cairn_build::kubernetes::prefetch(
+        &env.ctx,
+        &args.url,
+        args.file.as_deref(),
+        args.name.as_deref(),
+    )
+    .map_err(|e| e.context(format!("pinning {}", args.url)))?;
     println!("sha256:{}", pinned.sha256);
     eprintln!(
         "pinned {} ({}, {} bytes) in {}",

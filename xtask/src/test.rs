@@ -28,6 +28,12 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("depmod", "kmod"),
     ("dpkg-query", "dpkg"),
     ("qemu-system-aarch64", "qemu-system-arm"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    // The iPXE ROM QEMU loads for virtio-net-pci (PXE boot tests).
+    ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
+    ("fsck.vfat", "dosfstools"),
+    ("mdir", "mtools"),
+    ("sfdisk", "fdisk"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",
         "debian-archive-keyring",
@@ -87,10 +93,10 @@ fn install(pkgs: &[&str]) -> Result<(), Error> {
     eprintln!("installing host tools the tests use: {}", pkgs.join(" "));
     // On bookworm, QEMU comes from bookworm-backports, matching the qemu-utils that the
     // machine images carry from there; the suite is added with the host's own mirror.
-    let backports = pkgs.iter().any(|p| p.starts_with("qemu-system")) && add_bookworm_backports()?;
+    let is_qemu = |p: &&str| p.starts_with("qemu-system") || *p == "ipxe-qemu";
+    let backports = pkgs.iter().any(is_qemu) && add_bookworm_backports()?;
     apt(&["update", "-q"])?;
-    let (qemu, rest): (Vec<&str>, Vec<&str>) =
-        pkgs.iter().partition(|p| p.starts_with("qemu-system"));
+    let (qemu, rest): (Vec<&str>, Vec<&str>) = pkgs.iter().partition(|p| is_qemu(p));
     if !rest.is_empty() {
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
         args.extend(rest);

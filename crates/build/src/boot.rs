@@ -215,9 +215,7 @@ fn check(node: &NodeSpec, result: &NodeResult, report: &BootReport) -> Result<()
             "addresses {:?}, expected {a} among them",
             report.addresses
         )),
-        None if report.addresses.is_empty() => {
-            wrong.push("no address from DHCP".to_string())
-        }
+        None if report.addresses.is_empty() => wrong.push("no address from DHCP".to_string()),
         _ => {}
     }
     if report.node_id != result.node_id.hex() {

@@ -36,7 +36,11 @@ impl DiskIds {
         let b = node_id.as_bytes();
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         // Zero means "no signature" to some tools; the digest picks another word then.
-        let disk_id = [0, 8, 16, 24].into_iter().map(word).find(|w| *w != 0).unwrap_or(1);
+        let disk_id = [0, 8, 16, 24]
+            .into_iter()
+            .map(word)
+            .find(|w| *w != 0)
+            .unwrap_or(1);
         DiskIds {
             disk_id,
             volume_id: word(4),
@@ -62,7 +66,13 @@ pub fn sd_cmdline(board: Board, ids: &DiskIds) -> String {
 }
 
 /// Firmware files and device trees a board needs: (firmware, required DTB, optional DTBs).
-fn board_files(board: Board) -> (&'static [&'static str], &'static str, &'static [&'static str]) {
+fn board_files(
+    board: Board,
+) -> (
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static str],
+) {
     match board {
         Board::Rpi4 => (
             &["start4.elf", "fixup4.dat"],

@@ -156,7 +156,10 @@ pub fn prefetch(
                 "{} pins {url} to sha256:{}, but {} is {digest}: refusing to change a pin (if upstream really changed the file, delete its [[url]] entry from inputs.lock first)",
                 lock_path.display(),
                 old.sha256,
-                file.map_or_else(|| "the fetched file".to_string(), |f| f.display().to_string()),
+                file.map_or_else(
+                    || "the fetched file".to_string(),
+                    |f| f.display().to_string()
+                ),
             )));
         }
         return Ok(old.clone());
@@ -173,7 +176,10 @@ pub fn prefetch(
             .unwrap_or_else(|| {
                 format!(
                     "url/{}",
-                    url.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("file")
+                    url.rsplit('/')
+                        .next()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("file")
                 )
             })
     });

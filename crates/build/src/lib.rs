@@ -2,6 +2,7 @@
 //! manifests), each keyed for the action cache.
 
 pub mod bench;
+pub mod bench_node;
 pub mod boot;
 pub mod disk;
 pub mod error;

@@ -274,8 +274,9 @@ pub fn build_node(
         BootMethod::Sd => {
             spinner.set_message(format!("writing the SD image of {name}"));
             let kernel = store.read_blob(&base.kernel.0)?;
-            let boot = disk::boot_partition_files(node, &base, &store, kernel, initrd, &cmdline, &node_id)
-                .context(|| format!("node {name} ({})", node.path.display()))?;
+            let boot =
+                disk::boot_partition_files(node, &base, &store, kernel, initrd, &cmdline, &node_id)
+                    .context(|| format!("node {name} ({})", node.path.display()))?;
             let cmd = cmdline.clone() + "\n";
             push(
                 "cmdline.txt",

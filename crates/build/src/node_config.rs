@@ -59,7 +59,9 @@ pub fn node_id(
     node: &NodeSpec,
     cluster_ca: Option<&[u8]>,
 ) -> Result<Digest, Error> {
-    Ok(Digest::of(&canonical_definition(cluster, node, cluster_ca)?))
+    Ok(Digest::of(&canonical_definition(
+        cluster, node, cluster_ca,
+    )?))
 }
 
 /// Reads the cluster CA named by `registry.ca_file` (relative to `nodes/`), if any.
@@ -207,7 +209,12 @@ pub fn render(
 
     // SSH: keys only, never passwords. Host keys are made on first boot.
     let mut keys = String::new();
-    for k in &cluster.ssh.authorized_keys {
+    for k in cluster
+        .ssh
+        .authorized_keys
+        .iter()
+        .chain(&node.ssh.authorized_keys)
+    {
         keys.push_str(k.trim());
         keys.push('\n');
     }
@@ -430,7 +437,10 @@ fn render_kubernetes(o: &mut OverlayBuilder, cluster: &ClusterSpec, node: &NodeS
                         yaml_str(cluster.name.as_str()),
                         yaml_str(&format!("v{}", k.version)),
                         yaml_str(&k.control_plane_endpoint),
-                        yaml_str(&format!("{}/{}", cluster.registry.host, cluster.registry.project)),
+                        yaml_str(&format!(
+                            "{}/{}",
+                            cluster.registry.host, cluster.registry.project
+                        )),
                         yaml_str(&k.pod_cidr.to_string()),
                         yaml_str(&k.service_cidr.to_string()),
                     );

@@ -303,6 +303,99 @@ pub fn dpkg_status(controls: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// One `update-alternatives --install` from a maintainer script: the master
+/// (link, name, path), its priority, and its slaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    pub link: String,
+    pub name: String,
+    pub path: String,
+    pub priority: i64,
+    pub slaves: Vec<(String, String, String)>,
+}
+
+/// The `update-alternatives --install` calls of a postinst whose arguments are literal
+/// (no shell variables), continued lines joined.
+pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
+    let joined = script.replace("\\\n", " ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let Some(at) = line.find("update-alternatives") else {
+            continue;
+        };
+        let words: Vec<&str> = line[at..]
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let Some(i) = words.iter().position(|w| *w == "--install") else {
+            continue;
+        };
+        let args = &words[i + 1..];
+        if args.len() < 4 || args[..4].iter().any(|a| a.contains('$')) {
+            continue;
+        }
+        let Ok(priority) = args[3].parse() else {
+            continue;
+        };
+        let mut alt = Alternative {
+            link: args[0].into(),
+            name: args[1].into(),
+            path: args[2].into(),
+            priority,
+            slaves: Vec::new(),
+        };
+        let mut rest = &args[4..];
+        while rest.len() >= 4 && rest[0] == "--slave" {
+            if !rest[1..4].iter().any(|a| a.contains('$')) {
+                alt.slaves
+                    .push((rest[1].into(), rest[2].into(), rest[3].into()));
+            }
+            rest = &rest[4..];
+        }
+        out.push(alt);
+    }
+    out
+}
+
+/// What `update-alternatives` would leave in automatic mode: for each name, the
+/// alternative with the highest priority whose target is in the image, as symlinks
+/// `link -> /etc/alternatives/name -> path` (slaves likewise).
+fn apply_alternatives(fs: &mut Rootfs, alternatives: &[Alternative]) -> Result<(), Error> {
+    let mut best: BTreeMap<&str, &Alternative> = BTreeMap::new();
+    let present = |fs: &Rootfs, path: &str| {
+        let p = path.trim_start_matches('/');
+        fs.nodes().contains_key(p) || fs.nodes().contains_key(&format!("usr/{p}"))
+    };
+    for a in alternatives {
+        if !present(fs, &a.path) {
+            continue;
+        }
+        match best.get(a.name.as_str()) {
+            Some(b) if b.priority >= a.priority => {}
+            _ => {
+                best.insert(&a.name, a);
+            }
+        }
+    }
+    for a in best.values() {
+        let mut links = vec![(a.link.as_str(), a.name.as_str(), a.path.as_str())];
+        links.extend(
+            a.slaves
+                .iter()
+                .filter(|(_, _, path)| present(fs, path))
+                .map(|(l, n, p)| (l.as_str(), n.as_str(), p.as_str())),
+        );
+        for (link, name, path) in links {
+            let state = format!("/etc/alternatives/{name}");
+            fs.add_symlink(&state, path)?;
+            if !present(fs, link) {
+                fs.add_symlink(link, &state)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `systemctl enable` for `unit`: symlinks from its [Install] section.
 fn enable_unit(fs: &mut Rootfs, unit: &str) -> Result<(), Error> {
     let (template, instance) = match unit.split_once('@') {
@@ -444,6 +537,7 @@ pub fn assemble(
     let packages = lock.packages(locked, arch)?;
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     let mut controls = BTreeMap::new();
+    let mut alternatives = Vec::new();
     for p in &packages {
         let sha = Digest::from_hex(&p.sha256)
             .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
@@ -451,8 +545,12 @@ pub fn assemble(
             .add_deb(&cache.path(&sha), &p.name, &sha)
             .context(|| format!("unpacking {} {}", p.name, p.version))?;
         controls.insert(p.name.clone(), info.control);
+        if let Some((_, script)) = info.control_files.iter().find(|(n, _)| n == "postinst") {
+            alternatives.extend(parse_alternatives(&String::from_utf8_lossy(script)));
+        }
     }
     fs.add_merged_usr_links();
+    apply_alternatives(&mut fs, &alternatives)?;
 
     // Users and groups: base-passwd's static ids, then sysusers.d, then the spec.
     let mut accounts = Accounts::default();
@@ -658,12 +756,15 @@ pub fn build_os_with(
     let mut boot_files = BTreeMap::new();
     let mut boot_paths: Vec<String> = fs.files_under("usr/lib/raspi-firmware");
     boot_paths.extend(
-        fs.files_under(&format!("usr/lib/linux-image-{}", crate::initramfs::kernel_release(&fs, image, arch)?))
-            .into_iter()
-            .filter(|p| {
-                let name = p.rsplit('/').next().unwrap_or("");
-                (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
-            }),
+        fs.files_under(&format!(
+            "usr/lib/linux-image-{}",
+            crate::initramfs::kernel_release(&fs, image, arch)?
+        ))
+        .into_iter()
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or("");
+            (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
+        }),
     );
     for path in boot_paths {
         let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -729,4 +830,31 @@ pub fn build_os_with(
         },
     )?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternatives_parse_from_debian_postinsts() {
+        let iptables = "if [ \"$1\" = configure ]; then\n\tupdate-alternatives \\\n\t  --install /usr/sbin/iptables iptables /usr/sbin/iptables-legacy 10 \\\n\t  --slave /usr/sbin/iptables-save iptables-save /usr/sbin/iptables-legacy-save\n        update-alternatives \\\n          --install /usr/sbin/iptables iptables /usr/sbin/iptables-nft 20 \\\n          --slave /usr/sbin/iptables-save iptables-save /usr/sbin/iptables-nft-save\n  update-alternatives --install /usr/bin/x x \"$DIR/x\" 5\nfi\n";
+        let alts = parse_alternatives(iptables);
+        assert_eq!(alts.len(), 2, "{alts:?}");
+        assert_eq!(
+            alts[1],
+            Alternative {
+                link: "/usr/sbin/iptables".into(),
+                name: "iptables".into(),
+                path: "/usr/sbin/iptables-nft".into(),
+                priority: 20,
+                slaves: vec![(
+                    "/usr/sbin/iptables-save".into(),
+                    "iptables-save".into(),
+                    "/usr/sbin/iptables-nft-save".into()
+                )],
+            }
+        );
+        assert_eq!(alts[0].priority, 10);
+    }
 }

@@ -88,9 +88,7 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
             ("GET" | "HEAD", Some(mut f)) => {
                 let len = f.metadata()?.len();
                 let (status, start, end) = match range {
-                    Some((a, b)) if a < len => {
-                        (206, a, b.map_or(len - 1, |b| b.min(len - 1)))
-                    }
+                    Some((a, b)) if a < len => (206, a, b.map_or(len - 1, |b| b.min(len - 1))),
                     Some(_) => {
                         write!(
                             out,
@@ -103,7 +101,11 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
                 let n = if len == 0 { 0 } else { end - start + 1 };
                 let mut head = format!(
                     "HTTP/1.1 {status} {}\r\nContent-Length: {n}\r\nContent-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n",
-                    if status == 206 { "Partial Content" } else { "OK" }
+                    if status == 206 {
+                        "Partial Content"
+                    } else {
+                        "OK"
+                    }
                 );
                 if status == 206 {
                     head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));

@@ -119,21 +119,23 @@ impl ClusterSpec {
                 ),
             ));
         }
-        for key in &spec.ssh.authorized_keys {
-            let kind = key.split_whitespace().next().unwrap_or("");
-            if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
-                || key.split_whitespace().count() < 2
-            {
-                return Err(err(
-                    "authorized_keys",
-                    format!(
-                        "{key:?} is not an SSH public key (expected `ssh-ed25519 AAAA... comment`)"
-                    ),
-                ));
-            }
-        }
+        check_ssh_keys(&spec.ssh).map_err(|m| err("authorized_keys", m))?;
         Ok(spec)
     }
+}
+
+fn check_ssh_keys(ssh: &SshSpec) -> Result<(), String> {
+    for key in &ssh.authorized_keys {
+        let kind = key.split_whitespace().next().unwrap_or("");
+        if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
+            || key.split_whitespace().count() < 2
+        {
+            return Err(format!(
+                "{key:?} is not an SSH public key (expected `ssh-ed25519 AAAA... comment`)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -275,6 +277,9 @@ pub struct NodeSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub taints: Vec<String>,
+    /// Keys for this node only, added to the cluster's.
+    #[serde(default)]
+    pub ssh: SshSpec,
     #[serde(skip)]
     source: String,
 }
@@ -364,6 +369,7 @@ impl NodeSpec {
             }
             (true, None) => {}
         }
+        check_ssh_keys(&node.ssh).map_err(|m| err("authorized_keys", m))?;
         for taint in &node.taints {
             if !valid_taint(taint) {
                 return Err(err(

@@ -58,11 +58,19 @@ impl Store {
             if !seen.insert(d) {
                 continue;
             }
+            // Only JSON documents (manifests and indexes, at most 4 MiB) have children;
+            // layers and disk images are never read whole.
+            let Ok(size) = std::fs::metadata(self.blob_path(&d)).map(|m| m.len()) else {
+                missing.push(d);
+                continue;
+            };
+            if size > 4 << 20 {
+                continue;
+            }
             let Ok(bytes) = self.read_blob(&d) else {
                 missing.push(d);
                 continue;
             };
-            // Only JSON documents have children; layers fail to parse quickly (binary).
             if bytes.first() != Some(&b'{') {
                 continue;
             }

@@ -1,0 +1,683 @@
+//! Node artifacts (`build-node`, `boot-test`): every example node built twice under
+//! different environments with equal digests, read by independent tools (sfdisk, fsck.vfat,
+//! mtools, unsquashfs), rebuilt incrementally, refused clearly on bad input, and booted
+//! under QEMU where the running system reports its hostname, address and role.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use support::{copy_project, json, require_tool, run_err, run_ok, xtask};
+
+/// One heavy step (a build of several OS images, or a TCG boot) at a time on 2 cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const GO_ARCHES: [&str; 3] = ["amd64", "arm", "arm64"];
+
+/// Pins small stand-ins for the Kubernetes binaries (which cannot be fetched here) with
+/// `prefetch --file`, as a user with copies of the files would.
+fn pin_stand_ins(project: &Path) {
+    let dir = project.join("stand-ins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in GO_ARCHES {
+        for name in ["kubeadm", "kubelet", "kubectl"] {
+            let file = dir.join(format!("{name}-{arch}"));
+            std::fs::write(
+                &file,
+                format!("#!/bin/sh\necho 'stand-in {name} for {arch}'\n"),
+            )
+            .unwrap();
+            let url = format!("https://dl.k8s.io/release/v1.31.2/bin/linux/{arch}/{name}");
+            let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
+            assert_eq!(
+                out.trim(),
+                format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
+            );
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    cairn_formats::Digest::of(bytes).hex()
+}
+
+struct Built {
+    dir: PathBuf,
+    nodes: BTreeMap<String, serde_json::Value>,
+}
+
+fn by_node(v: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap().to_string(), n.clone()))
+        .collect()
+}
+
+/// The example project with stand-ins pinned and every node built (once per test run).
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-nodes-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        copy_project(&dir);
+        pin_stand_ins(&dir);
+        let out = json(&run_ok(
+            support::xtask_varied(&dir, "UTC", "C.UTF-8", "022", None).args([
+                "build-node",
+                "--all",
+                "--json",
+            ]),
+        ));
+        Built {
+            nodes: by_node(&out),
+            dir,
+        }
+    })
+}
+
+fn file_path(node: &serde_json::Value, title: &str) -> PathBuf {
+    PathBuf::from(
+        node["files"][title]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {title} in {node}")),
+    )
+}
+
+fn digests(nodes: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, n) in nodes {
+        out.push(format!("{name} id {}", n["node_id"]));
+        out.push(format!("{name} manifest {}", n["manifest"]["digest"]));
+        for (title, f) in n["files"].as_object().unwrap() {
+            out.push(format!("{name} {title} {}", f["digest"]));
+        }
+    }
+    out
+}
+
+#[test]
+fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_file_is_refused() {
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(
+        err.contains(
+            "kubernetes/kubeadm-arm64 (https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("cargo xtask prefetch https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm --file PATH"), "{err}");
+    let before = std::fs::read_to_string(project.path().join("inputs.lock")).unwrap();
+    assert!(
+        !before.contains("dl.k8s.io"),
+        "the committed lock pins no stand-in"
+    );
+
+    let url = "https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm";
+    let a = project.path().join("a");
+    let b = project.path().join("b");
+    std::fs::write(&a, b"first").unwrap();
+    std::fs::write(&b, b"second").unwrap();
+    run_ok(
+        xtask(project.path())
+            .args(["prefetch", url, "--file"])
+            .arg(&a),
+    );
+    let lock = std::fs::read_to_string(project.path().join("inputs.lock")).unwrap();
+    assert!(lock.contains(&format!(
+        "[[url]]\nname = \"kubernetes/kubeadm-arm64\"\nurl = \"{url}\"\nsize = 5\nsha256 = \"{}\"",
+        sha256_hex(b"first")
+    )));
+    // The same file again is a no-op; another file for a pinned URL is refused.
+    run_ok(
+        xtask(project.path())
+            .args(["prefetch", url, "--file"])
+            .arg(&a),
+    );
+    let err = run_err(
+        xtask(project.path())
+            .args(["prefetch", url, "--file"])
+            .arg(&b),
+    );
+    assert!(err.contains("refusing to change a pin"), "{err}");
+    assert!(err.contains(&sha256_hex(b"first")) && err.contains(&sha256_hex(b"second")));
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("inputs.lock")).unwrap(),
+        lock,
+        "a refused pin leaves the lock as it was"
+    );
+    let err = run_err(
+        xtask(project.path())
+            .args(["prefetch", url, "--file"])
+            .arg(project.path().join("missing")),
+    );
+    assert!(
+        err.contains("missing") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_node_is_bit_for_bit_reproducible() {
+    let first = built();
+    let _one = serial();
+    let other = tempfile::tempdir().unwrap();
+    let deep = other.path().join("a/much/deeper/checkout");
+    std::fs::create_dir_all(&deep).unwrap();
+    copy_project(&deep);
+    pin_stand_ins(&deep);
+    let second = by_node(&json(&run_ok(
+        support::xtask_varied(
+            &deep,
+            "Pacific/Chatham",
+            "fr_FR.UTF-8",
+            "077",
+            Some("+1234d"),
+        )
+        .args(["build-node", "--all", "--json"]),
+    )));
+    assert_eq!(first.nodes.len(), 4, "every example node was built");
+    assert_eq!(digests(&first.nodes), digests(&second));
+    for n in second.values() {
+        assert_eq!(
+            n["cached"], false,
+            "the second tree built everything itself"
+        );
+    }
+}
+
+fn mtools_list(image: &str) -> String {
+    run_ok(Command::new(require_tool("mdir", "mtools")).args(["-i", image, "-b", "::"]))
+}
+
+/// Parses every newc archive of a (concatenated, gzip'd) initramfs into path -> bytes.
+fn initramfs_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let mut files = BTreeMap::new();
+    let mut at = 0;
+    let hex = |b: &[u8]| usize::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
+    while at + 110 <= bytes.len() {
+        if &bytes[at..at + 6] != b"070701" {
+            at += 1; // padding between archives
+            continue;
+        }
+        let h = &bytes[at..at + 110];
+        let size = hex(&h[54..62]);
+        let namesize = hex(&h[94..102]);
+        let name = String::from_utf8_lossy(&bytes[at + 110..at + 110 + namesize - 1]).into_owned();
+        let data = (at + 110 + namesize).div_ceil(4) * 4;
+        files.insert(name, bytes[data..data + size].to_vec());
+        at = (data + size).div_ceil(4) * 4;
+    }
+    files
+}
+
+#[test]
+fn independent_tools_read_every_output() {
+    let built = built();
+    let _one = serial();
+    let sfdisk = require_tool("sfdisk", "fdisk");
+    let fsck = require_tool("fsck.vfat", "dosfstools");
+    let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
+    for (name, node) in &built.nodes {
+        let id = node["node_id"].as_str().unwrap();
+        assert_eq!(id.len(), 64);
+        let squashfs = file_path(node, "root.squashfs");
+        let listing = run_ok(Command::new(&unsquashfs).arg("-l").arg(&squashfs));
+        for path in [
+            "squashfs-root/usr/lib/systemd/systemd",
+            "squashfs-root/usr/local/bin/kubeadm",
+            "squashfs-root/usr/local/bin/kubelet",
+            "squashfs-root/usr/lib/systemd/system/kubelet.service",
+            // update-alternatives, done declaratively: the highest priority wins.
+            "squashfs-root/usr/bin/awk",
+            "squashfs-root/usr/sbin/iptables",
+            "squashfs-root/etc/alternatives/iptables",
+        ] {
+            assert!(listing.lines().any(|l| l == path), "{name}: {path} missing");
+        }
+
+        let iptables = run_ok(
+            Command::new(&unsquashfs)
+                .arg("-ll")
+                .arg(&squashfs)
+                .arg("/etc/alternatives/iptables"),
+        );
+        assert!(
+            iptables.contains("squashfs-root/etc/alternatives/iptables -> /usr/sbin/iptables-nft"),
+            "{iptables}"
+        );
+
+        // The node's own files, appended to the initramfs.
+        let initrd = initramfs_files(&file_path(node, "initrd.img"));
+        let text = |p: &str| {
+            String::from_utf8(
+                initrd
+                    .get(&format!("cairn/node/{p}"))
+                    .unwrap_or_else(|| panic!("{name}: no {p} in the overlay"))
+                    .clone(),
+            )
+            .unwrap()
+        };
+        assert!(initrd.contains_key("init") && initrd.contains_key("bin/busybox"));
+        assert_eq!(text("etc/hostname"), format!("{name}\n"));
+        assert!(text("etc/hosts").contains(&format!("{name}.homelab.lan {name}")));
+        assert!(text("root/.ssh/authorized_keys").starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGNhaXJuLWV4YW1wbGUta2V5LW5vdC1hLXJlYWwtb25l admin@homelab\n"));
+        let sshd = text("etc/ssh/sshd_config");
+        assert!(
+            sshd.contains("PasswordAuthentication no\n")
+                && sshd.contains("KbdInteractiveAuthentication no\n")
+        );
+        assert!(text("etc/systemd/timesyncd.conf.d/cairn.conf").contains("NTP=10.0.10.1"));
+        assert!(
+            text("etc/containerd/certs.d/harbor.homelab.lan/hosts.toml")
+                .contains("server = \"https://harbor.homelab.lan\"")
+        );
+        assert!(
+            text("etc/containerd/certs.d/_default/hosts.toml")
+                .contains("https://harbor.homelab.lan/v2/homelab")
+        );
+        assert_eq!(
+            text("etc/modules-load.d/kubernetes.conf"),
+            "overlay\nbr_netfilter\n"
+        );
+        assert!(text("etc/sysctl.d/90-kubernetes.conf").contains("net.ipv4.ip_forward = 1"));
+        assert!(text("etc/cairn/node.env").contains(&format!("CAIRN_NODE_ID={id}\n")));
+        let network = text("etc/systemd/network/10-cairn.network");
+        let kubeadm = text("etc/cairn/kubeadm.yaml");
+        assert!(kubeadm.contains(&format!("  name: \"{name}\"")));
+        assert!(
+            kubeadm.contains("token: \"@CAIRN_JOIN_TOKEN@\""),
+            "the token is a placeholder: {kubeadm}"
+        );
+        match name.as_str() {
+            "pi-control" => {
+                assert!(
+                    network.contains("Address=10.0.10.11/24\nGateway=10.0.10.1\nDNS=10.0.10.1\n"),
+                    "{network}"
+                );
+                assert!(
+                    kubeadm.contains("kind: InitConfiguration")
+                        && kubeadm.contains("kind: ClusterConfiguration")
+                );
+                assert!(kubeadm.contains("controlPlaneEndpoint: \"10.0.10.10:6443\""));
+                assert!(kubeadm.contains("podSubnet: \"10.244.0.0/16\""));
+                assert!(kubeadm.contains(
+                    "    - key: \"node-role.kubernetes.io/control-plane\"\n      effect: NoSchedule"
+                ));
+            }
+            "pi-legacy" => {
+                assert!(network.contains("DHCP=yes"), "{network}");
+                assert!(kubeadm.contains("kind: JoinConfiguration"));
+                assert!(kubeadm.contains("value: \"homelab.lan/board=rpi2\""));
+            }
+            "pi-worker" => assert!(network.contains("Address=10.0.10.21/24")),
+            "x86-storage" => {
+                assert!(kubeadm.contains("    - key: \"homelab.lan/storage\"\n      value: \"true\"\n      effect: NoSchedule"));
+            }
+            other => panic!("unexpected node {other}"),
+        }
+
+        if node["boot"] == "pxe" {
+            let script =
+                std::fs::read_to_string(file_path(node, "52-54-00-00-10-31.ipxe")).unwrap();
+            assert!(script.starts_with("#!ipxe\n"));
+            assert!(script.contains("iseq ${net0/mac} 52:54:00:00:10:31 || goto wrong_mac"));
+            assert!(script.contains("kernel ${base-url}/vmlinuz initrd=initrd.img"));
+            assert!(script.contains("cairn.root=${base-url}/root.squashfs"));
+            assert!(script.contains("initrd ${base-url}/initrd.img\nboot\n"));
+            continue;
+        }
+
+        // SD image: the partition table, the FAT boot partition, the squashfs root.
+        let image = file_path(node, &format!("{name}.img"));
+        let dump = run_ok(Command::new(&sfdisk).arg("--dump").arg(&image));
+        let byte = |i: usize| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap();
+        let disk_id = u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+        assert!(
+            dump.contains(&format!("label-id: 0x{disk_id:08x}\n")),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("start=        8192, size=      262144, type=c, bootable"),
+            "{dump}"
+        );
+        assert!(dump.contains("start=      270336, size="), "{dump}");
+        let img = std::fs::read(&image).unwrap();
+        let boot = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(boot.path(), &img[4 << 20..(4 << 20) + (128 << 20)]).unwrap();
+        let fsck_out = Command::new(&fsck)
+            .arg("-n")
+            .arg(boot.path())
+            .output()
+            .unwrap();
+        assert!(
+            fsck_out.status.success(),
+            "fsck.vfat: {}",
+            String::from_utf8_lossy(&fsck_out.stdout)
+        );
+        let boot_path = boot.path().to_str().unwrap();
+        let files = mtools_list(boot_path);
+        let (firmware, dtb) = if name == "pi-legacy" {
+            ("start.elf", "bcm2836-rpi-2-b.dtb")
+        } else {
+            ("start4.elf", "bcm2711-rpi-4-b.dtb")
+        };
+        for f in [
+            firmware,
+            dtb,
+            "config.txt",
+            "cmdline.txt",
+            "vmlinuz",
+            "initrd.img",
+        ] {
+            assert!(
+                files.lines().any(|l| l == format!("::/{f}")),
+                "{name}: {f} not on the boot partition:\n{files}"
+            );
+        }
+        let mtype = |f: &str| {
+            run_ok(Command::new(require_tool("mtype", "mtools")).args([
+                "-i",
+                boot_path,
+                &format!("::/{f}"),
+            ]))
+        };
+        let cmdline = mtype("cmdline.txt");
+        assert_eq!(
+            cmdline,
+            std::fs::read_to_string(file_path(node, "cmdline.txt")).unwrap()
+        );
+        assert!(
+            cmdline.contains(&format!("cairn.root=PARTUUID={disk_id:08x}-02 ")),
+            "{cmdline}"
+        );
+        let config = mtype("config.txt");
+        assert!(config.contains("kernel=vmlinuz\ninitramfs initrd.img followkernel\n"));
+        assert!(config.contains(if name == "pi-legacy" {
+            "arm_64bit=0"
+        } else {
+            "arm_64bit=1"
+        }));
+        // The kernel and initramfs on the card are the artifact's.
+        let mut copied = tempfile::NamedTempFile::new().unwrap();
+        run_ok(
+            Command::new(require_tool("mcopy", "mtools"))
+                .args(["-o", "-i", boot_path, "::/initrd.img"])
+                .arg(copied.path()),
+        );
+        use std::io::Read;
+        let mut got = Vec::new();
+        copied.read_to_end(&mut got).unwrap();
+        assert_eq!(got, std::fs::read(file_path(node, "initrd.img")).unwrap());
+        // The root partition holds the squashfs, byte for byte.
+        let root = std::fs::read(&squashfs).unwrap();
+        let start = 270336 * 512;
+        assert_eq!(&img[start..start + root.len()], &root[..]);
+        assert!(img[start + root.len()..].iter().all(|b| *b == 0));
+    }
+}
+
+#[test]
+fn changing_one_ssh_key_rebuilds_only_the_node_piece() {
+    let built = built();
+    let _one = serial();
+    let project = tempfile::tempdir().unwrap();
+    // A copy of the built project sharing nothing but the download cache.
+    copy_project(project.path());
+    std::fs::copy(
+        built.dir.join("inputs.lock"),
+        project.path().join("inputs.lock"),
+    )
+    .unwrap();
+    let store_src = built.dir.join("artifacts");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&store_src)
+        .arg(project.path().join("artifacts"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let actions = |dir: &Path| {
+        std::fs::read_dir(dir.join("artifacts/cache/actions"))
+            .unwrap()
+            .count()
+    };
+    let before = actions(project.path());
+
+    let node_file = project.path().join("nodes/pi-worker.toml");
+    let text = std::fs::read_to_string(&node_file).unwrap();
+    let new_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHJvdGF0ZWQta2V5LWZvci10aGUtdGVzdC0xMjM0NTY3 rotated@homelab";
+    std::fs::write(
+        &node_file,
+        format!("{text}\n[ssh]\nauthorized_keys = [\"{new_key}\"]\n"),
+    )
+    .unwrap();
+    let out = json(&run_ok(xtask(project.path()).args([
+        "build-node",
+        "pi-worker",
+        "--json",
+    ])));
+    let n = &out["nodes"][0];
+    assert_eq!(
+        n["base_cached"], true,
+        "the base OS squashfs came from the action cache"
+    );
+    assert_eq!(n["cached"], false, "the node piece was rebuilt");
+    assert_eq!(
+        actions(project.path()),
+        before + 1,
+        "exactly one new step: the node's"
+    );
+    let old = &built.nodes["pi-worker"];
+    assert_eq!(
+        n["files"]["root.squashfs"]["digest"],
+        old["files"]["root.squashfs"]["digest"]
+    );
+    assert_eq!(
+        n["files"]["vmlinuz"]["digest"],
+        old["files"]["vmlinuz"]["digest"]
+    );
+    assert_ne!(
+        n["files"]["pi-worker.img"]["digest"],
+        old["files"]["pi-worker.img"]["digest"]
+    );
+    assert_ne!(
+        n["node_id"], old["node_id"],
+        "the definition changed, so did the id"
+    );
+    let overlay = initramfs_files(&file_path(n, "initrd.img"));
+    let keys = String::from_utf8(overlay["cairn/node/root/.ssh/authorized_keys"].clone()).unwrap();
+    assert!(
+        keys.ends_with(&format!("admin@homelab\n{new_key}\n")),
+        "the cluster's key, then the node's: {keys}"
+    );
+
+    // The other nodes did not change: every node comes from the cache, with no new step.
+    let again = json(&run_ok(xtask(project.path()).args([
+        "build-node",
+        "--all",
+        "--json",
+    ])));
+    let cached: Vec<bool> = again["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["cached"] == true)
+        .collect();
+    assert_eq!(cached.iter().filter(|c| **c).count(), 4, "{again}");
+    assert_eq!(actions(project.path()), before + 1);
+}
+
+#[test]
+fn bad_nodes_are_refused_with_the_file_and_key() {
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    let node = project.path().join("nodes/pi-worker.toml");
+    let text = std::fs::read_to_string(&node).unwrap();
+
+    std::fs::write(&node, text.replace("board = \"rpi4\"", "board = \"rpi5\"")).unwrap();
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(
+        err.contains("nodes/pi-worker.toml:4:9") && err.contains("unknown variant `rpi5`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rpi4") && err.contains("rpi2"),
+        "the error lists the boards: {err}"
+    );
+
+    std::fs::write(&node, text.replace("board = \"rpi4\"", "board = \"rpi2\"")).unwrap();
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(
+        err.contains("nodes/pi-worker.toml:3:1")
+            && err.contains("board Rpi2 cannot run aarch64: use one of armv7"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &node,
+        text.replace("image = \"node-os\"", "image = \"haproxy\""),
+    )
+    .unwrap();
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(
+        err.contains("image \"haproxy\" is a container image"),
+        "{err}"
+    );
+
+    std::fs::write(&node, &text).unwrap();
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-wrker"]));
+    assert!(
+        err.contains("no node named \"pi-wrker\"") && err.contains("pi-worker"),
+        "{err}"
+    );
+}
+
+/// An image without a kernel for the node's arch, and one without the Pi firmware: both are
+/// re-locked against the host's Debian mirror, then refused by `build-node`, leaving the
+/// store's tags as they were.
+#[test]
+fn missing_kernel_or_firmware_is_a_clear_error() {
+    let _one = serial();
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    pin_stand_ins(project.path());
+    let spec = project.path().join("images/node-os.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let aarch64 = "aarch64 = [\"linux-image-arm64\", \"raspi-firmware\"]";
+    assert!(text.contains(aarch64));
+    let store_index = project.path().join("artifacts/index.json");
+
+    std::fs::write(
+        &spec,
+        text.replace(aarch64, "aarch64 = [\"raspi-firmware\"]"),
+    )
+    .unwrap();
+    run_ok(xtask(project.path()).args(["lock"]));
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(err.contains("image node-os has no kernel for aarch64: add the kernel package (e.g. linux-image-arm64) to `arch_packages.aarch64`"), "{err}");
+    let index = std::fs::read_to_string(&store_index).unwrap_or_default();
+    assert!(!index.contains("pi-worker"), "no tag for a failed build");
+
+    std::fs::write(
+        &spec,
+        text.replace(aarch64, "aarch64 = [\"linux-image-arm64\"]"),
+    )
+    .unwrap();
+    run_ok(xtask(project.path()).args(["lock"]));
+    let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
+    assert!(err.contains("board Rpi4 needs the firmware file start4.elf from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.aarch64`"), "{err}");
+    let index = std::fs::read_to_string(&store_index).unwrap_or_default();
+    assert!(!index.contains("pi-worker"), "no tag for a failed build");
+}
+
+fn boot(name: &str) {
+    let built = built();
+    let _one = serial();
+    require_tool(
+        match name {
+            "x86-storage" => "qemu-system-x86_64",
+            "pi-legacy" => "qemu-system-arm",
+            _ => "qemu-system-aarch64",
+        },
+        if name == "x86-storage" {
+            "qemu-system-x86"
+        } else {
+            "qemu-system-arm"
+        },
+    );
+    let out = json(&run_ok(xtask(&built.dir).args([
+        "boot-test",
+        name,
+        "--json",
+        "--timeout",
+        "420",
+        "--attempts",
+        "2",
+    ])));
+    let report = &out["boots"][0];
+    let node = &built.nodes[name];
+    assert_eq!(report["hostname"], name);
+    assert_eq!(report["node_id"], node["node_id"]);
+    assert_eq!(report["secrets"], "absent", "no secrets file was placed");
+    let addresses: Vec<&str> = report["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let (address, role) = match name {
+        "pi-control" => (Some("10.0.10.11/24"), "control-plane"),
+        "pi-worker" => (Some("10.0.10.21/24"), "worker"),
+        "x86-storage" => (Some("10.0.10.31/24"), "worker"),
+        _ => (None, "worker"),
+    };
+    assert_eq!(report["role"], role);
+    match address {
+        Some(a) => assert!(addresses.contains(&a), "{addresses:?}"),
+        // QEMU's user network leases 10.0.2.15 to the DHCP node.
+        None => assert_eq!(addresses, ["10.0.2.15/24"]),
+    }
+    let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("cairn: secrets are absent"),
+        "the node says so on its console"
+    );
+    assert!(log.contains("cairn-node: powering off"));
+}
+
+#[test]
+fn pi_worker_boots_from_its_sd_image_under_qemu() {
+    boot("pi-worker");
+}
+
+#[test]
+fn pi_control_boots_from_its_sd_image_under_qemu() {
+    boot("pi-control");
+}
+
+#[test]
+fn pi_legacy_boots_armv7_with_dhcp_under_qemu() {
+    boot("pi-legacy");
+}
+
+#[test]
+fn x86_storage_boots_by_pxe_under_qemu() {
+    boot("x86-storage");
+}
