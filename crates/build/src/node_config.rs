@@ -596,6 +596,75 @@ esac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    const CLUSTER: &str = "name = \"lab\"\ndomain = \"lab.lan\"\n[kubernetes]\ndistribution = \"k3s\"\nversion = \"1.31.2+k3s1\"\ncontrol_plane_endpoint = \"10.0.0.10:6443\"\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ncni = \"flannel\"\n[registry]\nhost = \"registry.lab.lan:5000\"\nproject = \"lab\"\n";
+    const NODE: &str = "hostname = \"w1\"\narch = \"aarch64\"\nboard = \"rpi4\"\nboot = \"sd\"\nrole = \"worker\"\nimage = \"node-os\"\nlabels = { \"lab/zone\" = \"a\" }\ntaints = [\"lab/gpu=true:NoSchedule\"]\n[network]\naddress = \"10.0.0.21/24\"\n";
+
+    fn text(o: &Overlay, path: &str) -> String {
+        match &o[path] {
+            OverlayEntry::File(b, _) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{path} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn k3s_nodes_get_a_config_yaml_with_labels_taints_and_no_token() {
+        let cluster = ClusterSpec::parse(Path::new("nodes/cluster.toml"), CLUSTER).unwrap();
+        let node = NodeSpec::parse(Path::new("nodes/w1.toml"), NODE).unwrap();
+        let id = node_id(&cluster, &node, None).unwrap();
+        let o = render(
+            &cluster,
+            &node,
+            &id,
+            None,
+            &BootFacts {
+                boot_partition: None,
+            },
+        );
+        assert_eq!(
+            text(&o, "etc/rancher/k3s/config.yaml"),
+            "# Rendered by Cairn. The token is not here: it is read from token-file, written\n# from the secrets file at boot.\n\
+             node-name: \"w1\"\ntoken-file: /run/cairn/k3s-token\nserver: \"https://10.0.0.10:6443\"\n\
+             node-ip: \"10.0.0.21\"\nnode-label:\n  - \"lab/zone=a\"\nnode-taint:\n  - \"lab/gpu=true:NoSchedule\"\n"
+        );
+        assert!(!o.contains_key("etc/cairn/kubeadm.yaml"));
+        assert!(text(&o, "etc/cairn/node.env").contains("CAIRN_DISTRIBUTION=k3s\n"));
+        assert!(
+            text(
+                &o,
+                "etc/containerd/certs.d/registry.lab.lan:5000/hosts.toml"
+            )
+            .starts_with("server = \"https://registry.lab.lan:5000\"\n")
+        );
+        assert_eq!(o["root/.ssh"], OverlayEntry::Dir(0o700));
+        assert!(!o.contains_key("etc/fstab"), "no boot partition given");
+    }
+
+    #[test]
+    fn the_node_id_follows_the_definition() {
+        let cluster = ClusterSpec::parse(Path::new("nodes/cluster.toml"), CLUSTER).unwrap();
+        let node = NodeSpec::parse(Path::new("nodes/w1.toml"), NODE).unwrap();
+        let id = node_id(&cluster, &node, None).unwrap();
+        assert_eq!(id, node_id(&cluster, &node, None).unwrap());
+        let moved = NodeSpec::parse(
+            Path::new("nodes/w1.toml"),
+            &NODE.replace("10.0.0.21/24", "10.0.0.22/24"),
+        )
+        .unwrap();
+        assert_ne!(id, node_id(&cluster, &moved, None).unwrap());
+        assert_ne!(id, node_id(&cluster, &node, Some(b"ca")).unwrap());
+        // Comments and key order are not part of the definition.
+        let reordered = NodeSpec::parse(
+            Path::new("nodes/w1.toml"),
+            &format!(
+                "# a comment\nrole = \"worker\"\n{}",
+                NODE.replace("role = \"worker\"\n", "")
+            ),
+        )
+        .unwrap();
+        assert_eq!(id, node_id(&cluster, &reordered, None).unwrap());
+    }
 
     #[test]
     fn scripts_have_no_tabs_or_cr() {
