@@ -9,42 +9,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use support::{copy_project, json, require_tool, run_err, run_ok, xtask};
+use support::{
+    copy_project, json, pin_stand_ins, require_tool, run_err, run_ok, sha256_hex, xtask,
+};
 
 /// One heavy step (a build of several OS images, or a TCG boot) at a time on 2 cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const GO_ARCHES: [&str; 3] = ["amd64", "arm", "arm64"];
-
-/// Pins small stand-ins for the Kubernetes binaries (which cannot be fetched here) with
-/// `prefetch --file`, as a user with copies of the files would.
-fn pin_stand_ins(project: &Path) {
-    let dir = project.join("stand-ins");
-    std::fs::create_dir_all(&dir).unwrap();
-    for arch in GO_ARCHES {
-        for name in ["kubeadm", "kubelet", "kubectl"] {
-            let file = dir.join(format!("{name}-{arch}"));
-            std::fs::write(
-                &file,
-                format!("#!/bin/sh\necho 'stand-in {name} for {arch}'\n"),
-            )
-            .unwrap();
-            let url = format!("https://dl.k8s.io/release/v1.31.2/bin/linux/{arch}/{name}");
-            let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
-            assert_eq!(
-                out.trim(),
-                format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
-            );
-        }
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    cairn_formats::Digest::of(bytes).hex()
 }
 
 struct Built {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deb;
+pub mod registry;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -17,13 +18,22 @@ pub fn repo_root() -> PathBuf {
 
 /// The xtask binary with the project at `root` and its store inside it.
 pub fn xtask(root: &Path) -> Command {
+    xtask_store(root, &root.join("artifacts"))
+}
+
+/// The xtask binary with the project at `root` and the store at `store`.
+pub fn xtask_store(root: &Path, store: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.arg("--root")
         .arg(root)
         .arg("--store")
-        .arg(root.join("artifacts"))
+        .arg(store)
         .arg("--quiet");
     c.env_remove("CAIRN_ROOT").env_remove("CAIRN_STORE");
+    // Registry credentials come only from what a test sets up.
+    c.env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR");
+    c.env("DOCKER_CONFIG", root.join(".no-docker-config"));
     c
 }
 
@@ -116,4 +126,31 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    cairn_formats::Digest::of(bytes).hex()
+}
+
+/// Pins small stand-ins for the Kubernetes binaries (which cannot be fetched here) with
+/// `prefetch --file`, as a user with copies of the files would.
+pub fn pin_stand_ins(project: &Path) {
+    let dir = project.join("stand-ins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in ["amd64", "arm", "arm64"] {
+        for name in ["kubeadm", "kubelet", "kubectl"] {
+            let file = dir.join(format!("{name}-{arch}"));
+            std::fs::write(
+                &file,
+                format!("#!/bin/sh\necho 'stand-in {name} for {arch}'\n"),
+            )
+            .unwrap();
+            let url = format!("https://dl.k8s.io/release/v1.31.2/bin/linux/{arch}/{name}");
+            let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
+            assert_eq!(
+                out.trim(),
+                format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
+            );
+        }
+    }
 }

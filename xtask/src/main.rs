@@ -8,6 +8,9 @@ mod build_node;
 mod build_os;
 mod lock;
 mod prefetch;
+mod publish;
+mod pull;
+mod registry_args;
 mod store;
 mod test;
 
@@ -48,6 +51,10 @@ enum Command {
     BuildNode(build_node::Args),
     /// Boot a node's artifact under QEMU and check the hostname, address and role it reports
     BootTest(boot_test::Args),
+    /// Push images and nodes to a registry (Harbor or any OCI registry)
+    Publish(publish::Args),
+    /// Pull images and nodes from a registry into the store
+    Pull(pull::Args),
     /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock, from the URL or a local file
     Prefetch(prefetch::Args),
     /// Check or clean the store
@@ -75,7 +82,9 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::BuildOs(a) if a.json)
         || matches!(&cli.command, Command::Lock(a) if a.json)
         || matches!(&cli.command, Command::BuildNode(a) if a.json)
-        || matches!(&cli.command, Command::BootTest(a) if a.json);
+        || matches!(&cli.command, Command::BootTest(a) if a.json)
+        || matches!(&cli.command, Command::Publish(a) if a.json)
+        || matches!(&cli.command, Command::Pull(a) if a.json);
     let ctx = cairn_build::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
@@ -92,6 +101,8 @@ fn main() -> ExitCode {
         Command::BuildNode(args) => build_node::run(&env, args),
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
+        Command::Publish(args) => publish::run(&env, args),
+        Command::Pull(args) => pull::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
         Command::BenchNode(args) => bench_node::run(&env, args),

@@ -34,6 +34,9 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("fsck.vfat", "dosfstools"),
     ("mdir", "mtools"),
     ("sfdisk", "fdisk"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",
         "debian-archive-keyring",

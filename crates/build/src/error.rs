@@ -48,7 +48,8 @@ from_display!(
     cairn_store::StoreError,
     cairn_debian::DebError,
     cairn_debian::ReleaseError,
-    cairn_debian::ResolveError
+    cairn_debian::ResolveError,
+    cairn_registry::RegistryError
 );
 
 /// Adds context to a result.

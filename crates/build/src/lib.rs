@@ -17,10 +17,12 @@ pub mod node;
 pub mod node_config;
 pub mod os;
 pub mod progress;
+pub mod publish;
 pub mod pxe;
 pub mod rootfs;
 pub mod serve;
 
+pub use cairn_registry;
 pub use error::Error;
 
 use std::path::PathBuf;

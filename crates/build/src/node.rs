@@ -23,8 +23,8 @@ pub const MEDIA_INITRAMFS: &str = "application/vnd.cairn.initramfs.v1+gzip";
 pub const MEDIA_SQUASHFS: &str = "application/vnd.cairn.squashfs.v1";
 pub const MEDIA_IPXE: &str = "application/vnd.cairn.ipxe.v1";
 pub const MEDIA_TEXT: &str = "text/plain";
-const EMPTY_CONFIG: &[u8] = b"{}";
-const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+pub const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
 
 /// One file of a node's artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,7 +309,7 @@ pub fn build_node(
     files.sort_by(|a, b| a.title.cmp(&b.title));
     spinner.finish_and_clear();
 
-    let manifest = manifest_json(node, &node_id, &files, epoch);
+    let manifest = manifest_json(&node_annotations(node, &node_id, epoch), &files);
     let empty = store.write_blob(EMPTY_CONFIG)?;
     let manifest_digest = store.write_blob(&manifest)?;
     let result = NodeResult {
@@ -358,8 +358,28 @@ fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
     Ok(())
 }
 
-/// The node's OCI artifact manifest: the empty config, one layer per file.
-fn manifest_json(node: &NodeSpec, node_id: &Digest, files: &[NodeFile], epoch: u64) -> Vec<u8> {
+/// The annotations of a node's manifest.
+fn node_annotations(
+    node: &NodeSpec,
+    node_id: &Digest,
+    epoch: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "org.opencontainers.image.created": cairn_formats::oci::rfc3339(epoch),
+        "dev.cairn.node": node.name,
+        "dev.cairn.node-id": node_id.hex(),
+        "dev.cairn.arch": node.arch.as_str(),
+        "dev.cairn.boot": boot_name(node.boot),
+        "dev.cairn.hostname": node.hostname.to_string(),
+    });
+    v.as_object().expect("object").clone()
+}
+
+/// A node's OCI artifact manifest: the empty config, one layer per file (sorted by title).
+pub fn manifest_json(
+    annotations: &serde_json::Map<String, serde_json::Value>,
+    files: &[NodeFile],
+) -> Vec<u8> {
     let layers: Vec<serde_json::Value> = files
         .iter()
         .map(|f| {
@@ -382,14 +402,7 @@ fn manifest_json(node: &NodeSpec, node_id: &Digest, files: &[NodeFile], epoch: u
             "data": "e30=",
         },
         "layers": layers,
-        "annotations": {
-            "org.opencontainers.image.created": cairn_formats::oci::rfc3339(epoch),
-            "dev.cairn.node": node.name,
-            "dev.cairn.node-id": node_id.hex(),
-            "dev.cairn.arch": node.arch.as_str(),
-            "dev.cairn.boot": boot_name(node.boot),
-            "dev.cairn.hostname": node.hostname.to_string(),
-        },
+        "annotations": annotations,
     });
     cairn_formats::json::to_canonical_vec(&doc).expect("json")
 }

@@ -1,0 +1,395 @@
+//! The HTTP side of the OCI distribution API: one registry, anonymous first, then Basic
+//! or Bearer as the registry's `WWW-Authenticate` asks, tokens cached per scope and
+//! renewed on a 401 in the middle of a long push; retries with backoff on 5xx and dropped
+//! connections for idempotent requests; redirects followed by hand, never carrying
+//! credentials to another host.
+
+use crate::auth::{Challenge, TokenCache, parse_challenges, parse_token_response};
+use crate::credentials::Credentials;
+use crate::error::RegistryError;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use ureq::http;
+
+/// Every media type Cairn reads, for `Accept` on manifest requests.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Attempts for an idempotent request before giving up on 5xx or a dropped connection.
+pub const ATTEMPTS: u32 = 5;
+
+/// How to reach one registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// `host[:port]`.
+    pub host: String,
+    /// Plain HTTP, for a registry named with `--insecure` (tests on loopback).
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+    /// First retry delay; doubles each attempt.
+    pub backoff: Duration,
+}
+
+/// A request body that can be sent again (after a 401 or a retry).
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of the file from `offset`.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    pub config: RegistryConfig,
+    base: String,
+    tokens: Mutex<TokenCache>,
+    /// The registry asked for Basic: send the credentials with every request.
+    basic: AtomicBool,
+    /// Body bytes sent (blob uploads and manifests), for reports and tests.
+    pub bytes_sent: AtomicU64,
+}
+
+pub type Response = http::Response<ureq::Body>;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+impl Client {
+    pub fn new(config: RegistryConfig) -> Client {
+        let scheme = if config.insecure { "http" } else { "https" };
+        Client {
+            agent: agent(),
+            base: format!("{scheme}://{}", config.host),
+            config,
+            tokens: Mutex::new(TokenCache::default()),
+            basic: AtomicBool::new(false),
+            bytes_sent: AtomicU64::new(0),
+        }
+    }
+
+    /// `https://host/v2/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base)
+    }
+
+    /// A `Location` header resolved against the registry (relative or absolute).
+    pub fn resolve(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            format!("{}/v2/{location}", self.base)
+        }
+    }
+
+    fn same_host(&self, url: &str) -> bool {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url);
+        rest.split('/').next() == Some(self.config.host.as_str())
+    }
+
+    fn auth_header(&self, scope: &str, url: &str) -> Option<String> {
+        if !self.same_host(url) {
+            return None;
+        }
+        if let Some(t) = self.tokens.lock().expect("tokens").get(scope) {
+            return Some(format!("Bearer {t}"));
+        }
+        if self.basic.load(Ordering::SeqCst) {
+            return self.config.credentials.as_ref().map(|c| c.basic_header());
+        }
+        None
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+        auth: Option<&str>,
+    ) -> Result<Response, ureq::Error> {
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let has_body = !matches!(body, Body::Empty) || matches!(method, "PUT" | "POST" | "PATCH");
+        if has_body {
+            req = req.header("Content-Length", body.len().to_string());
+        }
+        let result = match body {
+            Body::Empty => self.agent.run(
+                req.body(())
+                    .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
+            ),
+            Body::Bytes(b) => self.agent.run(
+                req.body(b)
+                    .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
+            ),
+            Body::File { path, offset, len } => {
+                let mut f = std::fs::File::open(path)?;
+                f.seek(SeekFrom::Start(offset))?;
+                let mut limited = f.take(len);
+                let send = ureq::SendBody::from_reader(&mut limited);
+                self.agent.run(
+                    req.body(send)
+                        .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
+                )
+            }
+        };
+        if result.is_ok() {
+            self.bytes_sent.fetch_add(body.len(), Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Sends a request for `scope` (`repository:NAME:pull,push`), authenticating as the
+    /// registry asks. Idempotent methods (GET, HEAD, PUT of a manifest) are retried on 5xx
+    /// and dropped connections; the answer is returned whatever its status.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+        idempotent: bool,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        let mut authenticated = false;
+        loop {
+            attempt += 1;
+            let auth = self.auth_header(scope, url);
+            match self.send_once(method, url, headers, body, auth.as_deref()) {
+                Ok(resp) if resp.status() == 401 && !authenticated => {
+                    let challenges = resp
+                        .headers()
+                        .get_all("www-authenticate")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .flat_map(parse_challenges)
+                        .collect::<Vec<_>>();
+                    let body = read_small(resp);
+                    if challenges.is_empty() {
+                        return Err(RegistryError::from_body(method, url, 401, &body));
+                    }
+                    if auth.is_some() {
+                        // The token or the credentials were refused: start over once.
+                        self.tokens.lock().expect("tokens").forget(scope);
+                    }
+                    self.authenticate(&challenges, scope, &body, auth.is_some())?;
+                    authenticated = true;
+                    attempt -= 1;
+                }
+                Ok(resp) if resp.status() == 401 => {
+                    let body = read_small(resp);
+                    return Err(self.refused(scope, &body));
+                }
+                Ok(resp)
+                    if idempotent
+                        && (resp.status().is_server_error() || resp.status() == 429)
+                        && attempt < ATTEMPTS =>
+                {
+                    drop(resp);
+                    self.sleep(attempt);
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if idempotent && attempt < ATTEMPTS && transient(&e) => self.sleep(attempt),
+                Err(e) => {
+                    return Err(RegistryError::Transport {
+                        method: method.into(),
+                        url: url.into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn sleep(&self, attempt: u32) {
+        std::thread::sleep(self.config.backoff * 2u32.saturating_pow(attempt - 1));
+    }
+
+    fn refused(&self, scope: &str, body: &[u8]) -> RegistryError {
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        let project = scope
+            .strip_prefix("repository:")
+            .and_then(|s| s.split('/').next())
+            .unwrap_or("");
+        if text.contains("project") && text.contains("not found") {
+            return RegistryError::Auth {
+                registry: self.config.host.clone(),
+                message: format!(
+                    "project {project} does not exist: create project {project} in Harbor, or pass --create-project"
+                ),
+            };
+        }
+        let who = match &self.config.credentials {
+            Some(c) => format!("the credentials of {} (from {})", c.username, c.source),
+            None => "anonymous access".to_string(),
+        };
+        RegistryError::Auth {
+            registry: self.config.host.clone(),
+            message: format!(
+                "{who} were refused for {scope}: check the account's permissions on the project; log in with `docker login {}` (or REGISTRY_AUTH_FILE, or --username with --password-stdin)",
+                self.config.host
+            ),
+        }
+    }
+
+    fn authenticate(
+        &self,
+        challenges: &[Challenge],
+        scope: &str,
+        body: &[u8],
+        had_auth: bool,
+    ) -> Result<(), RegistryError> {
+        if let Some(bearer) = challenges.iter().find(|c| c.is_bearer()) {
+            let realm = bearer.param("realm").ok_or_else(|| RegistryError::Auth {
+                registry: self.config.host.clone(),
+                message: "a Bearer challenge without a realm".into(),
+            })?;
+            let mut url = format!("{realm}?");
+            let mut params = Vec::new();
+            if let Some(service) = bearer.param("service") {
+                params.push(format!("service={}", encode(service)));
+            }
+            let mut scopes: Vec<&str> = vec![scope];
+            if let Some(s) = bearer.param("scope") {
+                scopes.extend(s.split(' ').filter(|s| *s != scope && !s.is_empty()));
+            }
+            for s in scopes {
+                params.push(format!("scope={}", encode(s)));
+            }
+            url.push_str(&params.join("&"));
+            let auth = self.config.credentials.as_ref().map(|c| c.basic_header());
+            let mut attempt = 0;
+            let resp = loop {
+                attempt += 1;
+                match self.send_once("GET", &url, &[], Body::Empty, auth.as_deref()) {
+                    Ok(r) if r.status().is_server_error() && attempt < ATTEMPTS => {
+                        self.sleep(attempt)
+                    }
+                    Ok(r) => break r,
+                    Err(e) if attempt < ATTEMPTS && transient(&e) => self.sleep(attempt),
+                    Err(e) => {
+                        return Err(RegistryError::Transport {
+                            method: "GET".into(),
+                            url: realm.into(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            };
+            let status = resp.status().as_u16();
+            let text = read_small(resp);
+            if status == 401 || status == 403 {
+                return Err(self.refused(scope, &text));
+            }
+            if status != 200 {
+                return Err(RegistryError::from_body("GET", realm, status, &text));
+            }
+            let (token, expires) =
+                parse_token_response(&text).ok_or_else(|| RegistryError::Auth {
+                    registry: self.config.host.clone(),
+                    message: format!("the token server {realm} answered without a token"),
+                })?;
+            self.tokens
+                .lock()
+                .expect("tokens")
+                .put(scope, token, expires);
+            return Ok(());
+        }
+        if challenges.iter().any(|c| c.is_basic()) {
+            if self.config.credentials.is_none() {
+                return Err(RegistryError::Auth {
+                    registry: self.config.host.clone(),
+                    message: format!(
+                        "the registry asks for a login: `docker login {}`, or REGISTRY_AUTH_FILE, or --username with --password-stdin",
+                        self.config.host
+                    ),
+                });
+            }
+            // Refused only when this very request carried the credentials; another thread
+            // may have switched to Basic since this one was sent.
+            let was_basic = self.basic.swap(true, Ordering::SeqCst);
+            if was_basic && had_auth && !self.tokens.lock().expect("tokens").has(scope) {
+                return Err(self.refused(scope, body));
+            }
+            return Ok(());
+        }
+        Err(RegistryError::Auth {
+            registry: self.config.host.clone(),
+            message: format!("unsupported authentication scheme {}", challenges[0].scheme),
+        })
+    }
+}
+
+fn transient(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+    )
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Up to 64 KiB of a body (error envelopes, tokens).
+pub fn read_small(resp: Response) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = resp
+        .into_body()
+        .into_reader()
+        .take(64 * 1024)
+        .read_to_end(&mut out);
+    out
+}
+
+/// A response header as text.
+pub fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,64 @@
+//! Cairn's OCI distribution client (spec 1.1, as Harbor serves it): authentication
+//! (anonymous, Basic, Bearer tokens), credentials from the usual files and helpers, push
+//! and pull between the store and a repository, every byte verified by digest.
+//!
+//! Architecture invariant: credentials never appear in messages, logs or errors.
+
+pub mod auth;
+pub mod client;
+pub mod credentials;
+pub mod error;
+pub mod pull;
+pub mod push;
+
+pub use client::{Client, RegistryConfig};
+pub use credentials::{CredentialSources, Credentials};
+pub use error::RegistryError;
+pub use push::{Descriptor, PushOptions, PushReport};
+
+/// `host[:port]/namespace` (`harbor.lan/homelab`) split into the registry and namespace.
+pub fn split_target(target: &str) -> Result<(String, String), RegistryError> {
+    let t = target
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let (host, ns) = t.split_once('/').unwrap_or((t, ""));
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.split('/').all(|p| {
+                !p.is_empty()
+                    && p.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+            })
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) || (!ns.is_empty() && !valid(ns)) {
+        return Err(RegistryError::other(format!(
+            "{target:?} is not a registry and namespace like harbor.example.lan/homelab (lowercase names)"
+        )));
+    }
+    Ok((host.to_string(), ns.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split() {
+        assert_eq!(
+            split_target("harbor.lan/homelab").unwrap(),
+            ("harbor.lan".into(), "homelab".into())
+        );
+        assert_eq!(
+            split_target("127.0.0.1:5000/a/b/").unwrap(),
+            ("127.0.0.1:5000".into(), "a/b".into())
+        );
+        assert_eq!(
+            split_target("reg:5000").unwrap(),
+            ("reg:5000".into(), "".into())
+        );
+        assert!(split_target("harbor.lan/Home").is_err());
+        assert!(split_target("").is_err());
+    }
+}

@@ -1,0 +1,425 @@
+//! Publishing and pulling against Debian's docker-registry (the engine inside Harbor) on
+//! 127.0.0.1, with htpasswd basic auth and with token auth: the example container image
+//! index and a node artifact (disk image as zstd chunks) go up, an independent client
+//! (skopeo) reads them, a second push uploads nothing, and a pull into an empty store gives
+//! the same digests. Credentials come from --password-stdin, config.json `auths`, a
+//! `credHelpers` helper and REGISTRY_AUTH_FILE.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use support::registry::{Auth, Registry};
+use support::{copy_project, json, pin_stand_ins, require_tool, run_ok, xtask};
+
+/// One heavy step at a time on 2 cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Built {
+    dir: PathBuf,
+    haproxy_index: String,
+    pi_worker_manifest: String,
+    pi_worker_disk: String,
+}
+
+/// The example project with haproxy and pi-worker built once.
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-registry-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        copy_project(&dir);
+        pin_stand_ins(&dir);
+        let image = json(&run_ok(xtask(&dir).args([
+            "build-image",
+            "haproxy",
+            "--json",
+        ])));
+        let node = json(&run_ok(xtask(&dir).args([
+            "build-node",
+            "pi-worker",
+            "--json",
+        ])));
+        let node = &node["nodes"][0];
+        Built {
+            haproxy_index: image["index"]["digest"]
+                .as_str()
+                .or_else(|| image["digest"].as_str())
+                .unwrap_or_else(|| panic!("no index digest in {image}"))
+                .to_string(),
+            pi_worker_manifest: node["manifest"]["digest"].as_str().unwrap().to_string(),
+            pi_worker_disk: node["files"]["pi-worker.img"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            dir,
+        }
+    })
+}
+
+/// `xtask` with `password` on stdin; returns (success, stdout, stderr).
+fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn tag_digest(store: &Path, tag: &str) -> String {
+    let index = json(&std::fs::read_to_string(store.join("index.json")).unwrap());
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap_or_else(|| panic!("no tag {tag} in {index}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn skopeo() -> PathBuf {
+    require_tool("skopeo", "skopeo")
+}
+
+/// Push both, check with skopeo, push again (nothing uploaded), pull into an empty store.
+fn round_trip(reg: &Registry, user: &str, password: &str, login: &dyn Fn(&mut Command)) {
+    let built = built();
+    let target = format!("{}/homelab", reg.host);
+    let mut publish = xtask(&built.dir);
+    publish.args([
+        "publish",
+        "haproxy",
+        "pi-worker",
+        "--to",
+        &target,
+        "--insecure",
+        "--chunk-size",
+        "64MiB",
+        "--json",
+    ]);
+    login(&mut publish);
+    let (ok, out, err) = with_stdin(&mut publish, &format!("{password}\n"));
+    assert!(ok, "publish failed: {err}\nregistry log:\n{}", reg.log());
+    let first = json(&out);
+    let p = first["published"].as_array().unwrap();
+    assert_eq!(p[0]["digest"], built.haproxy_index.as_str());
+    assert!(p[0]["bytes_uploaded"].as_u64().unwrap() > 10 << 20);
+    assert!(p[1]["bytes_uploaded"].as_u64().unwrap() > 100 << 20);
+    assert!(!err.contains(password), "the password is never printed");
+
+    // skopeo, an independent client, reads what was pushed.
+    let creds = format!("{user}:{password}");
+    let raw = run_ok(Command::new(skopeo()).args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        "--raw",
+        &format!("docker://{target}/haproxy:latest"),
+    ]));
+    assert_eq!(
+        format!("sha256:{}", support::sha256_hex(raw.as_bytes())),
+        built.haproxy_index
+    );
+    let copied = tempfile::tempdir().unwrap();
+    run_ok(Command::new(skopeo()).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        "--override-arch",
+        "arm64",
+        &format!("docker://{target}/haproxy:latest"),
+        &format!("dir:{}", copied.path().display()),
+    ]));
+    assert!(copied.path().join("manifest.json").exists());
+    let node_raw = run_ok(Command::new(skopeo()).args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        "--raw",
+        &format!("docker://{target}/pi-worker:latest"),
+    ]));
+    let node = json(&node_raw);
+    assert_eq!(node["artifactType"], "application/vnd.cairn.node.v1");
+    assert_eq!(
+        node["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    let chunks: Vec<&serde_json::Value> = node["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] == "application/vnd.cairn.disk.raw.v1+zstd.chunk")
+        .collect();
+    assert!(
+        chunks.len() >= 2,
+        "a disk image over 64 MiB compressed is split: {node}"
+    );
+    for (i, c) in chunks.iter().enumerate() {
+        assert_eq!(
+            c["annotations"]["org.opencontainers.image.title"],
+            format!("pi-worker.img.zst.{i:03}")
+        );
+        assert!(c["size"].as_u64().unwrap() <= 64 << 20);
+    }
+    assert_eq!(
+        node["annotations"]["dev.cairn.disk.digest"],
+        built.pi_worker_disk.as_str()
+    );
+
+    // Again: nothing to upload.
+    let mut again = xtask(&built.dir);
+    again.args([
+        "publish",
+        "haproxy",
+        "pi-worker",
+        "--to",
+        &target,
+        "--insecure",
+        "--chunk-size",
+        "64MiB",
+        "--json",
+    ]);
+    login(&mut again);
+    let (ok, out, err) = with_stdin(&mut again, &format!("{password}\n"));
+    assert!(ok, "{err}");
+    for p in json(&out)["published"].as_array().unwrap() {
+        assert_eq!(p["bytes_uploaded"], 0, "{p}");
+        assert_eq!(p["blobs_uploaded"], 0, "{p}");
+    }
+
+    // A machine that built nothing pulls both and gets the same digests.
+    let empty = tempfile::tempdir().unwrap();
+    let mut pull = support::xtask_store(&built.dir, empty.path());
+    pull.args([
+        "pull",
+        "haproxy",
+        "pi-worker",
+        "--from",
+        &target,
+        "--insecure",
+        "--json",
+    ]);
+    login(&mut pull);
+    let (ok, out, err) = with_stdin(&mut pull, &format!("{password}\n"));
+    assert!(ok, "pull failed: {err}");
+    let pulled = json(&out);
+    assert_eq!(pulled["pulled"][0]["digest"], built.haproxy_index.as_str());
+    assert_eq!(
+        pulled["pulled"][1]["digest"],
+        built.pi_worker_manifest.as_str()
+    );
+    assert_eq!(tag_digest(empty.path(), "haproxy"), built.haproxy_index);
+    assert_eq!(
+        tag_digest(empty.path(), "pi-worker"),
+        built.pi_worker_manifest
+    );
+    let disk = empty
+        .path()
+        .join("blobs/sha256")
+        .join(built.pi_worker_disk.trim_start_matches("sha256:"));
+    assert!(disk.exists(), "the disk image was joined and decompressed");
+    run_ok(support::xtask_store(&built.dir, empty.path()).args(["store", "verify"]));
+}
+
+fn stdin_login(user: &'static str) -> impl Fn(&mut Command) {
+    move |c: &mut Command| {
+        c.args(["--username", user, "--password-stdin"]);
+    }
+}
+
+#[test]
+fn basic_auth_push_pull_and_skopeo() {
+    let _one = serial();
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "pa ss:w0rd".into(),
+    });
+    round_trip(&reg, "ci", "pa ss:w0rd", &stdin_login("ci"));
+
+    // Without credentials, and with a wrong password: clear errors, no password shown.
+    let built = built();
+    let target = format!("{}/homelab", reg.host);
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--root"])
+        .arg(&built.dir)
+        .arg("--store")
+        .arg(built.dir.join("artifacts"))
+        .args(["publish", "haproxy", "--to", &target, "--insecure"])
+        .env("DOCKER_CONFIG", built.dir.join("none"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the registry asks for a login"), "{err}");
+    let mut wrong = xtask(&built.dir);
+    wrong.args([
+        "publish",
+        "haproxy",
+        "--to",
+        &target,
+        "--insecure",
+        "--username",
+        "ci",
+        "--password-stdin",
+    ]);
+    let (ok, _, err) = with_stdin(&mut wrong, "not-the-password\n");
+    assert!(!ok);
+    assert!(
+        err.contains("the credentials of ci (from --password-stdin) were refused"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"));
+}
+
+#[test]
+fn token_auth_with_a_robot_account_from_docker_config() {
+    let _one = serial();
+    let robot = "robot$homelab+ci";
+    let reg = Registry::start(Auth::Token {
+        user: robot.into(),
+        password: "robot-secret".into(),
+        lifetime_s: 300,
+    });
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64_std(format!("{robot}:robot-secret").as_bytes());
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    let dir = config.path().to_path_buf();
+    round_trip(&reg, robot, "robot-secret", &move |c: &mut Command| {
+        c.env("DOCKER_CONFIG", &dir);
+    });
+    assert!(reg.tokens_issued.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    let scopes = reg.scopes.lock().unwrap().clone();
+    assert!(
+        scopes.contains(&"repository:homelab/haproxy:pull,push".to_string()),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.contains(&"repository:homelab/pi-worker:pull".to_string()),
+        "{scopes:?}"
+    );
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn credentials_from_a_helper_and_registry_auth_file() {
+    let _one = serial();
+    let reg = Registry::start(Auth::Basic {
+        user: "helper-user".into(),
+        password: "from-helper".into(),
+    });
+    let built = built();
+    let target = format!("{}/homelab", reg.host);
+
+    // credHelpers: docker-credential-cairntest on PATH answers for this host.
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-cairntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$1\" = get ] && [ \"$host\" = \"{}\" ] || exit 1\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"helper-user\",\"Secret\":\"from-helper\"}}'\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&helper));
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"cairntest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = json(&run_ok(
+        xtask(&built.dir)
+            .env("DOCKER_CONFIG", config.path())
+            .env("PATH", &path)
+            .args([
+                "publish",
+                "haproxy",
+                "--to",
+                &target,
+                "--insecure",
+                "--json",
+            ]),
+    ));
+    assert_eq!(out["published"][0]["digest"], built.haproxy_index.as_str());
+
+    // REGISTRY_AUTH_FILE (containers' auth.json) wins over the Docker config.
+    let auth_file = config.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.host,
+            base64_std(b"helper-user:from-helper")
+        ),
+    )
+    .unwrap();
+    let out = json(&run_ok(
+        xtask(&built.dir)
+            .env("REGISTRY_AUTH_FILE", &auth_file)
+            .args([
+                "publish",
+                "haproxy",
+                "--to",
+                &target,
+                "--insecure",
+                "--json",
+            ]),
+    ));
+    assert_eq!(out["published"][0]["bytes_uploaded"], 0, "already pushed");
+}

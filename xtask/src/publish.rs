@@ -1,0 +1,69 @@
+use crate::Env;
+use crate::registry_args::{RegistryArgs, target};
+use cairn_build::Error;
+use cairn_spec::ImageKind;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Images (images/NAME.toml) or nodes (nodes/NAME.toml) to build if needed and push
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every container image and every node
+    #[arg(long)]
+    pub all: bool,
+    /// Registry and namespace, e.g. harbor.example.lan/homelab [default: cluster.toml's registry.host/registry.project]
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Print what was pushed (digests, blobs and bytes uploaded) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
+    let project = crate::load_project(env)?;
+    let lock = crate::read_lock(env)?;
+    let names: Vec<String> = if args.all {
+        project
+            .images
+            .iter()
+            .filter(|i| i.kind == ImageKind::Container)
+            .map(|i| i.name.clone())
+            .chain(project.nodes.iter().map(|n| n.name.clone()))
+            .collect()
+    } else {
+        args.names.clone()
+    };
+    let to = target(args.to.clone(), &project);
+    let options = args.registry.options(to.clone())?;
+    let registry = to.split('/').next().unwrap_or(&to).to_string();
+    let mut out = Vec::new();
+    for name in &names {
+        let p = cairn_build::publish::publish(&env.ctx, &project, &lock, name, &options)
+            .map_err(|e| e.context(format!("publishing {name}")))?;
+        if !args.json {
+            eprintln!(
+                "{name}: pushed {registry}/{}:{} ({}) {}: {} of {} blobs uploaded ({:.1} MiB), {} already there, {} mounted",
+                p.repository,
+                p.tag,
+                p.kind,
+                p.digest,
+                p.report.blobs_uploaded,
+                p.report.blobs,
+                p.report.bytes_uploaded as f64 / 1048576.0,
+                p.report.blobs_present,
+                p.report.blobs_mounted
+            );
+        }
+        out.push(p.to_json(&registry));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "published": out })).expect("json")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,91 @@
+//! Flags shared by `publish` and `pull`.
+
+use cairn_build::Error;
+use cairn_build::publish::RegistryOptions;
+
+#[derive(clap::Args, Clone)]
+pub struct RegistryArgs {
+    /// Treat the registry as plain HTTP without TLS (only the registry named here)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Log in as this user (a Harbor robot account is `robot$project+name`); the password
+    /// is read from stdin with --password-stdin
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password (or robot secret) from stdin
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// The tag in the registry
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+    /// Largest blob a node's disk image is split into (e.g. 512MiB, 1GiB, 1048576)
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Blob uploads at once
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| (&s[..i], &s[i..]));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl RegistryArgs {
+    pub fn options(&self, target: String) -> Result<RegistryOptions, Error> {
+        let credentials = match &self.username {
+            Some(user) => {
+                let mut secret = String::new();
+                std::io::stdin()
+                    .read_line(&mut secret)
+                    .map_err(|e| Error::msg(format!("reading the password from stdin: {e}")))?;
+                let secret = secret.trim_end_matches(['\n', '\r']).to_string();
+                if secret.is_empty() {
+                    return Err(Error::msg("--password-stdin: stdin was empty"));
+                }
+                Some(cairn_build::cairn_registry::Credentials {
+                    username: user.clone(),
+                    secret,
+                    source: "--password-stdin".into(),
+                })
+            }
+            None => None,
+        };
+        Ok(RegistryOptions {
+            target,
+            insecure: self.insecure,
+            credentials,
+            tag: self.tag.clone(),
+            chunk_size: self.chunk_size,
+            parallel: self.parallel,
+        })
+    }
+}
+
+/// `--to`/`--from`, else the cluster's registry and project.
+pub fn target(explicit: Option<String>, project: &cairn_spec::Project) -> String {
+    explicit.unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            project.cluster.registry.host, project.cluster.registry.project
+        )
+    })
+}
