@@ -307,6 +307,7 @@ fn token_auth_with_a_robot_account_from_docker_config() {
         user: robot.into(),
         password: "robot-secret".into(),
         lifetime_s: 300,
+        advertised_s: 300,
     });
     let config = tempfile::tempdir().unwrap();
     let auth = base64_std(format!("{robot}:robot-secret").as_bytes());

@@ -20,6 +20,9 @@ pub enum Auth {
         user: String,
         password: String,
         lifetime_s: u64,
+        /// What the token server tells the client (`expires_in`); more than `lifetime_s`
+        /// makes tokens expire while the client still trusts them.
+        advertised_s: u64,
     },
 }
 
@@ -32,6 +35,8 @@ pub struct Registry {
     pub tokens_issued: Arc<AtomicUsize>,
     /// Scopes asked for, in order (token auth).
     pub scopes: Arc<Mutex<Vec<String>>>,
+    /// The token server (token auth).
+    pub realm: Option<String>,
 }
 
 impl Drop for Registry {
@@ -56,6 +61,7 @@ impl Registry {
         let port = free_port();
         let tokens_issued = Arc::new(AtomicUsize::new(0));
         let scopes: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut token_realm = None;
         let auth_yaml = match &auth {
             Auth::Basic { user, password } => {
                 let htpasswd = require_tool("htpasswd", "apache2-utils");
@@ -75,17 +81,20 @@ impl Registry {
                 user,
                 password,
                 lifetime_s,
+                advertised_s,
             } => {
                 let (cert, key, kid) = make_key(dir.path());
                 let realm = start_token_server(
                     user.clone(),
                     password.clone(),
                     *lifetime_s,
+                    *advertised_s,
                     key,
                     kid,
                     tokens_issued.clone(),
                     scopes.clone(),
                 );
+                token_realm = Some(realm.clone());
                 format!(
                     "auth:\n  token:\n    realm: {realm}\n    service: cairn-test-registry\n    issuer: cairn-test-issuer\n    rootcertbundle: {}\n",
                     cert.display()
@@ -122,6 +131,7 @@ impl Registry {
             child,
             tokens_issued,
             scopes,
+            realm: token_realm,
         }
     }
 
@@ -257,6 +267,7 @@ fn start_token_server(
     user: String,
     password: String,
     lifetime_s: u64,
+    advertised_s: u64,
     key: PathBuf,
     kid: String,
     issued: Arc<AtomicUsize>,
@@ -335,7 +346,7 @@ fn start_token_server(
                 );
                 let token = format!("{input}.{}", b64url(&sign(&key, &input)));
                 let body =
-                    serde_json::json!({"token": token, "expires_in": lifetime_s}).to_string();
+                    serde_json::json!({"token": token, "expires_in": advertised_s}).to_string();
                 let _ = write!(
                     out,
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

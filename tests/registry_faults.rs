@@ -1,0 +1,303 @@
+//! Faults a real registry will not produce on demand, injected by a proxy in front of
+//! Debian's docker-registry: 5xx answers and dropped connections (push completes), a token
+//! that expires mid-push (re-authentication), a wrong `Docker-Content-Digest` and corrupted
+//! bytes (clear errors, nothing corrupt stored), a connection dropped mid-blob on pull
+//! (resumed with a ranged GET), a redirect to another host (no credentials sent there),
+//! and an interrupted push run again (only what is missing is uploaded).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use support::proxy::{Fault, Proxy};
+use support::registry::{Auth, Registry};
+use support::{copy_project, json, run_err, run_ok, xtask, xtask_store};
+
+struct Built {
+    dir: PathBuf,
+    index: String,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-faults-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        copy_project(&dir);
+        let image = json(&run_ok(xtask(&dir).args([
+            "build-image",
+            "haproxy",
+            "--json",
+        ])));
+        Built {
+            index: image["index"]["digest"].as_str().unwrap().to_string(),
+            dir,
+        }
+    })
+}
+
+/// A registry with basic auth whose credentials sit in a Docker config for the proxy's host.
+fn setup() -> (Registry, Proxy, tempfile::TempDir) {
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "pw".into(),
+    });
+    let proxy = Proxy::start(&reg.host);
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"ci","password":"pw"}},"{}":{{"username":"ci","password":"pw"}}}}}}"#,
+            proxy.host, reg.host
+        ),
+    )
+    .unwrap();
+    (reg, proxy, config)
+}
+
+fn publish(dir: &Path, config: &Path, host: &str) -> Command {
+    let mut c = xtask(dir);
+    c.env("DOCKER_CONFIG", config).args([
+        "publish",
+        "haproxy",
+        "--to",
+        &format!("{host}/homelab"),
+        "--insecure",
+        "--json",
+    ]);
+    c
+}
+
+fn pull(dir: &Path, store: &Path, config: &Path, host: &str) -> Command {
+    let mut c = xtask_store(dir, store);
+    c.env("DOCKER_CONFIG", config).args([
+        "pull",
+        "haproxy",
+        "--from",
+        &format!("{host}/homelab"),
+        "--insecure",
+        "--json",
+    ]);
+    c
+}
+
+#[test]
+fn push_survives_5xx_and_dropped_connections() {
+    let built = built();
+    let (reg, proxy, config) = setup();
+    proxy.add("HEAD", "/blobs/", Fault::Status(500), 2);
+    proxy.add("POST", "/blobs/uploads/", Fault::Status(503), 1);
+    proxy.add("PUT", "/blobs/uploads/", Fault::Drop, 1);
+    proxy.add("PUT", "/manifests/", Fault::Status(502), 1);
+    let out = json(&run_ok(&mut publish(
+        &built.dir,
+        config.path(),
+        &proxy.host,
+    )));
+    assert_eq!(out["published"][0]["digest"], built.index.as_str());
+    assert!(
+        proxy.rules.lock().unwrap().iter().all(|r| r.times == 0),
+        "every fault fired"
+    );
+    // The registry holds the image, byte for byte.
+    let store = tempfile::tempdir().unwrap();
+    let got = json(&run_ok(&mut pull(
+        &built.dir,
+        store.path(),
+        config.path(),
+        &reg.host,
+    )));
+    assert_eq!(got["pulled"][0]["digest"], built.index.as_str());
+    run_ok(xtask_store(&built.dir, store.path()).args(["store", "verify"]));
+}
+
+/// The digest of the first layer of the image's first manifest.
+fn a_layer(built: &Built) -> String {
+    let blob = |d: &str| {
+        json(
+            &std::fs::read_to_string(
+                built
+                    .dir
+                    .join("artifacts/blobs/sha256")
+                    .join(d.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
+        )
+    };
+    let index = blob(&built.index);
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn an_interrupted_push_run_again_uploads_only_what_is_missing() {
+    let built = built();
+    let (_reg, proxy, config) = setup();
+    // The upload of one layer keeps failing: the push stops with a clear error.
+    let layer = a_layer(built);
+    proxy.add("PUT", &format!("digest={layer}"), Fault::Drop, usize::MAX);
+    let err = run_err(&mut publish(&built.dir, config.path(), &proxy.host));
+    assert!(
+        err.contains("publishing haproxy") && err.contains("/blobs/uploads/"),
+        "{err}"
+    );
+    proxy.clear();
+    let again = json(&run_ok(&mut publish(
+        &built.dir,
+        config.path(),
+        &proxy.host,
+    )));
+    let p = &again["published"][0];
+    assert_eq!(p["blobs_uploaded"], 1, "only the missing layer: {p}");
+    assert_eq!(
+        p["blobs_present"].as_u64().unwrap(),
+        p["blobs"].as_u64().unwrap() - 1
+    );
+}
+
+#[test]
+fn a_wrong_docker_content_digest_fails_the_push_clearly() {
+    let built = built();
+    let (_reg, proxy, config) = setup();
+    proxy.add("PUT", "/blobs/uploads/", Fault::WrongDigest, usize::MAX);
+    let err = run_err(&mut publish(&built.dir, config.path(), &proxy.host));
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(
+        err.contains(&format!("got sha256:{}", "0".repeat(64))),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_resumes_a_dropped_blob_and_refuses_corrupt_bytes() {
+    let built = built();
+    let (reg, proxy, config) = setup();
+    run_ok(&mut publish(&built.dir, config.path(), &reg.host));
+
+    proxy.add("GET", "/blobs/sha256:", Fault::TruncateBody(1 << 20), 2);
+    let store = tempfile::tempdir().unwrap();
+    let out = json(&run_ok(&mut pull(
+        &built.dir,
+        store.path(),
+        config.path(),
+        &proxy.host,
+    )));
+    assert_eq!(out["pulled"][0]["digest"], built.index.as_str());
+    assert!(out["pulled"][0]["resumed"].as_u64().unwrap() >= 1, "{out}");
+    // Each resume is one more GET of a blob than there are blobs.
+    let blob_gets = proxy.count("GET", "/blobs/sha256:");
+    assert!(
+        blob_gets > out["pulled"][0]["blobs"].as_u64().unwrap() as usize,
+        "{blob_gets}"
+    );
+    run_ok(xtask_store(&built.dir, store.path()).args(["store", "verify"]));
+
+    proxy.clear();
+    proxy.add("GET", "/blobs/sha256:", Fault::Corrupt, usize::MAX);
+    let bad = tempfile::tempdir().unwrap();
+    let err = run_err(&mut pull(
+        &built.dir,
+        bad.path(),
+        config.path(),
+        &proxy.host,
+    ));
+    assert!(
+        err.contains("digest mismatch") && err.contains("nothing was stored"),
+        "{err}"
+    );
+    let blobs: Vec<_> = std::fs::read_dir(bad.path().join("blobs/sha256"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    for b in &blobs {
+        let bytes = std::fs::read(b.path()).unwrap();
+        assert_eq!(
+            support::sha256_hex(&bytes),
+            b.file_name().to_string_lossy(),
+            "every stored blob matches its name"
+        );
+    }
+}
+
+#[test]
+fn a_redirect_to_another_host_gets_no_credentials() {
+    let built = built();
+    let (reg, proxy, config) = setup();
+    run_ok(&mut publish(&built.dir, config.path(), &reg.host));
+    // Another host (another port) serving the blobs, through a recording proxy.
+    let files = support::server::Server::start(built.dir.join("artifacts/blobs"));
+    let other = Proxy::start(files.url.trim_start_matches("http://"));
+    let layer = a_layer(built);
+    let layer = layer.as_str();
+    let hex = layer.trim_start_matches("sha256:");
+    proxy.add(
+        "GET",
+        &format!("/blobs/{layer}"),
+        Fault::Redirect(format!("http://{}/sha256/{hex}", other.host)),
+        usize::MAX,
+    );
+    let store = tempfile::tempdir().unwrap();
+    let out = json(&run_ok(&mut pull(
+        &built.dir,
+        store.path(),
+        config.path(),
+        &proxy.host,
+    )));
+    assert_eq!(out["pulled"][0]["digest"], built.index.as_str());
+    let seen = other.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "the blob came from the other host: {seen:?}");
+    assert!(
+        !seen[0].authorization,
+        "no credentials went to the other host"
+    );
+    assert!(
+        proxy.seen.lock().unwrap().iter().any(|s| s.authorization),
+        "the registry itself got them"
+    );
+}
+
+#[test]
+fn a_token_expiring_mid_push_is_renewed() {
+    let built = built();
+    let reg = Registry::start(Auth::Token {
+        user: "robot$homelab+ci".into(),
+        password: "s".into(),
+        lifetime_s: 600,
+        advertised_s: 600,
+    });
+    let proxy = Proxy::start(&reg.host);
+    let realm = reg.realm.clone().unwrap();
+    // After the first blob request, the registry says the token expired (once).
+    proxy.add(
+        "PUT",
+        "/blobs/uploads/",
+        Fault::Unauthorized(format!(
+            r#"Bearer realm="{realm}",service="cairn-test-registry",scope="repository:homelab/haproxy:pull,push",error="invalid_token""#
+        )),
+        1,
+    );
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"robot$homelab+ci","password":"s"}}}}}}"#,
+            proxy.host
+        ),
+    )
+    .unwrap();
+    let before = reg.tokens_issued.load(std::sync::atomic::Ordering::SeqCst);
+    let out = json(&run_ok(&mut publish(
+        &built.dir,
+        config.path(),
+        &proxy.host,
+    )));
+    assert_eq!(out["published"][0]["digest"], built.index.as_str());
+    let issued = reg.tokens_issued.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(issued >= 2, "a second token after the expiry: {issued}");
+}
