@@ -424,3 +424,78 @@ fn credentials_from_a_helper_and_registry_auth_file() {
     ));
     assert_eq!(out["published"][0]["bytes_uploaded"], 0, "already pushed");
 }
+
+/// A store filled from the registry as a build cache gives the same digests and runs no
+/// build step: its download cache is empty and its Debian mirror unreachable.
+#[test]
+fn a_second_store_substitutes_every_step_from_the_registry_cache() {
+    let _one = serial();
+    let built = built();
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "pw".into(),
+    });
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"ci","password":"pw"}}}}}}"#,
+            reg.host
+        ),
+    )
+    .unwrap();
+    let cache = format!("{}/homelab", reg.host);
+    let build = |store: &Path, downloads: Option<&Path>, what: &[&str]| {
+        let mut c = support::xtask_store(&built.dir, store);
+        c.env("DOCKER_CONFIG", config.path())
+            .args(["--cache", &cache, "--cache-insecure"]);
+        if let Some(d) = downloads {
+            c.arg("--download-cache").arg(d);
+            // Nothing may be fetched: a build step would fail here.
+            c.env("CAIRN_DEBIAN_MIRROR", "http://127.0.0.1:9/debian");
+        }
+        c.args(what).arg("--json");
+        json(&run_ok(&mut c))
+    };
+    let first = tempfile::tempdir().unwrap();
+    let image_a = build(first.path(), None, &["build-image", "haproxy"]);
+    let node_a = build(first.path(), None, &["build-node", "pi-worker"]);
+    assert_eq!(image_a["index"]["digest"], built.haproxy_index.as_str());
+    assert_eq!(
+        node_a["nodes"][0]["manifest"]["digest"],
+        built.pi_worker_manifest.as_str()
+    );
+
+    let second = tempfile::tempdir().unwrap();
+    let no_downloads = tempfile::tempdir().unwrap();
+    let image_b = build(
+        second.path(),
+        Some(no_downloads.path()),
+        &["build-image", "haproxy"],
+    );
+    let node_b = build(
+        second.path(),
+        Some(no_downloads.path()),
+        &["build-node", "pi-worker"],
+    );
+    assert_eq!(image_b["index"], image_a["index"]);
+    for (arch, m) in image_b["manifests"].as_object().unwrap() {
+        assert_eq!(m["cached"], true, "{arch} came from the cache");
+    }
+    let (a, b) = (&node_a["nodes"][0], &node_b["nodes"][0]);
+    assert_eq!(b["cached"], true);
+    assert_eq!(b["base_cached"], true);
+    assert_eq!(b["manifest"], a["manifest"]);
+    assert_eq!(
+        b["files"]["pi-worker.img"]["digest"],
+        a["files"]["pi-worker.img"]["digest"]
+    );
+    assert_eq!(
+        std::fs::read_dir(no_downloads.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "nothing was downloaded"
+    );
+    run_ok(support::xtask_store(&built.dir, second.path()).args(["store", "verify"]));
+}

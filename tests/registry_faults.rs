@@ -301,3 +301,44 @@ fn a_token_expiring_mid_push_is_renewed() {
     let issued = reg.tokens_issued.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(issued >= 2, "a second token after the expiry: {issued}");
 }
+
+/// Harbor answers a push to a project that does not exist with 401 and "project ... not
+/// found" (played here by the proxy, as is Harbor's project API): the error says what to do,
+/// and `--create-project` creates it through `/api/v2.0/projects`, then pushes.
+#[test]
+fn a_missing_harbor_project_is_explained_or_created() {
+    let built = built();
+    let (_reg, proxy, config) = setup();
+    let not_found = || {
+        Fault::Respond(
+            401,
+            "Basic realm=\"harbor\"".into(),
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"project homelab not found: project homelab not found"}]}"#.into(),
+        )
+    };
+    for method in ["HEAD", "GET", "POST"] {
+        proxy.add(method, "/v2/homelab/", not_found(), usize::MAX);
+    }
+    let err = run_err(&mut publish(&built.dir, config.path(), &proxy.host));
+    assert!(
+        err.contains("project homelab does not exist: create project homelab in Harbor, or pass --create-project"),
+        "{err}"
+    );
+    assert_eq!(proxy.count("POST", "/api/v2.0/projects"), 0);
+
+    proxy.add("POST", "/api/v2.0/projects", Fault::RespondAndClear(201), 1);
+    let out = json(&run_ok(
+        publish(&built.dir, config.path(), &proxy.host).arg("--create-project"),
+    ));
+    assert_eq!(out["published"][0]["digest"], built.index.as_str());
+    assert_eq!(proxy.count("POST", "/api/v2.0/projects"), 1);
+    let creates: Vec<_> = proxy
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.contains("/api/v2.0/projects"))
+        .map(|s| s.authorization)
+        .collect();
+    assert_eq!(creates, [true], "the API call carries the credentials");
+}

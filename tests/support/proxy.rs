@@ -32,6 +32,10 @@ pub enum Fault {
     Delay(u64),
     /// Answer 401 with this `WWW-Authenticate` (what a registry says to an expired token).
     Unauthorized(String),
+    /// Answer with this status, `WWW-Authenticate` and body (Harbor's own answers).
+    Respond(u16, String, String),
+    /// Answer with this status and remove every rule (an API call that fixes the cause).
+    RespondAndClear(u16),
 }
 
 /// A rule: requests whose method and path contain these strings get the fault, `times`
@@ -215,6 +219,22 @@ fn serve(
                 continue;
             }
             Some(Fault::Drop) => return Ok(()),
+            Some(Fault::Respond(code, challenge, body)) => {
+                write!(
+                    out,
+                    "HTTP/1.1 {code} Injected\r\nWWW-Authenticate: {challenge}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )?;
+                if method != "HEAD" {
+                    out.write_all(body.as_bytes())?;
+                }
+                continue;
+            }
+            Some(Fault::RespondAndClear(code)) => {
+                rules.lock().unwrap().clear();
+                write!(out, "HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\n\r\n")?;
+                continue;
+            }
             Some(Fault::Unauthorized(challenge)) => {
                 let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}"#;
                 write!(

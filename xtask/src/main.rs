@@ -31,7 +31,14 @@ struct Cli {
     store: Option<PathBuf>,
     /// Download cache shared between checkouts [default: $XDG_CACHE_HOME/cairn]
     #[arg(long, global = true, env = "CAIRN_CACHE_DIR")]
-    cache: Option<PathBuf>,
+    download_cache: Option<PathBuf>,
+    /// A registry and namespace used as a shared build cache (e.g. harbor.example.lan/homelab):
+    /// steps are looked up there before they are built, and built ones are published there
+    #[arg(long, global = true, env = "CAIRN_BUILD_CACHE")]
+    cache: Option<String>,
+    /// Reach the --cache registry over plain HTTP (no TLS)
+    #[arg(long, global = true)]
+    cache_insecure: bool,
     /// No progress bars
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -88,9 +95,21 @@ fn main() -> ExitCode {
     let ctx = cairn_build::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
-            .cache
+            .download_cache
             .unwrap_or_else(cairn_build::Context::default_cache),
         progress: !cli.quiet && !json && std::io::stderr().is_terminal(),
+        remote_cache: cli
+            .cache
+            .map(|target| cairn_build::publish::RegistryOptions {
+                target,
+                insecure: cli.cache_insecure,
+                credentials: None,
+                tag: String::new(),
+                chunk_size: cairn_build::publish::DEFAULT_CHUNK_SIZE,
+                parallel: 4,
+                create_project: false,
+            }),
+        substituted: Default::default(),
         root,
     };
     let env = Env { ctx };

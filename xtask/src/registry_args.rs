@@ -24,6 +24,9 @@ pub struct RegistryArgs {
     /// Blob uploads at once
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// When Harbor says the project does not exist, create it (private) through its API
+    #[arg(long)]
+    pub create_project: bool,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -76,6 +79,7 @@ impl RegistryArgs {
             tag: self.tag.clone(),
             chunk_size: self.chunk_size,
             parallel: self.parallel,
+            create_project: self.create_project,
         })
     }
 }

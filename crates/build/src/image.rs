@@ -338,7 +338,7 @@ pub fn build_image(
 
     let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();
     for p in &plans {
-        if let Some(record) = store.action_get(&p.key) {
+        if let Some(record) = crate::remote_cache::get(ctx, &store, &p.key) {
             let o = &record.output;
             let parse = |k: &str| o[k].as_str().and_then(|s| s.parse::<Digest>().ok());
             if let (Some(digest), Some(diff_id), Some(size)) =
@@ -429,11 +429,16 @@ pub fn build_image(
         spinner.finish_and_clear();
         for (arch, key, layer) in built {
             let layer = layer.context(|| format!("building {name} for {arch}"))?;
-            store.action_put(&key, &ActionRecord {
-                step: format!("container-layer {name} {arch}"),
-                blobs: vec![layer.digest],
-                output: serde_json::json!({ "digest": layer.digest.to_string(), "size": layer.size, "diff_id": layer.diff_id.to_string() }),
-            })?;
+            crate::remote_cache::put(
+                ctx,
+                &store,
+                &key,
+                &ActionRecord {
+                    step: format!("container-layer {name} {arch}"),
+                    blobs: vec![layer.digest],
+                    output: serde_json::json!({ "digest": layer.digest.to_string(), "size": layer.size, "diff_id": layer.diff_id.to_string() }),
+                },
+            )?;
             layers.insert(arch, (layer, false));
         }
     }

@@ -19,6 +19,7 @@ pub mod os;
 pub mod progress;
 pub mod publish;
 pub mod pxe;
+pub mod remote_cache;
 pub mod rootfs;
 pub mod serve;
 
@@ -42,6 +43,10 @@ pub struct Context {
     pub cache: PathBuf,
     /// Show progress bars (on a terminal, unless `--quiet` or `--json`).
     pub progress: bool,
+    /// A registry used as a shared build cache (`--cache`), if any.
+    pub remote_cache: Option<publish::RegistryOptions>,
+    /// Steps taken from the remote cache instead of built, in this process.
+    pub substituted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Context {

@@ -236,7 +236,7 @@ pub fn build_node(
             ctx.store.join(".lock").display()
         )
     })?;
-    if let Some(record) = store.action_get(&key) {
+    if let Some(record) = crate::remote_cache::get(ctx, &store, &key) {
         if let Some(mut r) = NodeResult::from_record(node, &record.output) {
             r.base_cached = base.cached;
             tag(&store, &r)?;
@@ -328,7 +328,9 @@ pub fn build_node(
     for k in ["cached", "base_cached", "node", "arch", "boot"] {
         o.remove(k);
     }
-    store.action_put(
+    crate::remote_cache::put(
+        ctx,
+        &store,
         &key,
         &ActionRecord {
             step: format!("node {name}"),

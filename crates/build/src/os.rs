@@ -721,7 +721,7 @@ pub fn build_os_with(
             ctx.store.join(".lock").display()
         )
     })?;
-    if let Some(record) = store.action_get(&key) {
+    if let Some(record) = crate::remote_cache::get(ctx, &store, &key) {
         if let Some(r) = OsResult::from_record(image, arch, &record.output) {
             return Ok(r);
         }
@@ -818,7 +818,9 @@ pub fn build_os_with(
     };
     let mut output = result.to_json(std::path::Path::new(""));
     output.as_object_mut().expect("object").remove("cached");
-    store.action_put(
+    crate::remote_cache::put(
+        ctx,
+        &store,
         &key,
         &ActionRecord {
             step: format!("os-base {image} {arch}"),

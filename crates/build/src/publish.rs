@@ -33,10 +33,12 @@ pub struct RegistryOptions {
     pub tag: String,
     pub chunk_size: u64,
     pub parallel: usize,
+    /// Create the Harbor project when the registry says it does not exist.
+    pub create_project: bool,
 }
 
 impl RegistryOptions {
-    fn client(&self) -> Result<(Client, String), Error> {
+    pub(crate) fn client(&self) -> Result<(Client, String), Error> {
         let (host, namespace) = cairn_registry::split_target(&self.target)?;
         let credentials = match &self.credentials {
             Some(c) => Some(c.clone()),
@@ -132,15 +134,29 @@ pub fn publish(
         ..PushOptions::default()
     };
     let bar = crate::progress::bytes_bar(ctx.progress, &format!("pushing {name}"));
-    let report = cairn_registry::push::push(
-        &client,
-        &store,
-        &repo,
-        &root,
-        &options.tag,
-        &push_options,
-        &|n| bar.inc(n),
-    )
+    let push = || {
+        cairn_registry::push::push(
+            &client,
+            &store,
+            &repo,
+            &root,
+            &options.tag,
+            &push_options,
+            &|n| bar.inc(n),
+        )
+    };
+    let report = match push() {
+        Err(cairn_registry::RegistryError::Auth { message, .. })
+            if options.create_project && message.contains("create project") =>
+        {
+            let project_name = namespace.split('/').next().unwrap_or(&namespace);
+            cairn_registry::harbor_create_project(&client, project_name)
+                .context(|| format!("creating project {project_name} in {}", client.config.host))?;
+            eprintln!("created project {project_name} in {}", client.config.host);
+            push()
+        }
+        other => other,
+    }
     .map_err(Error::from)
     .context(|| {
         format!(

@@ -199,7 +199,7 @@ impl Client {
                         .filter_map(|v| v.to_str().ok())
                         .flat_map(parse_challenges)
                         .collect::<Vec<_>>();
-                    let body = read_small(resp);
+                    let body = self.reason(resp, method, url, headers, auth.as_deref());
                     if challenges.is_empty() {
                         return Err(RegistryError::from_body(method, url, 401, &body));
                     }
@@ -212,7 +212,7 @@ impl Client {
                     attempt -= 1;
                 }
                 Ok(resp) if resp.status() == 401 => {
-                    let body = read_small(resp);
+                    let body = self.reason(resp, method, url, headers, auth.as_deref());
                     return Err(self.refused(scope, &body));
                 }
                 Ok(resp)
@@ -233,6 +233,53 @@ impl Client {
                     });
                 }
             }
+        }
+    }
+
+    /// POSTs JSON to Harbor's API (`/api/v2.0/...`) with the credentials (Basic, as the
+    /// API takes them); returns the status and body.
+    pub fn api_post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, Vec<u8>), RegistryError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body).expect("json");
+        let auth = self.config.credentials.as_ref().map(|c| c.basic_header());
+        let resp = self
+            .send_once(
+                "POST",
+                &url,
+                &[("Content-Type", "application/json")],
+                Body::Bytes(&bytes),
+                auth.as_deref(),
+            )
+            .map_err(|e| RegistryError::Transport {
+                method: "POST".into(),
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        Ok((status, read_small(resp)))
+    }
+
+    /// The body of an error answer. A HEAD answer has none, so the reason (Harbor's
+    /// "project ... not found") is asked for again with a GET.
+    fn reason(
+        &self,
+        resp: Response,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        auth: Option<&str>,
+    ) -> Vec<u8> {
+        let body = read_small(resp);
+        if method != "HEAD" || !body.is_empty() {
+            return body;
+        }
+        match self.send_once("GET", url, headers, Body::Empty, auth) {
+            Ok(r) if r.status() == 401 || r.status() == 403 => read_small(r),
+            _ => body,
         }
     }
 

@@ -16,6 +16,24 @@ pub use credentials::{CredentialSources, Credentials};
 pub use error::RegistryError;
 pub use push::{Descriptor, PushOptions, PushReport};
 
+/// Creates a Harbor project (private); Ok(false) when it already exists.
+pub fn harbor_create_project(client: &Client, name: &str) -> Result<bool, RegistryError> {
+    let (status, body) = client.api_post_json(
+        "/api/v2.0/projects",
+        &serde_json::json!({"project_name": name, "metadata": {"public": "false"}}),
+    )?;
+    match status {
+        201 => Ok(true),
+        409 => Ok(false),
+        _ => Err(RegistryError::from_body(
+            "POST",
+            &format!("{}/api/v2.0/projects", client.config.host),
+            status,
+            &body,
+        )),
+    }
+}
+
 /// `host[:port]/namespace` (`harbor.lan/homelab`) split into the registry and namespace.
 pub fn split_target(target: &str) -> Result<(String, String), RegistryError> {
     let t = target
