@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_node;
+mod bench_push;
 mod boot_test;
 mod build_image;
 mod build_node;
@@ -73,6 +74,8 @@ enum Command {
     Bench(bench::Args),
     /// Measure node builds (cold, warm, one SSH key changed) and squashfs against mksquashfs
     BenchNode(bench_node::Args),
+    /// Measure pushing to a registry on loopback against `skopeo copy`
+    BenchPush(bench_push::Args),
 }
 
 pub struct Env {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
         Command::BenchNode(args) => bench_node::run(&env, args),
+        Command::BenchPush(args) => bench_push::run(&env, args),
         Command::Test(args) => test::run(&env, args),
     };
     match result {

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_node;
+pub mod bench_push;
 pub mod boot;
 pub mod disk;
 pub mod error;
