@@ -498,4 +498,21 @@ fn a_second_store_substitutes_every_step_from_the_registry_cache() {
         "nothing was downloaded"
     );
     run_ok(support::xtask_store(&built.dir, second.path()).args(["store", "verify"]));
+
+    // Publishing the node to the same registry mounts what the cache already holds.
+    let mut publish = support::xtask_store(&built.dir, second.path());
+    publish.env("DOCKER_CONFIG", config.path()).args([
+        "publish",
+        "pi-worker",
+        "--to",
+        &cache,
+        "--insecure",
+        "--json",
+    ]);
+    let p = json(&run_ok(&mut publish));
+    let p = &p["published"][0];
+    assert!(
+        p["blobs_mounted"].as_u64().unwrap() >= 3,
+        "kernel, initramfs, squashfs: {p}"
+    );
 }

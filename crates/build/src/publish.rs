@@ -129,8 +129,13 @@ pub fn publish(
     };
     let store = open_store(ctx)?;
     let repo = repository(&namespace, name);
+    // Blobs the build cache already holds (kernels, squashfs, layers) are mounted, not sent.
     let push_options = PushOptions {
         parallel: options.parallel,
+        mount_from: vec![repository(
+            &namespace,
+            crate::remote_cache::CACHE_REPOSITORY,
+        )],
         ..PushOptions::default()
     };
     let bar = crate::progress::bytes_bar(ctx.progress, &format!("pushing {name}"));

@@ -209,7 +209,7 @@ enum BlobOutcome {
     Uploaded,
 }
 
-fn with_query(url: &str, query: &str) -> String {
+pub(crate) fn with_query(url: &str, query: &str) -> String {
     if url.contains('?') {
         format!("{url}&{query}")
     } else {
@@ -397,4 +397,59 @@ pub fn put_manifest(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Client, RegistryConfig};
+
+    #[test]
+    fn locations_resolve_and_keep_their_query() {
+        let c = Client::new(RegistryConfig {
+            host: "harbor.lan".into(),
+            insecure: false,
+            credentials: None,
+            backoff: std::time::Duration::from_millis(1),
+        });
+        assert_eq!(
+            c.resolve("/v2/a/blobs/uploads/u1?_state=xyz"),
+            "https://harbor.lan/v2/a/blobs/uploads/u1?_state=xyz"
+        );
+        assert_eq!(
+            c.resolve("http://other:5000/up/u2"),
+            "http://other:5000/up/u2"
+        );
+        assert_eq!(
+            with_query(
+                "https://h/v2/a/blobs/uploads/u?_state=s",
+                "digest=sha256:00"
+            ),
+            "https://h/v2/a/blobs/uploads/u?_state=s&digest=sha256:00"
+        );
+        assert_eq!(
+            with_query("https://h/u", "digest=d"),
+            "https://h/u?digest=d"
+        );
+    }
+
+    #[test]
+    fn error_envelopes_and_harbor_statuses_are_explained() {
+        let e = RegistryError::from_body(
+            "PUT",
+            "https://h/v2/a/manifests/latest",
+            412,
+            br#"{"errors":[{"code":"DENIED","message":"tag latest is immutable"}]}"#,
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "PUT https://h/v2/a/manifests/latest: HTTP 412: DENIED: tag latest is immutable"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("the tag is immutable"), "{text}");
+        let e = RegistryError::from_body("PATCH", "u", 413, b"<html>too large</html>");
+        assert!(e.to_string().contains("lower --chunk-size"));
+    }
 }
