@@ -21,6 +21,9 @@ pub struct Args {
     /// Print the guest's console as it boots
     #[arg(long)]
     pub console: bool,
+    /// SD nodes: boot twice from the same card and check the data partition survives
+    #[arg(long)]
+    pub reboot: bool,
     /// Print each node's report (hostname, addresses, role, seconds, log) as JSON
     #[arg(long)]
     pub json: bool,
@@ -39,6 +42,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         attempts: args.attempts,
         log_dir: env.ctx.store.join("logs/boot"),
         echo: args.console,
+        reboot: args.reboot,
     };
     let mut out = Vec::new();
     for name in &names {
@@ -52,12 +56,18 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| e.context(format!("boot test of {name}")))?;
         if !args.json {
             eprintln!(
-                "{name}: booted in {:.0} s: hostname {}, address {}, role {}, secrets {}",
+                "{name}: booted in {:.0} s: hostname {}, address {}, role {}, secrets {}, writable {}{}",
                 report.seconds,
                 report.hostname,
                 report.addresses.join(","),
                 report.role,
-                report.secrets
+                report.secrets,
+                report.writable,
+                report
+                    .rebooted_writable
+                    .as_ref()
+                    .map(|w| format!(", after a reboot {w}"))
+                    .unwrap_or_default()
             );
         }
         let mut j = report.to_json();

@@ -24,6 +24,9 @@ pub struct BootConfig {
     pub log_dir: PathBuf,
     /// Print the console as it comes.
     pub echo: bool,
+    /// SD nodes: boot a second time from the same disk and check that the data partition
+    /// made on the first boot is found again.
+    pub reboot: bool,
 }
 
 /// What the booted node said about itself.
@@ -34,6 +37,10 @@ pub struct BootReport {
     pub role: String,
     pub node_id: String,
     pub secrets: String,
+    /// The writable layer: `created:/dev/vda3` (first boot), `existing:/dev/vda3`, `tmpfs`.
+    pub writable: String,
+    /// After `reboot`: the writable layer the second boot reported.
+    pub rebooted_writable: Option<String>,
     pub seconds: f64,
     pub log: PathBuf,
 }
@@ -46,6 +53,8 @@ impl BootReport {
             "role": self.role,
             "node_id": self.node_id,
             "secrets": self.secrets,
+            "writable": self.writable,
+            "rebooted_writable": self.rebooted_writable,
             "seconds": (self.seconds * 10.0).round() / 10.0,
             "log": self.log.display().to_string(),
         })
@@ -109,9 +118,28 @@ pub fn boot_test(
                 cmd.arg("-initrd").arg(blob("initrd.img")?);
                 cmd.arg("-append").arg(append);
                 let disk = blob(&format!("{}.img", result.node))?;
+                // A card larger than the image, as real ones are: writes go to a qcow2
+                // overlay, so the data partition can be made without touching the store.
+                let overlay = tftp_dir.path().join("disk.qcow2");
+                let size = std::fs::metadata(&disk)
+                    .map_err(|e| Error::msg(format!("{}: {e}", disk.display())))?
+                    .len()
+                    + (512 << 20);
+                let status = Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                    .arg(&disk)
+                    .arg(&overlay)
+                    .arg(size.to_string())
+                    .status()
+                    .map_err(|e| {
+                        Error::msg(format!("cannot run qemu-img: {e} (install qemu-utils)"))
+                    })?;
+                if !status.success() {
+                    return Err(Error::msg("qemu-img create failed"));
+                }
                 cmd.arg("-drive").arg(format!(
-                    "if=none,id=d0,file={},format=raw,snapshot=on",
-                    disk.display()
+                    "if=none,id=d0,file={},format=qcow2",
+                    overlay.display()
                 ));
                 cmd.args(["-device", "virtio-blk-device,drive=d0"]);
                 cmd.args(["-netdev", "user,id=n0"]);
@@ -151,8 +179,30 @@ pub fn boot_test(
                 cmd.args(["-boot", "n"]);
             }
         }
+        let second = if config.reboot && node.boot == BootMethod::Sd {
+            let mut again = Command::new(cmd.get_program());
+            again.args(cmd.get_args());
+            Some(again)
+        } else {
+            None
+        };
         match run_once(cmd, &log, config) {
             Ok((fields, seconds)) => {
+                let rebooted_writable = match second {
+                    Some(again) => {
+                        let log2 = config
+                            .log_dir
+                            .join(format!("{}-{attempt}-reboot.log", result.node));
+                        match run_once(again, &log2, config) {
+                            Ok((f, _)) => Some(f.get("writable").cloned().unwrap_or_default()),
+                            Err(e) => {
+                                last_error = e.context("the second boot");
+                                continue;
+                            }
+                        }
+                    }
+                    None => None,
+                };
                 let report = BootReport {
                     hostname: fields.get("hostname").cloned().unwrap_or_default(),
                     addresses: fields
@@ -167,6 +217,8 @@ pub fn boot_test(
                     role: fields.get("role").cloned().unwrap_or_default(),
                     node_id: fields.get("id").cloned().unwrap_or_default(),
                     secrets: fields.get("secrets").cloned().unwrap_or_default(),
+                    writable: fields.get("writable").cloned().unwrap_or_default(),
+                    rebooted_writable,
                     seconds,
                     log: log.clone(),
                 };
@@ -217,6 +269,19 @@ fn check(node: &NodeSpec, result: &NodeResult, report: &BootReport) -> Result<()
         )),
         None if report.addresses.is_empty() => wrong.push("no address from DHCP".to_string()),
         _ => {}
+    }
+    if node.boot == BootMethod::Sd && !report.writable.starts_with("created:") {
+        wrong.push(format!(
+            "writable layer {:?}, expected a data partition created on first boot",
+            report.writable
+        ));
+    }
+    if let Some(w) = &report.rebooted_writable {
+        if !w.starts_with("existing:") {
+            wrong.push(format!(
+                "after a reboot the writable layer is {w:?}, expected the existing data partition"
+            ));
+        }
     }
     if report.node_id != result.node_id.hex() {
         wrong.push(format!(

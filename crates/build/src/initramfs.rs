@@ -22,6 +22,8 @@ pub fn boot_modules(arch: Arch) -> Vec<&'static str> {
         "nls_cp437",
         "nls_ascii",
         "ext4",
+        // ext4 checksums with crc32c, requested from the crypto API at mount time.
+        "crc32c_generic",
     ];
     match arch {
         Arch::Aarch64 | Arch::Armv7 => m.extend([
@@ -48,6 +50,8 @@ pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
+# Modules the kernel asks for itself (request_module) come from here too.
+echo /bin/modprobe > /proc/sys/kernel/modprobe
 fail() { echo "cairn: $*" >/dev/console; sleep 1; poweroff -f; }
 for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn: module $m not loaded"; done
 root=""
@@ -56,7 +60,44 @@ for arg in $(cat /proc/cmdline); do
 done
 [ -n "$root" ] || root="LABEL=cairn-root"
 echo "cairn: root $root"
-mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
+writable=tmpfs
+le32() { v=$1; n=0; while [ $n -lt 4 ]; do printf "\\$(printf %03o $((v % 256)))"; v=$((v / 256)); n=$((n+1)); done; }
+# The data partition: number 3 on the root's disk. On first boot it is created over the
+# rest of the disk (an SD card is larger than its image) and formatted; a partition 3 that
+# exists is never formatted. Without one, the writable layer is a tmpfs.
+data_partition() {
+  part="${1##*/}"
+  sys=$(readlink -f "/sys/class/block/$part")
+  [ -e "$sys/partition" ] || return 1
+  disk=$(basename "$(dirname "$sys")")
+  p3=""
+  for p in /sys/class/block/$disk/$disk*; do
+    [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
+  done
+  state=existing
+  if [ -z "$p3" ]; then
+    start=$(( ($(cat "$sys/start") + $(cat "$sys/size") + 2047) / 2048 * 2048 ))
+    size=$(( $(cat "/sys/class/block/$disk/size") - start ))
+    [ $size -ge 131072 ] || return 1
+    { printf '\000\376\377\377\203\376\377\377'; le32 $start; le32 $size; } |
+      dd of="/dev/$disk" bs=1 seek=478 count=16 conv=notrunc 2>/dev/null || return 1
+    blockdev --rereadpt "/dev/$disk" 2>/dev/null || partprobe "/dev/$disk" 2>/dev/null
+    n=0
+    while [ -z "$p3" ] && [ $n -lt 50 ]; do
+      for p in /sys/class/block/$disk/$disk*; do
+        [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
+      done
+      sleep 0.1
+      n=$((n+1))
+    done
+    [ -n "$p3" ] && [ -b "$p3" ] || return 1
+    echo "cairn: first boot: creating the data partition $p3 ($((size / 2048)) MiB)"
+    mke2fs -L cairn-data "$p3" >/dev/null 2>&1 || { echo "cairn: mke2fs $p3 failed"; return 1; }
+    state=created
+  fi
+  mount -t ext4 -o noatime "$p3" /upper 2>/dev/null || { echo "cairn: cannot mount the data partition $p3; using a tmpfs"; return 1; }
+  writable="$state:$p3"
+}
 # The partition whose MBR disk signature and number make PARTUUID=xxxxxxxx-NN.
 partuuid() {
   want_disk="${1%-*}"; want_part=$((0x${1##*-}))
@@ -82,6 +123,7 @@ net_up() {
 dev=""
 case "$root" in
   http://*)
+    mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
     iface=$(net_up) || fail "no network interface got an address by DHCP to fetch $root"
     echo "cairn: fetching $root on $iface"
     wget -q -O /upper/root.squashfs "$root" || fail "cannot fetch $root"
@@ -102,11 +144,15 @@ case "$root" in
       i=$((i+1))
     done
     [ -n "$dev" ] || fail "root $root did not appear"
+    data_partition "$dev" || mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
     mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
     ;;
 esac
 mkdir -p /upper/data /upper/work
 [ -d /cairn/node ] && cp -a /cairn/node/. /upper/data/
+mkdir -p /upper/data/etc/cairn
+echo "$writable" > /upper/data/etc/cairn/writable
+echo "cairn: writable layer $writable"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
 mount --move /dev /newroot/dev
 umount /proc /sys

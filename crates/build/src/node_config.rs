@@ -557,7 +557,8 @@ EOF
 done
 secrets=absent
 [ -s /run/cairn/secrets.env ] && secrets=present
-echo "cairn-node: hostname=$host address=${addr:-none} role=$CAIRN_ROLE node=$CAIRN_NODE id=$CAIRN_NODE_ID secrets=$secrets"
+writable=$(cat /etc/cairn/writable 2>/dev/null || echo unknown)
+echo "cairn-node: hostname=$host address=${addr:-none} role=$CAIRN_ROLE node=$CAIRN_NODE id=$CAIRN_NODE_ID secrets=$secrets writable=$writable"
 for arg in $(cat /proc/cmdline); do
   case "$arg" in cairn.test=poweroff) echo "cairn-node: powering off (cairn.test=poweroff)"; systemctl --no-block poweroff ;; esac
 done
