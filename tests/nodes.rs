@@ -595,7 +595,8 @@ fn boot(name: &str) {
             "qemu-system-arm"
         },
     );
-    let out = json(&run_ok(xtask(&built.dir).args([
+    let mut cmd = xtask(&built.dir);
+    cmd.args([
         "boot-test",
         name,
         "--json",
@@ -603,7 +604,11 @@ fn boot(name: &str) {
         "420",
         "--attempts",
         "2",
-    ])));
+    ]);
+    if name == "pi-worker" {
+        cmd.arg("--reboot");
+    }
+    let out = json(&run_ok(&mut cmd));
     let report = &out["boots"][0];
     let node = &built.nodes[name];
     assert_eq!(report["hostname"], name);
@@ -626,6 +631,17 @@ fn boot(name: &str) {
         Some(a) => assert!(addresses.contains(&a), "{addresses:?}"),
         // QEMU's user network leases 10.0.2.15 to the DHCP node.
         None => assert_eq!(addresses, ["10.0.2.15/24"]),
+    }
+    // SD cards get a data partition on first boot; PXE nodes write to RAM.
+    match name {
+        "x86-storage" => assert_eq!(report["writable"], "tmpfs"),
+        _ => assert_eq!(report["writable"], "created:/dev/vda3"),
+    }
+    if name == "pi-worker" {
+        assert_eq!(
+            report["rebooted_writable"], "existing:/dev/vda3",
+            "kept across a reboot"
+        );
     }
     let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
     assert!(

@@ -31,6 +31,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     // The iPXE ROM QEMU loads for virtio-net-pci (PXE boot tests).
     ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
+    ("qemu-img", "qemu-utils"),
     ("fsck.vfat", "dosfstools"),
     ("mdir", "mtools"),
     ("sfdisk", "fdisk"),
@@ -96,7 +97,7 @@ fn install(pkgs: &[&str]) -> Result<(), Error> {
     eprintln!("installing host tools the tests use: {}", pkgs.join(" "));
     // On bookworm, QEMU comes from bookworm-backports, matching the qemu-utils that the
     // machine images carry from there; the suite is added with the host's own mirror.
-    let is_qemu = |p: &&str| p.starts_with("qemu-system") || *p == "ipxe-qemu";
+    let is_qemu = |p: &&str| p.starts_with("qemu-") || *p == "ipxe-qemu";
     let backports = pkgs.iter().any(is_qemu) && add_bookworm_backports()?;
     apt(&["update", "-q"])?;
     let (qemu, rest): (Vec<&str>, Vec<&str>) = pkgs.iter().partition(|p| is_qemu(p));
