@@ -1,6 +1,54 @@
 //! Progress bars: drawn on a terminal, silent otherwise.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use cairn_formats::Digest;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// One bar per blob being pushed or pulled.
+pub struct BlobBars {
+    multi: Option<MultiProgress>,
+    verb: &'static str,
+    bars: Mutex<BTreeMap<Digest, ProgressBar>>,
+}
+
+impl BlobBars {
+    pub fn new(enabled: bool, verb: &'static str) -> BlobBars {
+        BlobBars {
+            multi: enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            verb,
+            bars: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+impl cairn_registry::BlobProgress for BlobBars {
+    fn start(&self, digest: &Digest, size: u64) {
+        let Some(multi) = &self.multi else { return };
+        let mut bars = self.bars.lock().expect("bars");
+        let bar = bars
+            .entry(*digest)
+            .or_insert_with(|| multi.add(bytes(true, size, self.verb)));
+        bar.set_message(format!("{} {}", self.verb, &digest.hex()[..12]));
+        bar.set_position(0);
+    }
+    fn bytes(&self, digest: &Digest, n: u64) {
+        if let Some(bar) = self.bars.lock().expect("bars").get(digest) {
+            bar.inc(n);
+        }
+    }
+    fn done(&self, digest: &Digest) {
+        if let Some(bar) = self.bars.lock().expect("bars").remove(digest) {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 pub fn bytes(enabled: bool, total: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), target(enabled));

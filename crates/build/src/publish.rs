@@ -138,7 +138,7 @@ pub fn publish(
         )],
         ..PushOptions::default()
     };
-    let bar = crate::progress::bytes_bar(ctx.progress, &format!("pushing {name}"));
+    let bars = crate::progress::BlobBars::new(ctx.progress, "pushing");
     let push = || {
         cairn_registry::push::push(
             &client,
@@ -147,7 +147,7 @@ pub fn publish(
             &root,
             &options.tag,
             &push_options,
-            &|n| bar.inc(n),
+            &bars,
         )
     };
     let report = match push() {
@@ -169,7 +169,7 @@ pub fn publish(
             client.config.host, options.tag
         )
     })?;
-    bar.finish_and_clear();
+    bars.clear();
     Ok(Published {
         name: name.to_string(),
         kind,
@@ -325,12 +325,11 @@ pub fn pull(ctx: &Context, name: &str, options: &RegistryOptions) -> Result<Pull
     let (client, namespace) = options.client()?;
     let repo = repository(&namespace, name);
     let store = open_store(ctx)?;
-    let bar = crate::progress::bytes_bar(ctx.progress, &format!("pulling {name}"));
-    let (root, report) =
-        cairn_registry::pull::pull(&client, &store, &repo, &options.tag, &|n| bar.inc(n))
-            .map_err(Error::from)
-            .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
-    bar.finish_and_clear();
+    let bars = crate::progress::BlobBars::new(ctx.progress, "pulling");
+    let (root, report) = cairn_registry::pull::pull(&client, &store, &repo, &options.tag, &bars)
+        .map_err(Error::from)
+        .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
+    bars.clear();
     let bytes = store.read_blob(&root.digest)?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::msg(format!("{repo}: the manifest is not JSON: {e}")))?;

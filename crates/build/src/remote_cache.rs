@@ -81,7 +81,8 @@ fn fetch(
         Err(e) => return Err(e.into()),
         Ok(_) => {}
     }
-    let (root, _) = cairn_registry::pull::pull(&client, store, &repo, &tag, &|_| {})?;
+    let (root, _) =
+        cairn_registry::pull::pull(&client, store, &repo, &tag, &cairn_registry::NoProgress)?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&root.digest)?)
         .map_err(|e| Error::msg(format!("{repo}:{tag}: {e}")))?;
     if manifest["artifactType"] != ARTIFACT_TYPE {
@@ -148,7 +149,7 @@ fn upload(
             parallel: options.parallel,
             ..PushOptions::default()
         },
-        &|_| {},
+        &cairn_registry::NoProgress,
     )?;
     Ok(())
 }

@@ -37,12 +37,29 @@ pub struct RegistryConfig {
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// `len` bytes of the file from `offset`.
+    /// `len` bytes of the file from `offset`; `on_read` hears of every piece sent.
     File {
         path: &'a Path,
         offset: u64,
         len: u64,
+        on_read: Option<&'a (dyn Fn(u64) + Sync)>,
     },
+}
+
+/// Counts what ureq reads from a body.
+struct Counting<'a, R> {
+    inner: R,
+    on_read: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = self.on_read {
+            f(n as u64);
+        }
+        Ok(n)
+    }
 }
 
 impl Body<'_> {
@@ -156,10 +173,18 @@ impl Client {
                 req.body(b)
                     .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
             ),
-            Body::File { path, offset, len } => {
+            Body::File {
+                path,
+                offset,
+                len,
+                on_read,
+            } => {
                 let mut f = std::fs::File::open(path)?;
                 f.seek(SeekFrom::Start(offset))?;
-                let mut limited = f.take(len);
+                let mut limited = Counting {
+                    inner: f.take(len),
+                    on_read,
+                };
                 let send = ureq::SendBody::from_reader(&mut limited);
                 self.agent.run(
                     req.body(send)

@@ -16,6 +16,18 @@ pub use credentials::{CredentialSources, Credentials};
 pub use error::RegistryError;
 pub use push::{Descriptor, PushOptions, PushReport};
 
+/// Progress of each blob of a push or pull (for per-blob progress bars).
+pub trait BlobProgress: Sync {
+    /// A blob starts (or starts again after a failed attempt): `size` bytes to go.
+    fn start(&self, _digest: &cairn_formats::Digest, _size: u64) {}
+    fn bytes(&self, _digest: &cairn_formats::Digest, _n: u64) {}
+    fn done(&self, _digest: &cairn_formats::Digest) {}
+}
+
+/// No progress display.
+pub struct NoProgress;
+impl BlobProgress for NoProgress {}
+
 /// Creates a Harbor project (private); Ok(false) when it already exists.
 pub fn harbor_create_project(client: &Client, name: &str) -> Result<bool, RegistryError> {
     let (status, body) = client.api_post_json(

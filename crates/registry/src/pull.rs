@@ -106,11 +106,11 @@ pub fn pull(
     store: &Store,
     repo: &str,
     reference: &str,
-    on_blob_bytes: &dyn Fn(u64),
+    progress: &dyn crate::BlobProgress,
 ) -> Result<(Descriptor, PullReport), RegistryError> {
     let mut report = PullReport::default();
     let (root, bytes) = get_manifest(client, repo, reference)?;
-    pull_tree(client, store, repo, &bytes, &mut report, on_blob_bytes)?;
+    pull_tree(client, store, repo, &bytes, &mut report, progress)?;
     store.write_blob(&bytes)?;
     report.manifests += 1;
     Ok((root, report))
@@ -122,7 +122,7 @@ fn pull_tree(
     repo: &str,
     bytes: &[u8],
     report: &mut PullReport,
-    on_blob_bytes: &dyn Fn(u64),
+    progress: &dyn crate::BlobProgress,
 ) -> Result<(), RegistryError> {
     let (manifests, blobs) = children(bytes)?;
     for b in blobs {
@@ -131,11 +131,11 @@ fn pull_tree(
             report.blobs_present += 1;
             continue;
         }
-        fetch_blob(client, store, repo, &b, report, on_blob_bytes)?;
+        fetch_blob(client, store, repo, &b, report, progress)?;
     }
     for m in manifests {
         let (_, child) = get_manifest(client, repo, &m.digest.to_string())?;
-        pull_tree(client, store, repo, &child, report, on_blob_bytes)?;
+        pull_tree(client, store, repo, &child, report, progress)?;
         store.write_blob(&child)?;
         report.manifests += 1;
     }
@@ -150,9 +150,10 @@ pub fn fetch_blob(
     repo: &str,
     d: &Descriptor,
     report: &mut PullReport,
-    on_blob_bytes: &dyn Fn(u64),
+    progress: &dyn crate::BlobProgress,
 ) -> Result<(), RegistryError> {
     let scope = scope(repo);
+    progress.start(&d.digest, d.size);
     let mut writer = store.blob_writer()?;
     let mut attempt = 0;
     let mut last_error = String::new();
@@ -213,7 +214,7 @@ pub fn fetch_blob(
                         return Err(RegistryError::other(format!("writing the store: {e}")));
                     }
                     report.bytes_downloaded += n as u64;
-                    on_blob_bytes(n as u64);
+                    progress.bytes(&d.digest, n as u64);
                 }
                 Err(e) => break Err(e),
             }
@@ -239,6 +240,7 @@ pub fn fetch_blob(
             message: format!("gave up after {attempt} attempts: {last_error}"),
         });
     }
+    progress.done(&d.digest);
     writer.finish(Some(d.digest)).map_err(|e| match e {
         cairn_store::StoreError::DigestMismatch { expected, found } => RegistryError::Digest {
             what: format!("blob from {repo}"),

@@ -110,7 +110,7 @@ pub fn push(
     root: &Descriptor,
     tag: &str,
     options: &PushOptions,
-    on_blob_bytes: &(dyn Fn(u64) + Sync),
+    progress: &dyn crate::BlobProgress,
 ) -> Result<PushReport, RegistryError> {
     // The tree, children first.
     let mut order: Vec<(Descriptor, Vec<u8>)> = Vec::new();
@@ -135,7 +135,11 @@ pub fn push(
                         return;
                     };
                     active.fetch_add(1, Ordering::SeqCst);
-                    let result = push_blob(client, store, repo, &digest, size, options);
+                    let on_read = |n: u64| progress.bytes(&digest, n);
+                    let result = push_blob(
+                        client, store, repo, &digest, size, options, progress, &on_read,
+                    );
+                    progress.done(&digest);
                     active.fetch_sub(1, Ordering::SeqCst);
                     match result {
                         Ok(outcome) => {
@@ -149,7 +153,6 @@ pub fn push(
                                     sent.fetch_add(size, Ordering::Relaxed);
                                 }
                             }
-                            on_blob_bytes(size);
                         }
                         Err(e) => {
                             failed.lock().expect("lock").get_or_insert(e);
@@ -219,6 +222,7 @@ pub(crate) fn with_query(url: &str, query: &str) -> String {
 
 /// Uploads one blob unless the repository has it. An upload that fails part way starts
 /// again from the HEAD (the registry may have completed it).
+#[allow(clippy::too_many_arguments)]
 fn push_blob(
     client: &Client,
     store: &Store,
@@ -226,19 +230,22 @@ fn push_blob(
     digest: &Digest,
     size: u64,
     options: &PushOptions,
+    progress: &dyn crate::BlobProgress,
+    on_read: &(dyn Fn(u64) + Sync),
 ) -> Result<BlobOutcome, RegistryError> {
     let scope = scope(repo);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_push_blob(client, store, repo, &scope, digest, size, options) {
+        progress.start(digest, size);
+        match try_push_blob(client, store, repo, &scope, digest, size, options, on_read) {
             Ok(o) => return Ok(o),
             Err(e @ (RegistryError::Auth { .. } | RegistryError::Digest { .. })) => return Err(e),
             Err(RegistryError::Http { status, .. })
                 if status < 500 && status != 404 && attempt >= 2 =>
             {
                 // A client error twice is not transient.
-                return try_push_blob(client, store, repo, &scope, digest, size, options);
+                return try_push_blob(client, store, repo, &scope, digest, size, options, on_read);
             }
             Err(e) if attempt >= crate::client::ATTEMPTS => return Err(e),
             Err(_) => std::thread::sleep(client.config.backoff * 2u32.pow(attempt - 1)),
@@ -246,6 +253,7 @@ fn push_blob(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_push_blob(
     client: &Client,
     store: &Store,
@@ -254,6 +262,7 @@ fn try_push_blob(
     digest: &Digest,
     size: u64,
     options: &PushOptions,
+    on_read: &(dyn Fn(u64) + Sync),
 ) -> Result<BlobOutcome, RegistryError> {
     let blob_url = client.url(&format!("{repo}/blobs/{digest}"));
     let head = client.request("HEAD", &blob_url, scope, &[], Body::Empty, true)?;
@@ -299,6 +308,7 @@ fn try_push_blob(
             path: &path,
             offset: 0,
             len: size,
+            on_read: Some(on_read),
         }
     } else {
         let mut offset = 0;
@@ -317,6 +327,7 @@ fn try_push_blob(
                     path: &path,
                     offset,
                     len,
+                    on_read: Some(on_read),
                 },
                 false,
             )?;
