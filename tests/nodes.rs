@@ -313,6 +313,11 @@ fn independent_tools_read_every_output() {
             assert!(script.contains("iseq ${net0/mac} 52:54:00:00:10:31 || goto wrong_mac"));
             assert!(script.contains("kernel ${base-url}/vmlinuz initrd=initrd.img"));
             assert!(script.contains("cairn.root=${base-url}/root.squashfs"));
+            let root = node["files"]["root.squashfs"]["digest"].as_str().unwrap();
+            assert!(
+                script.contains(&format!("cairn.root.sha256={} ", &root[7..])),
+                "the initramfs checks the root it fetches: {script}"
+            );
             assert!(script.contains("initrd ${base-url}/initrd.img\nboot\n"));
             continue;
         }

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
                 create_project: false,
             }),
         substituted: Default::default(),
+        remote_cache_off: Default::default(),
         root,
     };
     let env = Env { ctx };

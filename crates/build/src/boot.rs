@@ -400,6 +400,7 @@ fn is_init_failure(line: &str) -> bool {
         "cannot mount",
         "cannot fetch",
         "is not a squashfs",
+        "does not have sha256",
         "got an address",
     ]
     .iter()

@@ -55,8 +55,12 @@ echo /bin/modprobe > /proc/sys/kernel/modprobe
 fail() { echo "cairn: $*" >/dev/console; sleep 1; poweroff -f; }
 for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn: module $m not loaded"; done
 root=""
+root_sha256=""
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in cairn.root=*) root="${arg#cairn.root=}" ;; esac
+  case "$arg" in
+    cairn.root=*) root="${arg#cairn.root=}" ;;
+    cairn.root.sha256=*) root_sha256="${arg#cairn.root.sha256=}" ;;
+  esac
 done
 [ -n "$root" ] || root="LABEL=cairn-root"
 echo "cairn: root $root"
@@ -91,9 +95,17 @@ data_partition() {
       n=$((n+1))
     done
     [ -n "$p3" ] && [ -b "$p3" ] || return 1
-    echo "cairn: first boot: creating the data partition $p3 ($((size / 2048)) MiB)"
-    mke2fs -L cairn-data "$p3" >/dev/null 2>&1 || { echo "cairn: mke2fs $p3 failed"; return 1; }
-    state=created
+    # A card flashed again over an older one may still hold the data filesystem here.
+    magic=$(od -An -tx2 -j1080 -N2 "$p3" 2>/dev/null | tr -d ' ')
+    label=$(dd if="$p3" bs=1 skip=1144 count=10 2>/dev/null)
+    if [ "$magic" = ef53 ] && [ "$label" = cairn-data ]; then
+      echo "cairn: found the data filesystem of an earlier flash on $p3; keeping it"
+      state=existing
+    else
+      echo "cairn: first boot: creating the data partition $p3 ($((size / 2048)) MiB)"
+      mke2fs -L cairn-data "$p3" >/dev/null 2>&1 || { echo "cairn: mke2fs $p3 failed"; return 1; }
+      state=created
+    fi
   fi
   mount -t ext4 -o noatime "$p3" /upper 2>/dev/null || { echo "cairn: cannot mount the data partition $p3; using a tmpfs"; return 1; }
   writable="$state:$p3"
@@ -127,6 +139,9 @@ case "$root" in
     iface=$(net_up) || fail "no network interface got an address by DHCP to fetch $root"
     echo "cairn: fetching $root on $iface"
     wget -q -O /upper/root.squashfs "$root" || fail "cannot fetch $root"
+    if [ -n "$root_sha256" ]; then
+      echo "$root_sha256  /upper/root.squashfs" | sha256sum -c -s || fail "$root does not have sha256 $root_sha256: refusing it"
+    fi
     ip addr flush dev "$iface"
     ip link set "$iface" down
     mount -t squashfs -o ro,loop /upper/root.squashfs /lower || fail "$root is not a squashfs"
@@ -149,12 +164,16 @@ case "$root" in
     ;;
 esac
 mkdir -p /upper/data /upper/work
-[ -d /cairn/node ] && cp -a /cairn/node/. /upper/data/
+if [ -d /cairn/node ]; then
+  cp -a /cairn/node/. /upper/data/ || echo "cairn: warning: the node's files could not all be copied to $writable"
+fi
 mkdir -p /upper/data/etc/cairn
 echo "$writable" > /upper/data/etc/cairn/writable
 echo "cairn: writable layer $writable"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
 mount --move /dev /newroot/dev
+# The running system's kmod lives at /sbin/modprobe.
+echo /sbin/modprobe > /proc/sys/kernel/modprobe
 umount /proc /sys
 exec switch_root /newroot /sbin/init
 "#;

@@ -48,6 +48,8 @@ pub struct Context {
     pub remote_cache: Option<publish::RegistryOptions>,
     /// Steps taken from the remote cache instead of built, in this process.
     pub substituted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set after the remote cache failed once: it is not asked again in this process.
+    pub remote_cache_off: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Context {

@@ -290,7 +290,7 @@ pub fn build_node(
         }
         BootMethod::Pxe => {
             let mac = node.mac.expect("checked when the node loaded");
-            let script = crate::pxe::node_script(node, &node_id, &mac, &cmdline);
+            let script = crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.0);
             push(
                 &crate::pxe::script_name(&mac),
                 MEDIA_IPXE,

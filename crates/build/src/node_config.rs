@@ -343,7 +343,7 @@ pub fn render(
         "etc/systemd/system/cairn-secrets.service",
         format!(
             "[Unit]\nDescription=Cairn: place this node's secrets ({secrets_source})\n\
-             After=network-online.target local-fs.target\nWants=network-online.target\n\n\
+             After=network-online.target local-fs.target\nWants=network-online.target\nWantsMountsFor=/boot/firmware\n\n\
              [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/lib/cairn/secrets\n\
              StandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n"
         ),
@@ -528,7 +528,11 @@ if [ -n "$src" ] && [ -s "$src" ]; then
   echo "cairn: secrets read from $src"
   exit 0
 fi
-echo "cairn: secrets are absent: ${src:-no cairn.secrets= URL on the kernel command line} does not exist; the node will not join the cluster. Write the secrets file when flashing the card (or serve it by PXE), then reboot."
+if [ -n "$src" ]; then
+  echo "cairn: secrets are absent: $src does not exist; the node will not join the cluster. Write the secrets file when flashing the card, then reboot."
+else
+  echo "cairn: secrets are absent: no cairn.secrets= URL on the kernel command line; the node will not join the cluster. Serve them with the PXE server for this MAC, then reboot."
+fi
 exit 0
 "#;
 

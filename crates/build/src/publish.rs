@@ -398,7 +398,15 @@ fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, 
         }
     }
     if let (Some(title), Some(digest), Some(size)) = (disk, disk_digest, disk_size) {
-        chunks.sort_by(|a, b| a.title.cmp(&b.title));
+        // `.zst.000`, `.zst.001`, ... `.zst.1000`: by number, not by text.
+        let index = |f: &NodeFile| {
+            f.title
+                .rsplit('.')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        chunks.sort_by_key(index);
         let joined = chunks
             .iter()
             .map(|c| store.open_blob(&c.digest))
@@ -410,7 +418,8 @@ fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, 
         let mut dec =
             zstd::stream::Decoder::new(joined).map_err(|e| Error::msg(format!("zstd: {e}")))?;
         let mut w = store.blob_writer()?;
-        std::io::copy(&mut dec, &mut w)
+        // At most one byte more than announced, so a bad stream cannot fill the disk.
+        std::io::copy(&mut (&mut dec).take(size + 1), &mut w)
             .map_err(|e| Error::msg(format!("decompressing {title}: {e}")))?;
         let (got, got_size) = w.finish(Some(digest))?;
         if got_size != size {

@@ -2,7 +2,8 @@
 //! does) and loads the kernel and initramfs over HTTP; the initramfs then fetches the root
 //! squashfs from the same place. Every URL is relative to `${base-url}`, which the
 //! bootstrap script (or the PXE server's DHCP answer) sets, so the bundle does not depend
-//! on the server's address.
+//! on the server's address. The root's sha256 is on the kernel command line: the
+//! initramfs refuses a squashfs that does not match.
 
 use cairn_formats::Digest;
 use cairn_spec::{MacAddress, NodeSpec};
@@ -28,14 +29,20 @@ pub fn script_name(mac: &MacAddress) -> String {
 }
 
 /// The iPXE script of one node.
-pub fn node_script(node: &NodeSpec, node_id: &Digest, mac: &MacAddress, cmdline: &str) -> String {
+pub fn node_script(
+    node: &NodeSpec,
+    node_id: &Digest,
+    mac: &MacAddress,
+    cmdline: &str,
+    root: &Digest,
+) -> String {
     format!(
         "#!ipxe\n\
          # Cairn node {name} (node id {id})\n\
          iseq ${{net0/mac}} {mac} || goto wrong_mac\n\
          isset ${{base-url}} || set base-url ${{cwduri}}\n\
          echo cairn: booting {name} from ${{base-url}}\n\
-         kernel ${{base-url}}/vmlinuz initrd=initrd.img {cmdline} cairn.root=${{base-url}}/root.squashfs ${{cairn-args}}\n\
+         kernel ${{base-url}}/vmlinuz initrd=initrd.img {cmdline} cairn.root=${{base-url}}/root.squashfs cairn.root.sha256={root_hex} ${{cairn-args}}\n\
          initrd ${{base-url}}/initrd.img\n\
          boot\n\
          :wrong_mac\n\
@@ -43,5 +50,6 @@ pub fn node_script(node: &NodeSpec, node_id: &Digest, mac: &MacAddress, cmdline:
          exit 1\n",
         name = node.name,
         id = node_id.hex(),
+        root_hex = root.hex(),
     )
 }

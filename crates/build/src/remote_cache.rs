@@ -29,6 +29,12 @@ pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
         return Some(r);
     }
     let options = ctx.remote_cache.as_ref()?;
+    if ctx
+        .remote_cache_off
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return None;
+    }
     match fetch(store, key, options) {
         Ok(Some(record)) => {
             if store.action_put(key, &record).is_ok() {
@@ -41,8 +47,10 @@ pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
         }
         Ok(None) => None,
         Err(e) => {
+            ctx.remote_cache_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!(
-                "warning: the build cache {} could not be read ({e}); building instead",
+                "warning: the build cache {} could not be read ({e}); building instead, without it",
                 options.target
             );
             None
@@ -54,11 +62,20 @@ pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
 pub fn put(ctx: &Context, store: &Store, key: &Digest, record: &ActionRecord) -> Result<(), Error> {
     store.action_put(key, record)?;
     if let Some(options) = &ctx.remote_cache {
+        if ctx
+            .remote_cache_off
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
         if let Err(e) = upload(store, key, record, options) {
+            ctx.remote_cache_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!(
                 "warning: could not publish step {} to the build cache {}: {e}",
                 record.step, options.target
             );
+            eprintln!("(the build cache is not tried again in this run)");
         }
     }
     Ok(())

@@ -88,12 +88,17 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
             ("GET" | "HEAD", Some(mut f)) => {
                 let len = f.metadata()?.len();
                 let (status, start, end) = match range {
-                    Some((a, b)) if a < len => (206, a, b.map_or(len - 1, |b| b.min(len - 1))),
+                    Some((a, b)) if a < len && b.is_none_or(|b| b >= a) => {
+                        (206, a, b.map_or(len - 1, |b| b.min(len - 1)))
+                    }
                     Some(_) => {
                         write!(
                             out,
                             "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
                         )?;
+                        if close {
+                            return Ok(());
+                        }
                         continue;
                     }
                     None => (200, 0, len.saturating_sub(1)),
@@ -203,6 +208,8 @@ mod tests {
         let part = get("GET /n/f HTTP/1.1\r\nRange: bytes=3-5\r\nConnection: close\r\n\r\n");
         assert!(part.contains("206") && part.contains("Content-Range: bytes 3-5/10"));
         assert!(part.ends_with("345"), "{part}");
+        let reversed = get("GET /n/f HTTP/1.1\r\nRange: bytes=5-3\r\nConnection: close\r\n\r\n");
+        assert!(reversed.starts_with("HTTP/1.1 416"), "{reversed}");
         let missing = get("GET /n/../f HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     }

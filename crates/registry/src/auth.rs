@@ -83,6 +83,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
 /// Bearer tokens by scope, each valid until shortly before it expires.
 #[derive(Debug, Default)]
 pub struct TokenCache {
+    /// Token and the moment to stop using it (its expiry less a margin).
     tokens: BTreeMap<String, (String, Instant)>,
 }
 
@@ -93,15 +94,17 @@ impl TokenCache {
     pub fn get(&self, scope: &str) -> Option<&str> {
         self.tokens
             .get(scope)
-            .filter(|(_, until)| Instant::now() + MARGIN < *until)
+            .filter(|(_, until)| Instant::now() < *until)
             .map(|(t, _)| t.as_str())
     }
 
     /// Stores a token; `expires_in` defaults to 60 s as the token spec says.
     pub fn put(&mut self, scope: &str, token: String, expires_in: Option<u64>) {
         let life = Duration::from_secs(expires_in.unwrap_or(60).max(1));
+        // Renew shortly before expiry: 30 s early, or at half-life for short tokens.
+        let margin = MARGIN.min(life / 2);
         self.tokens
-            .insert(scope.to_string(), (token, Instant::now() + life));
+            .insert(scope.to_string(), (token, Instant::now() + life - margin));
     }
 
     pub fn has(&self, scope: &str) -> bool {
@@ -171,7 +174,14 @@ mod tests {
         cache.put("s", "t".into(), Some(3600));
         assert_eq!(cache.get("s"), Some("t"));
         cache.put("short", "u".into(), Some(10));
-        assert_eq!(cache.get("short"), None, "within the renewal margin");
+        assert_eq!(
+            cache.get("short"),
+            Some("u"),
+            "short tokens are used until half-life"
+        );
+        cache.put("gone", "v".into(), Some(1));
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(cache.get("gone"), None, "past half-life");
         assert_eq!(
             parse_token_response(br#"{"token":"a","expires_in":1800}"#),
             Some(("a".into(), Some(1800)))

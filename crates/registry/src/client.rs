@@ -91,6 +91,10 @@ fn agent() -> ureq::Agent {
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(300)))
+        // ureq has no idle timeout: bound each body so a stalled connection cannot hang a
+        // push or pull (a 512 MiB chunk needs only ~150 KB/s to finish within it).
+        .timeout_send_body(Some(Duration::from_secs(3600)))
+        .timeout_recv_body(Some(Duration::from_secs(3600)))
         .build()
         .into()
 }
@@ -216,6 +220,11 @@ impl Client {
             attempt += 1;
             let auth = self.auth_header(scope, url);
             match self.send_once(method, url, headers, body, auth.as_deref()) {
+                Ok(resp) if resp.status() == 401 && !self.same_host(url) => {
+                    // Credentials are for the registry only, never for where it redirects.
+                    let body = read_small(resp);
+                    return Err(RegistryError::from_body(method, url, 401, &body));
+                }
                 Ok(resp) if resp.status() == 401 && !authenticated => {
                     let challenges = resp
                         .headers()
@@ -351,6 +360,14 @@ impl Client {
                 registry: self.config.host.clone(),
                 message: "a Bearer challenge without a realm".into(),
             })?;
+            if !realm.starts_with("https://") && !self.config.insecure {
+                return Err(RegistryError::Auth {
+                    registry: self.config.host.clone(),
+                    message: format!(
+                        "the token server {realm} is not HTTPS; refusing to send credentials there"
+                    ),
+                });
+            }
             let mut url = format!("{realm}?");
             let mut params = Vec::new();
             if let Some(service) = bearer.param("service") {

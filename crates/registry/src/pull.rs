@@ -186,10 +186,20 @@ pub fn fetch_blob(
             break resp;
         };
         let status = resp.status().as_u16();
+        let range_start = header(&resp, "content-range")
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.trim().parse::<u64>().ok());
         match status {
             200 if have > 0 => {
                 // The server ignored the range: start over.
                 writer = store.blob_writer()?;
+            }
+            206 if range_start != Some(have) => {
+                // Not the bytes asked for: start over without a range.
+                drop(resp);
+                writer = store.blob_writer()?;
+                continue;
             }
             200 | 206 => {}
             _ => {

@@ -241,11 +241,11 @@ fn push_blob(
         match try_push_blob(client, store, repo, &scope, digest, size, options, on_read) {
             Ok(o) => return Ok(o),
             Err(e @ (RegistryError::Auth { .. } | RegistryError::Digest { .. })) => return Err(e),
-            Err(RegistryError::Http { status, .. })
-                if status < 500 && status != 404 && attempt >= 2 =>
+            Err(e @ RegistryError::Http { status, .. })
+                if status < 500 && status != 404 && status != 408 && status != 429 =>
             {
-                // A client error twice is not transient.
-                return try_push_blob(client, store, repo, &scope, digest, size, options, on_read);
+                // A client error is not transient: report it at once.
+                return Err(e);
             }
             Err(e) if attempt >= crate::client::ATTEMPTS => return Err(e),
             Err(_) => std::thread::sleep(client.config.backoff * 2u32.pow(attempt - 1)),
@@ -277,7 +277,12 @@ fn try_push_blob(
             "{uploads}?mount={digest}&from={}",
             crate::client::encode(from)
         );
-        let resp = client.request("POST", &url, scope, &[], Body::Empty, false)?;
+        // No right to read the other repository: upload as usual.
+        let resp = match client.request("POST", &url, scope, &[], Body::Empty, false) {
+            Ok(r) => r,
+            Err(RegistryError::Auth { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         match resp.status().as_u16() {
             201 => return Ok(BlobOutcome::Mounted),
             202 => {
