@@ -516,3 +516,58 @@ fn a_second_store_substitutes_every_step_from_the_registry_cache() {
         "kernel, initramfs, squashfs: {p}"
     );
 }
+
+/// A public project: anyone pulls without credentials (an anonymous token with pull only);
+/// pushing anonymously is refused with a clear error.
+#[test]
+fn anonymous_pull_from_a_public_project() {
+    let _one = serial();
+    let built = built();
+    let robot = "robot$homelab+ci";
+    let reg = Registry::start(Auth::Token {
+        user: robot.into(),
+        password: "robot-secret".into(),
+        lifetime_s: 300,
+        advertised_s: 300,
+    });
+    let target = format!("{}/homelab", reg.host);
+    let mut push = xtask(&built.dir);
+    push.args([
+        "publish",
+        "haproxy",
+        "--to",
+        &target,
+        "--insecure",
+        "--username",
+        robot,
+        "--password-stdin",
+    ]);
+    let (ok, _, err) = with_stdin(&mut push, "robot-secret\n");
+    assert!(ok, "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = json(&run_ok(
+        support::xtask_store(&built.dir, empty.path()).args([
+            "pull",
+            "haproxy",
+            "--from",
+            &target,
+            "--insecure",
+            "--json",
+        ]),
+    ));
+    assert_eq!(out["pulled"][0]["digest"], built.haproxy_index.as_str());
+    assert_eq!(tag_digest(empty.path(), "haproxy"), built.haproxy_index);
+
+    let err = support::run_err(xtask(&built.dir).args([
+        "publish",
+        "keepalived",
+        "--to",
+        &target,
+        "--insecure",
+    ]));
+    assert!(
+        err.contains("anonymous access was refused for repository:homelab/keepalived:pull,push"),
+        "{err}"
+    );
+}

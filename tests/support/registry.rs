@@ -321,7 +321,21 @@ fn start_token_server(
                     }
                 }
                 let mut out = stream;
-                if authorization != expected {
+                // No credentials: a public project's pull (push is not granted).
+                let anonymous = authorization.is_empty();
+                if anonymous {
+                    for a in &mut access {
+                        a["actions"] = serde_json::json!(
+                            a["actions"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .filter(|x| *x == "pull")
+                                .collect::<Vec<_>>()
+                        );
+                    }
+                }
+                if !anonymous && authorization != expected {
                     let body =
                         r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
                     let _ = write!(

@@ -336,13 +336,13 @@ impl Client {
             };
         }
         let who = match &self.config.credentials {
-            Some(c) => format!("the credentials of {} (from {})", c.username, c.source),
-            None => "anonymous access".to_string(),
+            Some(c) => format!("the credentials of {} (from {}) were", c.username, c.source),
+            None => "anonymous access was".to_string(),
         };
         RegistryError::Auth {
             registry: self.config.host.clone(),
             message: format!(
-                "{who} were refused for {scope}: check the account's permissions on the project; log in with `docker login {}` (or REGISTRY_AUTH_FILE, or --username with --password-stdin)",
+                "{who} refused for {scope}: check the account's permissions on the project; log in with `docker login {}` (or REGISTRY_AUTH_FILE, or --username with --password-stdin)",
                 self.config.host
             ),
         }
