@@ -571,3 +571,66 @@ fn anonymous_pull_from_a_public_project() {
         "{err}"
     );
 }
+
+/// A registry with a certificate from a private CA: refused by default (with the hint),
+/// trusted with `--ca-file`, or through cluster.toml's `registry.ca_file` when it is the
+/// cluster's registry.
+#[test]
+fn tls_with_a_private_ca() {
+    let _one = serial();
+    let built = built();
+    let reg = Registry::start_with(
+        Auth::Basic {
+            user: "ci".into(),
+            password: "pw".into(),
+        },
+        true,
+    );
+    let ca = reg.ca.clone().unwrap();
+    let target = format!("{}/homelab", reg.host);
+    let login = |c: &mut Command| {
+        c.args(["--username", "ci", "--password-stdin"]);
+    };
+    let mut plain = xtask(&built.dir);
+    plain.args(["publish", "haproxy", "--to", &target]);
+    login(&mut plain);
+    let (ok, _, err) = with_stdin(&mut plain, "pw\n");
+    assert!(!ok);
+    assert!(err.contains("pass --ca-file"), "{err}");
+
+    let mut trusted = xtask(&built.dir);
+    trusted
+        .args(["publish", "haproxy", "--to", &target, "--json", "--ca-file"])
+        .arg(&ca);
+    login(&mut trusted);
+    let (ok, out, err) = with_stdin(&mut trusted, "pw\n");
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out)["published"][0]["digest"],
+        built.haproxy_index.as_str()
+    );
+
+    // The cluster's own registry, with its CA in cluster.toml: no flags needed.
+    let project = tempfile::tempdir().unwrap();
+    copy_project(project.path());
+    std::fs::copy(&ca, project.path().join("nodes/cluster-ca.crt")).unwrap();
+    let cluster = project.path().join("nodes/cluster.toml");
+    let text = std::fs::read_to_string(&cluster).unwrap();
+    std::fs::write(
+        &cluster,
+        text.replace(
+            "host = \"harbor.homelab.lan\"",
+            &format!("host = \"{}\"\nca_file = \"cluster-ca.crt\"", reg.host),
+        ),
+    )
+    .unwrap();
+    let mut pull = xtask(project.path());
+    pull.args(["pull", "haproxy", "--json"]);
+    login(&mut pull);
+    let (ok, out, err) = with_stdin(&mut pull, "pw\n");
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out)["pulled"][0]["digest"],
+        built.haproxy_index.as_str()
+    );
+}

@@ -37,6 +37,8 @@ pub struct Registry {
     pub scopes: Arc<Mutex<Vec<String>>>,
     /// The token server (token auth).
     pub realm: Option<String>,
+    /// The private CA's certificate (TLS).
+    pub ca: Option<PathBuf>,
 }
 
 impl Drop for Registry {
@@ -54,8 +56,85 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl CLI).
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = require_tool("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cairn-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// With `tls`, the registry serves HTTPS with a certificate from a private CA, whose
+    /// certificate is then at `ca`.
+    pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let registry = require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -101,11 +180,21 @@ impl Registry {
                 )
             }
         };
+        let tls_yaml = if tls {
+            let (_, cert, key) = make_tls(dir.path());
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
                 dir.path().join("data").display()
             ),
         )
@@ -119,6 +208,7 @@ impl Registry {
             .spawn()
             .unwrap();
         let host = format!("127.0.0.1:{port}");
+        let dir_path = dir.path().to_path_buf();
         for _ in 0..100 {
             if TcpStream::connect(&host).is_ok() {
                 break;
@@ -132,6 +222,7 @@ impl Registry {
             tokens_issued,
             scopes,
             realm: token_realm,
+            ca: tls.then(|| dir_path.join("ca.crt")),
         }
     }
 

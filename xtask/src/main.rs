@@ -111,6 +111,7 @@ fn main() -> ExitCode {
                 chunk_size: cairn_build::publish::DEFAULT_CHUNK_SIZE,
                 parallel: 4,
                 create_project: false,
+                ca_file: None,
             }),
         substituted: Default::default(),
         remote_cache_off: Default::default(),

@@ -37,7 +37,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         args.names.clone()
     };
     let to = target(args.to.clone(), &project);
-    let options = args.registry.options(to.clone())?;
+    let options = args.registry.options(to.clone(), Some(&project))?;
     let registry = to.split('/').next().unwrap_or(&to).to_string();
     let mut out = Vec::new();
     for name in &names {

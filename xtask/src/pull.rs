@@ -20,14 +20,17 @@ pub struct Args {
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     // The registry may be all there is: without a project, --from is needed.
-    let from = match (&args.from, crate::load_project(env)) {
+    let project = crate::load_project(env);
+    let from = match (&args.from, &project) {
         (Some(f), _) => f.clone(),
-        (None, Ok(project)) => target(None, &project),
+        (None, Ok(project)) => target(None, project),
         (None, Err(e)) => {
-            return Err(e.context("no --from given and no cluster.toml to take the registry from"));
+            return Err(Error::msg(format!(
+                "no --from given and no cluster.toml to take the registry from: {e}"
+            )));
         }
     };
-    let options = args.registry.options(from.clone())?;
+    let options = args.registry.options(from.clone(), project.as_ref().ok())?;
     let mut out = Vec::new();
     for name in &args.names {
         let p = cairn_build::publish::pull(&env.ctx, name, &options)

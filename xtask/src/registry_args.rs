@@ -27,6 +27,10 @@ pub struct RegistryArgs {
     /// When Harbor says the project does not exist, create it (private) through its API
     #[arg(long)]
     pub create_project: bool,
+    /// Trust the CA certificates in this PEM file for the registry (a private CA)
+    /// [default: nodes/cluster.toml's registry.ca_file, for the cluster's registry]
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -53,7 +57,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl RegistryArgs {
-    pub fn options(&self, target: String) -> Result<RegistryOptions, Error> {
+    pub fn options(
+        &self,
+        target: String,
+        project: Option<&cairn_spec::Project>,
+    ) -> Result<RegistryOptions, Error> {
+        let ca_file = self
+            .ca_file
+            .clone()
+            .or_else(|| cluster_ca(project?, &target));
         let credentials = match &self.username {
             Some(user) => {
                 let mut secret = String::new();
@@ -80,6 +92,7 @@ impl RegistryArgs {
             chunk_size: self.chunk_size,
             parallel: self.parallel,
             create_project: self.create_project,
+            ca_file,
         })
     }
 }
@@ -92,4 +105,12 @@ pub fn target(explicit: Option<String>, project: &cairn_spec::Project) -> String
             project.cluster.registry.host, project.cluster.registry.project
         )
     })
+}
+
+/// The cluster's CA file, when `target` is the cluster's registry.
+fn cluster_ca(project: &cairn_spec::Project, target: &str) -> Option<std::path::PathBuf> {
+    let registry = &project.cluster.registry;
+    let host = target.split('/').next()?;
+    let ca = registry.ca_file.as_ref()?;
+    (host == registry.host).then(|| project.root.join("nodes").join(ca))
 }

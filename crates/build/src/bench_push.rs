@@ -88,6 +88,7 @@ fn options(host: &str) -> RegistryOptions {
         chunk_size: crate::publish::DEFAULT_CHUNK_SIZE,
         parallel: 4,
         create_project: false,
+        ca_file: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RegistryOptions {
     pub parallel: usize,
     /// Create the Harbor project when the registry says it does not exist.
     pub create_project: bool,
+    /// PEM CA certificates to trust for this registry (`--ca-file`, else the cluster's
+    /// `registry.ca_file` when the registry is the cluster's).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RegistryOptions {
@@ -46,15 +49,30 @@ impl RegistryOptions {
                 .lookup(&host)
                 .map_err(Error::msg)?,
         };
-        Ok((
-            Client::new(RegistryConfig {
-                host,
-                insecure: self.insecure,
-                credentials,
-                backoff: Duration::from_millis(200),
-            }),
-            namespace,
-        ))
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Error::msg(format!("CA file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let client = Client::new(RegistryConfig {
+            host,
+            insecure: self.insecure,
+            credentials,
+            backoff: Duration::from_millis(200),
+            ca_pem,
+        })
+        .map_err(|e| {
+            Error::from(e).context(format!(
+                "CA file {}",
+                self.ca_file
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ))
+        })?;
+        Ok((client, namespace))
     }
 }
 

@@ -30,6 +30,9 @@ pub struct RegistryConfig {
     pub credentials: Option<Credentials>,
     /// First retry delay; doubles each attempt.
     pub backoff: Duration,
+    /// PEM certificates to trust for this registry instead of the public roots (a
+    /// homelab's private CA).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// A request body that can be sent again (after a 401 or a retry).
@@ -85,8 +88,24 @@ pub struct Client {
 
 pub type Response = http::Response<ureq::Body>;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(ca_pem: Option<&[u8]>) -> Result<ureq::Agent, RegistryError> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(pem) = ca_pem {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c.to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(RegistryError::other(format!("the CA file is not PEM: {e}"))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(RegistryError::other("the CA file holds no certificate"));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -96,20 +115,20 @@ fn agent() -> ureq::Agent {
         .timeout_send_body(Some(Duration::from_secs(3600)))
         .timeout_recv_body(Some(Duration::from_secs(3600)))
         .build()
-        .into()
+        .into())
 }
 
 impl Client {
-    pub fn new(config: RegistryConfig) -> Client {
+    pub fn new(config: RegistryConfig) -> Result<Client, RegistryError> {
         let scheme = if config.insecure { "http" } else { "https" };
-        Client {
-            agent: agent(),
+        Ok(Client {
+            agent: agent(config.ca_pem.as_deref())?,
             base: format!("{scheme}://{}", config.host),
             config,
             tokens: Mutex::new(TokenCache::default()),
             basic: AtomicBool::new(false),
             bytes_sent: AtomicU64::new(0),
-        }
+        })
     }
 
     /// `https://host/v2/<path>`.
@@ -260,10 +279,14 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) if idempotent && attempt < ATTEMPTS && transient(&e) => self.sleep(attempt),
                 Err(e) => {
+                    let mut message = e.to_string();
+                    if message.contains("certificate") || message.contains("UnknownIssuer") {
+                        message.push_str(": if the registry has a private CA, pass --ca-file (or set registry.ca_file in nodes/cluster.toml)");
+                    }
                     return Err(RegistryError::Transport {
                         method: method.into(),
                         url: url.into(),
-                        message: e.to_string(),
+                        message,
                     });
                 }
             }

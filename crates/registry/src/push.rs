@@ -427,7 +427,9 @@ mod tests {
             insecure: false,
             credentials: None,
             backoff: std::time::Duration::from_millis(1),
-        });
+            ca_pem: None,
+        })
+        .unwrap();
         assert_eq!(
             c.resolve("/v2/a/blobs/uploads/u1?_state=xyz"),
             "https://harbor.lan/v2/a/blobs/uploads/u1?_state=xyz"
