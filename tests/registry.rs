@@ -310,7 +310,7 @@ fn token_auth_with_a_robot_account_from_docker_config() {
         advertised_s: 300,
     });
     let config = tempfile::tempdir().unwrap();
-    let auth = base64_std(format!("{robot}:robot-secret").as_bytes());
+    let auth = support::registry::b64std(format!("{robot}:robot-secret").as_bytes());
     std::fs::write(
         config.path().join("config.json"),
         format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
@@ -330,25 +330,6 @@ fn token_auth_with_a_robot_account_from_docker_config() {
         scopes.contains(&"repository:homelab/pi-worker:pull".to_string()),
         "{scopes:?}"
     );
-}
-
-fn base64_std(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -406,7 +387,7 @@ fn credentials_from_a_helper_and_registry_auth_file() {
         format!(
             r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
             reg.host,
-            base64_std(b"helper-user:from-helper")
+            support::registry::b64std(b"helper-user:from-helper")
         ),
     )
     .unwrap();

@@ -464,7 +464,8 @@ fn start_token_server(
     realm
 }
 
-fn b64std(bytes: &[u8]) -> String {
+/// Standard base64 with padding (Basic credentials, Docker's `auth` values).
+pub fn b64std(bytes: &[u8]) -> String {
     b64url(bytes).replace('-', "+").replace('_', "/")
         + match bytes.len() % 3 {
             1 => "==",

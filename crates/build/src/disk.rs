@@ -176,13 +176,13 @@ pub fn write_sd_image(
         MbrPartition {
             start_lba: (BOOT_START / SECTOR) as u32,
             sectors: (BOOT_SIZE / SECTOR) as u32,
-            kind: 0x0c,
+            kind: cairn_formats::mbr::MBR_KIND_FAT32_LBA,
             bootable: true,
         },
         MbrPartition {
             start_lba: (root_start / SECTOR) as u32,
             sectors: (root_size / SECTOR) as u32,
-            kind: 0x83,
+            kind: cairn_formats::mbr::MBR_KIND_LINUX,
             bootable: false,
         },
     ];

@@ -753,18 +753,16 @@ pub fn build_os_with(
     }
     let mut fs = assemble(&store, &cache, spec, lock, arch, epoch, extras)
         .context(|| format!("assembling {image} for {arch}"))?;
+    let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
     let mut boot_files = BTreeMap::new();
     let mut boot_paths: Vec<String> = fs.files_under("usr/lib/raspi-firmware");
     boot_paths.extend(
-        fs.files_under(&format!(
-            "usr/lib/linux-image-{}",
-            crate::initramfs::kernel_release(&fs, image, arch)?
-        ))
-        .into_iter()
-        .filter(|p| {
-            let name = p.rsplit('/').next().unwrap_or("");
-            (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
-        }),
+        fs.files_under(&format!("usr/lib/linux-image-{kver}"))
+            .into_iter()
+            .filter(|p| {
+                let name = p.rsplit('/').next().unwrap_or("");
+                (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
+            }),
     );
     for path in boot_paths {
         let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -773,7 +771,6 @@ pub fn build_os_with(
             boot_files.insert(name, (digest, bytes.len() as u64));
         }
     }
-    let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
     let kernel_path = format!("boot/vmlinuz-{kver}");
     let kernel = fs.read_file(&kernel_path)?.ok_or_else(|| {
         Error::msg(format!(

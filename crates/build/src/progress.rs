@@ -63,18 +63,6 @@ pub fn bytes(enabled: bool, total: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// A byte counter without a known total (several blobs at once).
-pub fn bytes_bar(enabled: bool, message: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, target(enabled));
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}")
-            .expect("valid template"),
-    );
-    bar.set_message(message.to_string());
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    bar
-}
-
 pub fn spinner(enabled: bool, message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, target(enabled));
     bar.set_style(

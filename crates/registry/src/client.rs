@@ -10,7 +10,7 @@ use crate::error::RegistryError;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use ureq::http;
 
@@ -82,8 +82,6 @@ pub struct Client {
     tokens: Mutex<TokenCache>,
     /// The registry asked for Basic: send the credentials with every request.
     basic: AtomicBool,
-    /// Body bytes sent (blob uploads and manifests), for reports and tests.
-    pub bytes_sent: AtomicU64,
 }
 
 pub type Response = http::Response<ureq::Body>;
@@ -127,7 +125,6 @@ impl Client {
             config,
             tokens: Mutex::new(TokenCache::default()),
             basic: AtomicBool::new(false),
-            bytes_sent: AtomicU64::new(0),
         })
     }
 
@@ -187,7 +184,7 @@ impl Client {
         if has_body {
             req = req.header("Content-Length", body.len().to_string());
         }
-        let result = match body {
+        match body {
             Body::Empty => self.agent.run(
                 req.body(())
                     .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
@@ -214,11 +211,7 @@ impl Client {
                         .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
                 )
             }
-        };
-        if result.is_ok() {
-            self.bytes_sent.fetch_add(body.len(), Ordering::Relaxed);
         }
-        result
     }
 
     /// Sends a request for `scope` (`repository:NAME:pull,push`), authenticating as the

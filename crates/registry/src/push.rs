@@ -9,7 +9,6 @@ use cairn_formats::Digest;
 use cairn_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Manifests above this are refused (Harbor's limit).
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -122,8 +121,6 @@ pub fn push(
     });
     let queue = Mutex::new(blobs.into_iter().collect::<Vec<_>>());
     let failed: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let sent = AtomicU64::new(0);
-    let active = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..options.parallel.max(1) {
             s.spawn(|| {
@@ -134,13 +131,11 @@ pub fn push(
                     let Some((digest, size)) = queue.lock().expect("lock").pop() else {
                         return;
                     };
-                    active.fetch_add(1, Ordering::SeqCst);
                     let on_read = |n: u64| progress.bytes(&digest, n);
                     let result = push_blob(
                         client, store, repo, &digest, size, options, progress, &on_read,
                     );
                     progress.done(&digest);
-                    active.fetch_sub(1, Ordering::SeqCst);
                     match result {
                         Ok(outcome) => {
                             let mut r = report.lock().expect("lock");
@@ -150,7 +145,6 @@ pub fn push(
                                 BlobOutcome::Uploaded => {
                                     r.blobs_uploaded += 1;
                                     r.bytes_uploaded += size;
-                                    sent.fetch_add(size, Ordering::Relaxed);
                                 }
                             }
                         }
