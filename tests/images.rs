@@ -3,9 +3,11 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 use support::{copy_project, json, repo_root, require_tool, run_ok};
 
 /// Builds `image` in a copy of the project at `dir` under the given environment.
@@ -33,23 +35,45 @@ fn digests(v: &serde_json::Value) -> Vec<(String, String)> {
         v["index"]["digest"].as_str().unwrap().to_string(),
     )];
     for (arch, m) in v["manifests"].as_object().unwrap() {
-        out.push((arch.clone(), m["digest"].as_str().unwrap().to_string()));
         out.push((
-            format!("{arch} layer"),
+            format!("manifest {arch}"),
+            m["digest"].as_str().unwrap().to_string(),
+        ));
+        out.push((
+            format!("layer {arch}"),
             m["layer"]["digest"].as_str().unwrap().to_string(),
         ));
     }
     out
 }
 
+/// Every example image built once, in a copy of the project under UTC (shared by the tests).
+fn first_builds() -> &'static BTreeMap<&'static str, serde_json::Value> {
+    static FIRST: OnceLock<BTreeMap<&'static str, serde_json::Value>> = OnceLock::new();
+    FIRST.get_or_init(|| {
+        EXAMPLE_IMAGES
+            .iter()
+            .map(|image| {
+                let dir = tempfile::Builder::new()
+                    .prefix("cairn-images-")
+                    .tempdir()
+                    .unwrap()
+                    .keep();
+                (*image, build_in(&dir, image, "UTC", "C", "022", None))
+            })
+            .collect()
+    })
+}
+
+const EXAMPLE_IMAGES: [&str; 2] = ["haproxy", "keepalived"];
+
 #[test]
 fn example_images_are_bit_for_bit_reproducible() {
-    for image in ["haproxy", "keepalived"] {
-        let a = tempfile::tempdir().unwrap();
+    for image in EXAMPLE_IMAGES {
+        let first = &first_builds()[image];
         let b = tempfile::tempdir().unwrap();
         let b_deep = b.path().join("a/much/longer/build/directory");
         std::fs::create_dir_all(&b_deep).unwrap();
-        let first = build_in(a.path(), image, "UTC", "C", "022", None);
         let second = build_in(
             &b_deep,
             image,
@@ -59,7 +83,7 @@ fn example_images_are_bit_for_bit_reproducible() {
             Some("+1234d"),
         );
         assert_eq!(
-            digests(&first),
+            digests(first),
             digests(&second),
             "{image} differs between builds"
         );
@@ -73,6 +97,17 @@ fn example_images_are_bit_for_bit_reproducible() {
             "the second build really built"
         );
     }
+}
+
+/// The example images hash to what `tests/expected-digests.toml` says (a cross-machine
+/// check: CI builds on a different machine every run).
+#[test]
+fn example_images_match_the_committed_digests() {
+    let mut actual = support::digests::Digests::new();
+    for (image, built) in first_builds() {
+        actual.insert(image.to_string(), digests(built).into_iter().collect());
+    }
+    support::digests::check("images", cairn_steps::BUILDER_VERSION, &actual);
 }
 
 fn elf_machine(path: &Path) -> u16 {
@@ -236,4 +271,70 @@ fn skopeo_and_umoci_read_the_haproxy_image() {
         );
         assert_eq!(runtime["process"]["cwd"], "/var/lib/haproxy");
     }
+}
+
+/// Two checkouts that share one cargo target directory run one xtask binary (cargo reuses
+/// it: its fingerprints hash paths relative to the workspace). Each must build its own specs
+/// into its own store, from wherever inside it the command runs, whatever path the binary
+/// was compiled in or cargo's `CARGO_MANIFEST_DIR` names.
+#[test]
+fn the_project_root_is_the_checkout_the_command_runs_in() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    copy_project(a.path());
+    copy_project(b.path());
+    let spec = b.path().join("images/haproxy.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.contains("Kubernetes API load balancer"));
+    std::fs::write(
+        &spec,
+        text.replace("Kubernetes API load balancer", "checkout B's balancer"),
+    )
+    .unwrap();
+    let mut built = Vec::new();
+    for (checkout, cwd) in [
+        (a.path(), a.path().join("images")),
+        (b.path(), b.path().join("nodes")),
+    ] {
+        let out = json(&run_ok(
+            Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .args([
+                    "--quiet",
+                    "build-image",
+                    "haproxy",
+                    "--arch",
+                    "x86_64",
+                    "--json",
+                ])
+                .current_dir(&cwd)
+                .env("CARGO_MANIFEST_DIR", repo_root().join("xtask"))
+                .env_remove("CAIRN_ROOT")
+                .env_remove("CAIRN_STORE"),
+        ));
+        let layout = Path::new(out["layout"].as_str().unwrap()).to_path_buf();
+        assert_eq!(
+            layout.canonicalize().unwrap(),
+            checkout.join("artifacts").canonicalize().unwrap(),
+            "run in {}, the store must be that checkout's",
+            cwd.display()
+        );
+        built.push(out["manifests"]["x86_64"]["digest"].clone());
+    }
+    assert_ne!(
+        built[0], built[1],
+        "checkout B's own spec (another label) was built"
+    );
+    // Outside any checkout, the command says where it looked and what to do.
+    let outside = tempfile::tempdir().unwrap();
+    let err = support::run_err(
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--quiet", "build-image", "haproxy"])
+            .current_dir(outside.path())
+            .env_remove("CARGO_MANIFEST_DIR")
+            .env_remove("CAIRN_ROOT"),
+    );
+    assert!(
+        err.contains("no Cairn project at or above") && err.contains("--root"),
+        "{err}"
+    );
 }

@@ -170,6 +170,34 @@ fn every_node_is_bit_for_bit_reproducible() {
     }
 }
 
+/// The example nodes hash to what `tests/expected-digests.toml` says (a cross-machine
+/// check: CI builds on a different machine every run).
+#[test]
+fn example_nodes_match_the_committed_digests() {
+    let built = built();
+    let mut actual = support::digests::Digests::new();
+    for (name, n) in &built.nodes {
+        let mut what = BTreeMap::new();
+        what.insert(
+            "node_id".to_string(),
+            n["node_id"].as_str().unwrap().to_string(),
+        );
+        what.insert(
+            "manifest".to_string(),
+            n["manifest"]["digest"].as_str().unwrap().to_string(),
+        );
+        for (title, f) in n["files"].as_object().unwrap() {
+            what.insert(
+                format!("file {title}"),
+                f["digest"].as_str().unwrap().to_string(),
+            );
+        }
+        actual.insert(name.clone(), what);
+    }
+    assert_eq!(actual.len(), 4, "every example node was built");
+    support::digests::check("nodes", cairn_steps::BUILDER_VERSION, &actual);
+}
+
 fn mtools_list(image: &str) -> String {
     run_ok(Command::new(require_tool("mdir", "mtools")).args(["-i", image, "-b", "::"]))
 }

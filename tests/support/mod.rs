@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deb;
+pub mod digests;
 pub mod proxy;
 pub mod registry;
 pub mod server;

@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
-    let r = cairn_build::bench::run(&env.ctx, &args.image)?;
+    let r = cairn_bench::image::run(&env.ctx, &args.image)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r).expect("json"));
         return Ok(ExitCode::SUCCESS);

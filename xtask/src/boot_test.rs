@@ -1,6 +1,6 @@
 use crate::Env;
-use cairn_build::Error;
-use cairn_build::boot::{BootConfig, boot_test};
+use cairn_deliver::boot::{BootConfig, boot_test};
+use cairn_steps::Error;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     };
     let mut out = Vec::new();
     for name in &names {
-        let result = cairn_build::node::build_node(&env.ctx, &project, &lock, name)
+        let result = cairn_node::build::build_node(&env.ctx, &project, &lock, name)
             .map_err(|e| e.context(format!("building node {name}")))?;
         let node = project.node(name).expect("built, so it exists");
         if !args.json {

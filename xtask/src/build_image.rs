@@ -1,7 +1,7 @@
 use crate::Env;
-use cairn_build::Error;
-use cairn_build::lockfile::Lockfile;
-use cairn_spec::Arch;
+use cairn_inputs::lockfile::Lockfile;
+use cairn_project::Arch;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         ))
     })?;
     let result =
-        cairn_build::image::build_image(&env.ctx, &project, &lock, &args.name, &args.arches)
+        cairn_os::container::build_image(&env.ctx, &project, &lock, &args.name, &args.arches)
             .map_err(|e| e.context(format!("building {}", args.name)))?;
     if args.json {
         println!(

@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -25,7 +25,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     };
     let mut out = Vec::new();
     for name in &names {
-        let r = cairn_build::node::build_node(&env.ctx, &project, &lock, name)
+        let r = cairn_node::build::build_node(&env.ctx, &project, &lock, name)
             .map_err(|e| e.context(format!("building node {name}")))?;
         if !args.json {
             let how = if r.cached {
@@ -39,8 +39,8 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                 "{name} ({}, {}): node id {} ({how})",
                 r.arch.as_str(),
                 match r.boot {
-                    cairn_spec::BootMethod::Sd => "SD card",
-                    cairn_spec::BootMethod::Pxe => "PXE",
+                    cairn_project::BootMethod::Sd => "SD card",
+                    cairn_project::BootMethod::Pxe => "PXE",
                 },
                 r.node_id.hex()
             );

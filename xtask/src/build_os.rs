@@ -1,7 +1,7 @@
 use crate::Env;
-use cairn_build::Error;
-use cairn_build::lockfile::Lockfile;
-use cairn_spec::Arch;
+use cairn_inputs::lockfile::Lockfile;
+use cairn_project::Arch;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -34,7 +34,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     };
     let mut out = serde_json::Map::new();
     for arch in arches {
-        let r = cairn_build::os::build_os(&env.ctx, &project, &lock, &args.name, arch)
+        let r = cairn_os::base::build_os(&env.ctx, &project, &lock, &args.name, arch)
             .map_err(|e| e.context(format!("building {} for {arch}", args.name)))?;
         if !args.json {
             let how = if r.cached { "cached" } else { "built" };

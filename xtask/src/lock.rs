@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -11,7 +11,7 @@ pub struct Args {
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let project = crate::load_project(env)?;
-    let summary = cairn_build::lock::lock(&env.ctx, &project)?;
+    let summary = cairn_inputs::lock::lock(&env.ctx, &project)?;
     if args.json {
         let entries: Vec<_> = summary
             .entries

@@ -24,7 +24,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cargo xtask", version, about)]
 struct Cli {
-    /// Project root holding images/, nodes/ and inputs.lock [default: this repository]
+    /// Project root holding images/, nodes/ and inputs.lock [default: the nearest directory,
+    /// from the current one upwards, with nodes/cluster.toml or inputs.lock]
     #[arg(long, global = true, env = "CAIRN_ROOT")]
     root: Option<PathBuf>,
     /// The store (an OCI image layout) [default: ROOT/artifacts]
@@ -79,15 +80,18 @@ enum Command {
 }
 
 pub struct Env {
-    pub ctx: cairn_build::Context,
+    pub ctx: cairn_steps::Context,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let root = cli
-        .root
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .canonicalize_or_self();
+    let root = match cli.root.clone().map_or_else(find_root, Ok) {
+        Ok(root) => root.canonicalize_or_self(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let json = matches!(&cli.command, Command::BuildImage(a) if a.json)
         || matches!(&cli.command, Command::BuildOs(a) if a.json)
         || matches!(&cli.command, Command::Lock(a) if a.json)
@@ -95,24 +99,22 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::BootTest(a) if a.json)
         || matches!(&cli.command, Command::Publish(a) if a.json)
         || matches!(&cli.command, Command::Pull(a) if a.json);
-    let ctx = cairn_build::Context {
+    let ctx = cairn_steps::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
             .download_cache
-            .unwrap_or_else(cairn_build::Context::default_cache),
+            .unwrap_or_else(cairn_steps::Context::default_cache),
         progress: !cli.quiet && !json && std::io::stderr().is_terminal(),
-        remote_cache: cli
-            .cache
-            .map(|target| cairn_build::publish::RegistryOptions {
-                target,
-                insecure: cli.cache_insecure,
-                credentials: None,
-                tag: String::new(),
-                chunk_size: cairn_build::publish::DEFAULT_CHUNK_SIZE,
-                parallel: 4,
-                create_project: false,
-                ca_file: None,
-            }),
+        remote_cache: cli.cache.map(|target| cairn_steps::RegistryOptions {
+            target,
+            insecure: cli.cache_insecure,
+            credentials: None,
+            tag: String::new(),
+            chunk_size: cairn_deliver::publish::DEFAULT_CHUNK_SIZE,
+            parallel: 4,
+            create_project: false,
+            ca_file: None,
+        }),
         substituted: Default::default(),
         remote_cache_off: Default::default(),
         root,
@@ -142,6 +144,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The project root when `--root` is not given: from where `cargo xtask` runs, upwards, the
+/// first directory that holds `nodes/cluster.toml` or `inputs.lock`; else the workspace cargo
+/// ran in (`CARGO_MANIFEST_DIR`, which cargo sets for `cargo run` at run time). Never the
+/// path compiled into the binary: two checkouts sharing one target directory share one
+/// binary, and each must build its own specs into its own store.
+fn find_root() -> Result<PathBuf, cairn_steps::Error> {
+    let is_root = |d: &std::path::Path| {
+        d.join("nodes/cluster.toml").is_file() || d.join("inputs.lock").is_file()
+    };
+    let cwd = std::env::current_dir()
+        .map_err(|e| cairn_steps::Error::msg(format!("the current directory: {e}")))?;
+    if let Some(found) = cwd.ancestors().find(|d| is_root(d)) {
+        return Ok(found.to_path_buf());
+    }
+    if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        let workspace = PathBuf::from(manifest).join("..");
+        if is_root(&workspace) {
+            return Ok(workspace);
+        }
+    }
+    Err(cairn_steps::Error::msg(format!(
+        "no Cairn project at or above {}: run `cargo xtask` inside a checkout (a directory with nodes/cluster.toml or inputs.lock), or pass --root",
+        cwd.display()
+    )))
+}
+
 trait CanonicalizeOrSelf {
     fn canonicalize_or_self(self) -> PathBuf;
 }
@@ -153,14 +181,14 @@ impl CanonicalizeOrSelf for PathBuf {
 }
 
 /// Loads the project's specs.
-pub fn load_project(env: &Env) -> Result<cairn_spec::Project, cairn_build::Error> {
-    Ok(cairn_spec::Project::load(&env.ctx.root)?)
+pub fn load_project(env: &Env) -> Result<cairn_project::Project, cairn_steps::Error> {
+    Ok(cairn_project::Project::load(&env.ctx.root)?)
 }
 
 /// Reads inputs.lock, which must exist.
-pub fn read_lock(env: &Env) -> Result<cairn_build::lockfile::Lockfile, cairn_build::Error> {
-    cairn_build::lockfile::Lockfile::read(&env.ctx.lock_path())?.ok_or_else(|| {
-        cairn_build::Error::msg(format!(
+pub fn read_lock(env: &Env) -> Result<cairn_inputs::lockfile::Lockfile, cairn_steps::Error> {
+    cairn_inputs::lockfile::Lockfile::read(&env.ctx.lock_path())?.ok_or_else(|| {
+        cairn_steps::Error::msg(format!(
             "{} does not exist: run `cargo xtask lock`",
             env.ctx.lock_path().display()
         ))

@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
-    let pinned = cairn_build::kubernetes::prefetch(
+    let pinned = cairn_inputs::kubernetes::prefetch(
         &env.ctx,
         &args.url,
         args.file.as_deref(),

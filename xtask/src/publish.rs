@@ -1,7 +1,7 @@
 use crate::Env;
 use crate::registry_args::{RegistryArgs, target};
-use cairn_build::Error;
-use cairn_spec::ImageKind;
+use cairn_project::ImageKind;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -41,7 +41,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let registry = to.split('/').next().unwrap_or(&to).to_string();
     let mut out = Vec::new();
     for name in &names {
-        let p = cairn_build::publish::publish(&env.ctx, &project, &lock, name, &options)
+        let p = cairn_deliver::publish::publish(&env.ctx, &project, &lock, name, &options)
             .map_err(|e| e.context(format!("publishing {name}")))?;
         if !args.json {
             eprintln!(

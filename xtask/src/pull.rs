@@ -1,6 +1,6 @@
 use crate::Env;
 use crate::registry_args::{RegistryArgs, target};
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -33,7 +33,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let options = args.registry.options(from.clone(), project.as_ref().ok())?;
     let mut out = Vec::new();
     for name in &args.names {
-        let p = cairn_build::publish::pull(&env.ctx, name, &options)
+        let p = cairn_deliver::publish::pull(&env.ctx, name, &options)
             .map_err(|e| e.context(format!("pulling {name}")))?;
         if !args.json {
             eprintln!(

@@ -1,7 +1,7 @@
 //! Flags shared by `publish` and `pull`.
 
-use cairn_build::Error;
-use cairn_build::publish::RegistryOptions;
+use cairn_steps::Error;
+use cairn_steps::RegistryOptions;
 
 #[derive(clap::Args, Clone)]
 pub struct RegistryArgs {
@@ -60,7 +60,7 @@ impl RegistryArgs {
     pub fn options(
         &self,
         target: String,
-        project: Option<&cairn_spec::Project>,
+        project: Option<&cairn_project::Project>,
     ) -> Result<RegistryOptions, Error> {
         let ca_file = self
             .ca_file
@@ -76,7 +76,7 @@ impl RegistryArgs {
                 if secret.is_empty() {
                     return Err(Error::msg("--password-stdin: stdin was empty"));
                 }
-                Some(cairn_build::cairn_registry::Credentials {
+                Some(cairn_registry::Credentials {
                     username: user.clone(),
                     secret,
                     source: "--password-stdin".into(),
@@ -98,7 +98,7 @@ impl RegistryArgs {
 }
 
 /// `--to`/`--from`, else the cluster's registry and project.
-pub fn target(explicit: Option<String>, project: &cairn_spec::Project) -> String {
+pub fn target(explicit: Option<String>, project: &cairn_project::Project) -> String {
     explicit.unwrap_or_else(|| {
         format!(
             "{}/{}",
@@ -108,7 +108,7 @@ pub fn target(explicit: Option<String>, project: &cairn_spec::Project) -> String
 }
 
 /// The cluster's CA file, when `target` is the cluster's registry.
-fn cluster_ca(project: &cairn_spec::Project, target: &str) -> Option<std::path::PathBuf> {
+fn cluster_ca(project: &cairn_project::Project, target: &str) -> Option<std::path::PathBuf> {
     let registry = &project.cluster.registry;
     let host = target.split('/').next()?;
     let ca = registry.ca_file.as_ref()?;

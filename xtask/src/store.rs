@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use cairn_store::Store;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -36,7 +36,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
     match cmd {
         Command::Verify { json, repair } => {
             let store = open(env)?;
-            let bar = cairn_build::progress::spinner(env.ctx.progress && !json, "verifying blobs");
+            let bar = cairn_steps::progress::spinner(env.ctx.progress && !json, "verifying blobs");
             let report = store.verify(|_| bar.tick())?;
             bar.finish_and_clear();
             let repaired = if repair { store.repair(&report)? } else { 0 };
@@ -94,7 +94,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                         .filter(|(i, _)| subset & (1 << i) != 0)
                         .map(|(_, a)| a.as_str())
                         .collect();
-                    keep.insert(cairn_build::image::subset_tag(&image.name, &arches));
+                    keep.insert(cairn_os::container::subset_tag(&image.name, &arches));
                 }
             }
             let store = open(env)?;

@@ -2,7 +2,7 @@
 //! with apt-get when possible), then run every test of the workspace.
 
 use crate::Env;
-use cairn_build::Error;
+use cairn_steps::Error;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
@@ -11,6 +11,11 @@ pub struct Args {
     /// Never install anything; fail naming what is missing
     #[arg(long)]
     pub no_install: bool,
+    /// Rebuild the example images and nodes and rewrite tests/expected-digests.toml with
+    /// their digests, instead of running every test (a deliberate step: after a
+    /// BUILDER_VERSION bump or a change of the lock)
+    #[arg(long)]
+    pub update_digests: bool,
     /// Extra arguments for `cargo test` (after `--`)
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
@@ -38,6 +43,8 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
+    ("shellcheck", "shellcheck"),
+    ("systemd-analyze", "systemd"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",
         "debian-archive-keyring",
@@ -46,7 +53,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
 
 fn present(what: &str) -> bool {
     if what.ends_with("debian-archive-keyring.gpg") {
-        if let Some(k) = std::env::var_os(cairn_build::lock::KEYRING_ENV).filter(|k| !k.is_empty())
+        if let Some(k) = std::env::var_os(cairn_inputs::lock::KEYRING_ENV).filter(|k| !k.is_empty())
         {
             return Path::new(&k).exists();
         }
@@ -135,9 +142,12 @@ fn add_bookworm_backports() -> Result<bool, Error> {
     if already {
         return Ok(true);
     }
-    let mirror = cairn_build::mirror::from_apt_sources(Path::new("/etc/apt")).ok_or_else(|| {
-        Error::msg("cannot add bookworm-backports for QEMU: no Debian mirror in the apt sources")
-    })?;
+    let mirror =
+        cairn_inputs::mirror::from_apt_sources(Path::new("/etc/apt")).ok_or_else(|| {
+            Error::msg(
+                "cannot add bookworm-backports for QEMU: no Debian mirror in the apt sources",
+            )
+        })?;
     let text = format!(
         "Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     );
@@ -165,12 +175,24 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         }
     }
     // The image and lock tests fetch from a real Debian mirror.
-    cairn_build::mirror::resolve(None).map_err(|e| {
+    cairn_inputs::mirror::resolve(None).map_err(|e| {
         Error::msg(format!("{e}\n(the tests lock against a real Debian mirror: on Ubuntu or other hosts set CAIRN_DEBIAN_MIRROR to a Debian mirror URL)"))
     })?;
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--locked"])
-        .args(&args.cargo_args)
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if args.update_digests {
+        // Only the two tests that build the examples and compare with the file.
+        cargo
+            .args(["test", "--package", "xtask", "--locked"])
+            .args(["--test", "images", "--test", "nodes"])
+            .args(&args.cargo_args)
+            .args(["--", "match_the_committed_digests"])
+            .env("CAIRN_UPDATE_DIGESTS", "1");
+    } else {
+        cargo
+            .args(["test", "--workspace", "--locked"])
+            .args(&args.cargo_args);
+    }
+    let status = cargo
         .current_dir(&env.ctx.root)
         .status()
         .map_err(|e| Error::msg(format!("running cargo test: {e}")))?;

@@ -1,0 +1,7 @@
+//! Benchmarks: Cairn against the peer tools in the same run (`pigz`, `sha256sum`,
+//! `mksquashfs`, `skopeo`). They report; tests never time. Nothing in the pipeline depends
+//! on this crate.
+
+pub mod image;
+pub mod node;
+pub mod push;

@@ -1,0 +1,412 @@
+//! `publish` and `pull`: images and nodes between the store and a registry. A container
+//! image goes as its image index. A node goes as an OCI artifact whose disk image is
+//! zstd-compressed and split into chunks of at most `chunk_size` bytes (proxies in front of
+//! Harbor refuse huge bodies); `pull` joins and decompresses the chunks, checks the disk
+//! image's digest, and rebuilds the node's store manifest byte for byte.
+
+use cairn_formats::Digest;
+use cairn_inputs::lockfile::Lockfile;
+use cairn_node::build::{self, ARTIFACT_TYPE, MEDIA_DISK, NodeFile, NodeResult};
+use cairn_project::{ImageKind, Project};
+use cairn_registry::{Descriptor, PushOptions, PushReport};
+use cairn_steps::error::Context as _;
+use cairn_steps::{BUILDER_VERSION, Context, Error, RegistryOptions};
+use cairn_store::{ActionRecord, BlobWriter, Store, Tag};
+use std::io::{Read, Write};
+
+/// A chunk of a zstd-compressed disk image.
+pub const MEDIA_DISK_CHUNK: &str = "application/vnd.cairn.disk.raw.v1+zstd.chunk";
+pub const DEFAULT_CHUNK_SIZE: u64 = 512 << 20;
+const ZSTD_LEVEL: i32 = 3;
+const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn repository(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub name: String,
+    pub kind: &'static str,
+    pub repository: String,
+    pub tag: String,
+    pub digest: Digest,
+    pub report: PushReport,
+}
+
+impl Published {
+    pub fn to_json(&self, registry: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "kind": self.kind,
+            "reference": format!("{registry}/{}:{}", self.repository, self.tag),
+            "digest": self.digest.to_string(),
+            "blobs": self.report.blobs,
+            "blobs_uploaded": self.report.blobs_uploaded,
+            "blobs_present": self.report.blobs_present,
+            "blobs_mounted": self.report.blobs_mounted,
+            "bytes_uploaded": self.report.bytes_uploaded,
+            "manifests": self.report.manifests,
+        })
+    }
+}
+
+/// Builds `name` (an image or a node) if needed and pushes it.
+pub fn publish(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    name: &str,
+    options: &RegistryOptions,
+) -> Result<Published, Error> {
+    let (client, namespace) = options.client()?;
+    let (kind, root) = if let Some(image) = project.image(name) {
+        if image.kind == ImageKind::Os {
+            return Err(Error::msg(format!(
+                "{name} is an OS image: publish the nodes built from it (`cargo xtask publish NODE`)"
+            )));
+        }
+        let r = cairn_os::container::build_image(ctx, project, lock, name, &[])?;
+        (
+            "image",
+            Descriptor {
+                media_type: "application/vnd.oci.image.index.v1+json".into(),
+                digest: r.index,
+                size: r.index_size,
+            },
+        )
+    } else if project.node(name).is_some() {
+        let r = build::build_node(ctx, project, lock, name)?;
+        let store = open_store(ctx)?;
+        ("node", registry_form(&store, &r, options.chunk_size)?)
+    } else {
+        return Err(Error::msg(format!(
+            "{name:?} is neither an image (images/{name}.toml) nor a node (nodes/{name}.toml)"
+        )));
+    };
+    let store = open_store(ctx)?;
+    let repo = repository(&namespace, name);
+    // Blobs the build cache already holds (kernels, squashfs, layers) are mounted, not sent.
+    let push_options = PushOptions {
+        parallel: options.parallel,
+        mount_from: vec![repository(&namespace, cairn_steps::cache::CACHE_REPOSITORY)],
+        ..PushOptions::default()
+    };
+    let bars = cairn_steps::progress::BlobBars::new(ctx.progress, "pushing");
+    let push = || {
+        cairn_registry::push::push(
+            &client,
+            &store,
+            &repo,
+            &root,
+            &options.tag,
+            &push_options,
+            &bars,
+        )
+    };
+    let report = match push() {
+        Err(cairn_registry::RegistryError::Auth { message, .. })
+            if options.create_project && message.contains("create project") =>
+        {
+            let project_name = namespace.split('/').next().unwrap_or(&namespace);
+            cairn_registry::harbor_create_project(&client, project_name)
+                .context(|| format!("creating project {project_name} in {}", client.config.host))?;
+            eprintln!("created project {project_name} in {}", client.config.host);
+            push()
+        }
+        other => other,
+    }
+    .map_err(Error::from)
+    .context(|| {
+        format!(
+            "pushing {name} to {}/{repo}:{}",
+            client.config.host, options.tag
+        )
+    })?;
+    bars.clear();
+    Ok(Published {
+        name: name.to_string(),
+        kind,
+        repository: repo,
+        tag: options.tag.clone(),
+        digest: root.digest,
+        report,
+    })
+}
+
+fn open_store(ctx: &Context) -> Result<Store, Error> {
+    Ok(Store::open(&ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            ctx.store.join(".lock").display()
+        )
+    })?)
+}
+
+/// Splits a compressed stream into store blobs of at most `chunk` bytes.
+struct ChunkSink<'a> {
+    store: &'a Store,
+    chunk: u64,
+    current: Option<BlobWriter<'a>>,
+    done: Vec<(Digest, u64)>,
+}
+
+impl Write for ChunkSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.current.is_none() {
+            self.current = Some(self.store.blob_writer().map_err(std::io::Error::other)?);
+        }
+        let w = self.current.as_mut().expect("just set");
+        let room = (self.chunk - w.n_bytes()) as usize;
+        let n = buf.len().min(room);
+        w.write_all(&buf[..n])?;
+        if w.n_bytes() == self.chunk {
+            let full = self.current.take().expect("current");
+            self.done
+                .push(full.finish(None).map_err(std::io::Error::other)?);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The node's manifest as it is published: its disk image as zstd chunks.
+pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<Descriptor, Error> {
+    if chunk_size < 1 << 20 {
+        return Err(Error::msg("--chunk-size must be at least 1 MiB"));
+    }
+    let key_doc = serde_json::json!({
+        "step": "publish-node",
+        "builder": BUILDER_VERSION,
+        "manifest": r.manifest.0.to_string(),
+        "chunk_size": chunk_size,
+        "zstd_level": ZSTD_LEVEL,
+    });
+    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
+    if let Some(rec) = store.action_get(&key) {
+        if let (Some(d), Some(size)) = (
+            rec.output["digest"].as_str().and_then(|d| d.parse().ok()),
+            rec.output["size"].as_u64(),
+        ) {
+            return Ok(Descriptor {
+                media_type: MANIFEST_MEDIA.into(),
+                digest: d,
+                size,
+            });
+        }
+    }
+    let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.0)?)
+        .map_err(|e| Error::msg(format!("node manifest {}: {e}", r.manifest.0)))?;
+    let mut annotations = original["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    annotations.insert(
+        "dev.cairn.node.manifest".into(),
+        r.manifest.0.to_string().into(),
+    );
+    let mut files = Vec::new();
+    for f in &r.files {
+        if f.media_type != MEDIA_DISK {
+            files.push(f.clone());
+            continue;
+        }
+        let mut sink = ChunkSink {
+            store,
+            chunk: chunk_size,
+            current: None,
+            done: Vec::new(),
+        };
+        let mut enc = zstd::stream::Encoder::new(&mut sink, ZSTD_LEVEL)
+            .map_err(|e| Error::msg(format!("zstd: {e}")))?;
+        let mut disk = store.open_blob(&f.digest)?;
+        std::io::copy(&mut disk, &mut enc)
+            .map_err(|e| Error::msg(format!("compressing {}: {e}", f.title)))?;
+        enc.finish()
+            .map_err(|e| Error::msg(format!("compressing {}: {e}", f.title)))?;
+        if let Some(last) = sink.current.take() {
+            sink.done.push(last.finish(None)?);
+        }
+        for (i, (digest, size)) in sink.done.iter().enumerate() {
+            files.push(NodeFile {
+                title: format!("{}.zst.{i:03}", f.title),
+                media_type: MEDIA_DISK_CHUNK.into(),
+                digest: *digest,
+                size: *size,
+            });
+        }
+        annotations.insert("dev.cairn.disk".into(), f.title.clone().into());
+        annotations.insert("dev.cairn.disk.digest".into(), f.digest.to_string().into());
+        annotations.insert("dev.cairn.disk.size".into(), f.size.to_string().into());
+        annotations.insert(
+            "dev.cairn.disk.chunks".into(),
+            sink.done.len().to_string().into(),
+        );
+    }
+    files.sort_by(|a, b| a.title.cmp(&b.title));
+    let bytes = build::manifest_json(&annotations, &files);
+    let digest = store.write_blob(&bytes)?;
+    store.write_blob(build::EMPTY_CONFIG)?;
+    store.action_put(
+        &key,
+        &ActionRecord {
+            step: format!("publish-node {}", r.node),
+            blobs: files.iter().map(|f| f.digest).chain([digest]).collect(),
+            output: serde_json::json!({"digest": digest.to_string(), "size": bytes.len()}),
+        },
+    )?;
+    Ok(Descriptor {
+        media_type: MANIFEST_MEDIA.into(),
+        digest,
+        size: bytes.len() as u64,
+    })
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub name: String,
+    pub kind: &'static str,
+    /// The store's tag now points here (for a node: its rebuilt store manifest).
+    pub digest: Digest,
+    pub report: cairn_registry::pull::PullReport,
+}
+
+/// Pulls `name` from the registry into the store and tags it `name`.
+pub fn pull(ctx: &Context, name: &str, options: &RegistryOptions) -> Result<Pulled, Error> {
+    let (client, namespace) = options.client()?;
+    let repo = repository(&namespace, name);
+    let store = open_store(ctx)?;
+    let bars = cairn_steps::progress::BlobBars::new(ctx.progress, "pulling");
+    let (root, report) = cairn_registry::pull::pull(&client, &store, &repo, &options.tag, &bars)
+        .map_err(Error::from)
+        .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
+    bars.clear();
+    let bytes = store.read_blob(&root.digest)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::msg(format!("{repo}: the manifest is not JSON: {e}")))?;
+    let (kind, tag) = if v["artifactType"] == ARTIFACT_TYPE {
+        ("node", node_from_registry_form(&store, &v)?)
+    } else {
+        (
+            "image",
+            Tag {
+                name: name.into(),
+                media_type: root.media_type.clone(),
+                digest: root.digest,
+                size: root.size,
+            },
+        )
+    };
+    let digest = tag.digest;
+    let tag = Tag {
+        name: name.into(),
+        ..tag
+    };
+    store.set_tag(tag)?;
+    Ok(Pulled {
+        name: name.into(),
+        kind,
+        digest,
+        report,
+    })
+}
+
+/// Joins and decompresses the disk chunks, then rebuilds the node's store manifest and
+/// checks it is the one that was published.
+fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, Error> {
+    let mut annotations = v["annotations"].as_object().cloned().unwrap_or_default();
+    let take = |a: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
+        a.remove(k).and_then(|v| v.as_str().map(str::to_string))
+    };
+    let expected: Digest = take(&mut annotations, "dev.cairn.node.manifest")
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| Error::msg("a node artifact without dev.cairn.node.manifest"))?;
+    let disk = take(&mut annotations, "dev.cairn.disk");
+    let disk_digest: Option<Digest> =
+        take(&mut annotations, "dev.cairn.disk.digest").and_then(|d| d.parse().ok());
+    let disk_size: Option<u64> =
+        take(&mut annotations, "dev.cairn.disk.size").and_then(|d| d.parse().ok());
+    take(&mut annotations, "dev.cairn.disk.chunks");
+    let mut files = Vec::new();
+    let mut chunks = Vec::new();
+    for l in v["layers"].as_array().into_iter().flatten() {
+        let f = NodeFile {
+            title: l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+            digest: l["digest"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| Error::msg(format!("bad layer {l}")))?,
+            size: l["size"].as_u64().unwrap_or_default(),
+        };
+        if f.media_type == MEDIA_DISK_CHUNK {
+            chunks.push(f);
+        } else {
+            files.push(f);
+        }
+    }
+    if let (Some(title), Some(digest), Some(size)) = (disk, disk_digest, disk_size) {
+        // `.zst.000`, `.zst.001`, ... `.zst.1000`: by number, not by text.
+        let index = |f: &NodeFile| {
+            f.title
+                .rsplit('.')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        chunks.sort_by_key(index);
+        let joined = chunks
+            .iter()
+            .map(|c| store.open_blob(&c.digest))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, f| {
+                Box::new(acc.chain(f))
+            });
+        let mut dec =
+            zstd::stream::Decoder::new(joined).map_err(|e| Error::msg(format!("zstd: {e}")))?;
+        let mut w = store.blob_writer()?;
+        // At most one byte more than announced, so a bad stream cannot fill the disk.
+        std::io::copy(&mut (&mut dec).take(size + 1), &mut w)
+            .map_err(|e| Error::msg(format!("decompressing {title}: {e}")))?;
+        let (got, got_size) = w.finish(Some(digest))?;
+        if got_size != size {
+            return Err(Error::msg(format!(
+                "{title}: {got_size} bytes after decompression, the manifest says {size}"
+            )));
+        }
+        files.push(NodeFile {
+            title,
+            media_type: MEDIA_DISK.into(),
+            digest: got,
+            size,
+        });
+    }
+    files.sort_by(|a, b| a.title.cmp(&b.title));
+    let bytes = build::manifest_json(&annotations, &files);
+    let digest = Digest::of(&bytes);
+    if digest != expected {
+        return Err(Error::msg(format!(
+            "the node manifest rebuilt from the registry is {digest}, the published one was {expected}"
+        )));
+    }
+    store.write_blob(&bytes)?;
+    store.write_blob(build::EMPTY_CONFIG)?;
+    Ok(Tag {
+        name: String::new(),
+        media_type: MANIFEST_MEDIA.into(),
+        digest,
+        size: bytes.len() as u64,
+    })
+}

@@ -1,0 +1,411 @@
+//! `build-node`: a node's bootable artifact. The base OS of its (image, arch) plus the
+//! cluster's Kubernetes binaries (one squashfs shared by every node of that arch), the
+//! node's own configuration (a small cpio appended to the initramfs), and then either an
+//! SD-card image (MBR, FAT32 boot partition, squashfs root) or a PXE bundle (kernel,
+//! initramfs, squashfs, iPXE script). The result is an OCI artifact manifest in the store,
+//! tagged with the node's name, one layer per file.
+
+use crate::config::{self, BootFacts, Overlay, OverlayEntry};
+use crate::disk;
+use cairn_formats::Digest;
+use cairn_formats::cpio::CpioWriter;
+use cairn_inputs::lockfile::Lockfile;
+use cairn_os::base::{OsExtras, OsResult};
+use cairn_project::{Arch, BootMethod, NodeSpec, Project};
+use cairn_steps::error::Context as _;
+use cairn_steps::{BUILDER_VERSION, Context, Error};
+use cairn_store::{ActionRecord, Store, Tag};
+
+/// The artifact type of a node manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.node.v1";
+pub const MEDIA_DISK: &str = "application/vnd.cairn.disk.raw.v1";
+pub const MEDIA_KERNEL: &str = "application/vnd.cairn.kernel.v1";
+pub const MEDIA_INITRAMFS: &str = "application/vnd.cairn.initramfs.v1+gzip";
+pub const MEDIA_SQUASHFS: &str = "application/vnd.cairn.squashfs.v1";
+pub const MEDIA_IPXE: &str = "application/vnd.cairn.ipxe.v1";
+pub const MEDIA_TEXT: &str = "text/plain";
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+pub const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
+
+/// One file of a node's artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFile {
+    /// File name (`org.opencontainers.image.title`).
+    pub title: String,
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What `build-node` produced for one node.
+#[derive(Debug, Clone)]
+pub struct NodeResult {
+    pub node: String,
+    pub node_id: Digest,
+    pub arch: Arch,
+    pub boot: BootMethod,
+    /// The artifact manifest (tagged with the node's name).
+    pub manifest: (Digest, u64),
+    pub files: Vec<NodeFile>,
+    /// Kernel command line (SD: cmdline.txt; PXE: the iPXE script's).
+    pub cmdline: String,
+    /// Whether the shared base OS came from the action cache.
+    pub base_cached: bool,
+    /// Whether the whole node came from the action cache.
+    pub cached: bool,
+}
+
+impl NodeResult {
+    pub fn file(&self, title: &str) -> Option<&NodeFile> {
+        self.files.iter().find(|f| f.title == title)
+    }
+
+    pub fn to_json(&self, store: &std::path::Path) -> serde_json::Value {
+        let files: serde_json::Map<String, serde_json::Value> = self
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.title.clone(),
+                    serde_json::json!({
+                        "digest": f.digest.to_string(),
+                        "size": f.size,
+                        "media_type": f.media_type,
+                        "path": store.join("blobs/sha256").join(f.digest.hex()).display().to_string(),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.node,
+            "node_id": self.node_id.hex(),
+            "arch": self.arch.as_str(),
+            "boot": boot_name(self.boot),
+            "manifest": {"digest": self.manifest.0.to_string(), "size": self.manifest.1},
+            "files": files,
+            "cmdline": self.cmdline,
+            "base_cached": self.base_cached,
+            "cached": self.cached,
+        })
+    }
+
+    fn from_record(node: &NodeSpec, o: &serde_json::Value) -> Option<NodeResult> {
+        let files = o["files"]
+            .as_object()?
+            .iter()
+            .map(|(title, f)| {
+                Some(NodeFile {
+                    title: title.clone(),
+                    media_type: f["media_type"].as_str()?.to_string(),
+                    digest: f["digest"].as_str()?.parse().ok()?,
+                    size: f["size"].as_u64()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(NodeResult {
+            node: node.name.clone(),
+            node_id: Digest::from_hex(o["node_id"].as_str()?).ok()?,
+            arch: node.arch,
+            boot: node.boot,
+            manifest: (
+                o["manifest"]["digest"].as_str()?.parse().ok()?,
+                o["manifest"]["size"].as_u64()?,
+            ),
+            files,
+            cmdline: o["cmdline"].as_str()?.to_string(),
+            base_cached: true,
+            cached: true,
+        })
+    }
+}
+
+fn boot_name(boot: BootMethod) -> &'static str {
+    match boot {
+        BootMethod::Sd => "sd",
+        BootMethod::Pxe => "pxe",
+    }
+}
+
+/// The node's overlay as a gzip'd newc cpio whose files sit under `cairn/node/` (the
+/// initramfs copies them onto the root's writable layer).
+pub fn overlay_cpio(overlay: &Overlay, mtime: u32) -> Result<Vec<u8>, Error> {
+    let err = |e: std::io::Error| Error::msg(format!("writing the node overlay: {e}"));
+    let mut w = CpioWriter::new(cairn_formats::gzip::writer(Vec::new()));
+    w.dir("cairn", 0o755, mtime).map_err(err)?;
+    w.dir("cairn/node", 0o755, mtime).map_err(err)?;
+    for (path, entry) in overlay {
+        let path = format!("cairn/node/{path}");
+        match entry {
+            OverlayEntry::Dir(mode) => w.dir(&path, *mode, mtime),
+            OverlayEntry::File(bytes, mode) => w.file(&path, *mode, mtime, bytes),
+            OverlayEntry::Symlink(target) => w.symlink(&path, target, mtime),
+        }
+        .map_err(err)?;
+    }
+    w.finish().map_err(err)?.finish().map_err(err)
+}
+
+/// The base OS with the cluster's Kubernetes binaries, for `node`.
+fn base(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    node: &NodeSpec,
+) -> Result<OsResult, Error> {
+    let inputs = cairn_inputs::kubernetes::inputs(&project.cluster, node.arch);
+    let pins = cairn_inputs::kubernetes::pins(lock, &inputs)?;
+    let extras = OsExtras {
+        binaries: pins
+            .into_iter()
+            .map(|(input, digest, size)| (input.path, digest, size, 0o755))
+            .collect(),
+        texts: crate::kubernetes::units(&project.cluster)
+            .into_iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect(),
+    };
+    cairn_os::base::build_os_with(ctx, project, lock, node.image.get_ref(), node.arch, &extras)
+}
+
+/// Builds (or finds in the action cache) the artifact of node `name`.
+pub fn build_node(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    name: &str,
+) -> Result<NodeResult, Error> {
+    let node = project.node(name).ok_or_else(|| {
+        let known: Vec<&str> = project.nodes.iter().map(|n| n.name.as_str()).collect();
+        Error::msg(format!(
+            "no node named {name:?} (no nodes/{name}.toml); nodes: {}",
+            known.join(", ")
+        ))
+    })?;
+    if project.image(name).is_some() {
+        return Err(Error::msg(format!(
+            "node {name} and image {name} share a name, and so would share a tag: rename one"
+        )));
+    }
+    let cluster = &project.cluster;
+    let cluster_ca = config::read_cluster_ca(cluster)?;
+    let node_id = config::node_id(cluster, node, cluster_ca.as_deref())?;
+    let base = base(ctx, project, lock, node)?;
+    let spec = project
+        .image(node.image.get_ref())
+        .expect("checked when the project loaded");
+    let epoch = spec
+        .source_date_epoch
+        .unwrap_or(lock.image_for(spec)?.source_date_epoch);
+
+    let (cmdline, boot_partition) = match node.boot {
+        BootMethod::Sd => {
+            let ids = disk::DiskIds::from_node_id(&node_id);
+            (
+                disk::sd_cmdline(node.board, &ids),
+                Some(format!("PARTUUID={}", ids.partuuid(1))),
+            )
+        }
+        BootMethod::Pxe => (crate::pxe::cmdline(), None),
+    };
+    let overlay = config::render(
+        cluster,
+        node,
+        &node_id,
+        cluster_ca.as_deref(),
+        &BootFacts { boot_partition },
+    );
+    let overlay = overlay_cpio(&overlay, epoch as u32)?;
+    let key_doc = serde_json::json!({
+        "step": "node",
+        "builder": BUILDER_VERSION,
+        "definition": String::from_utf8_lossy(&config::canonical_definition(cluster, node, cluster_ca.as_deref())?),
+        "base": {
+            "squashfs": base.squashfs.0.to_string(),
+            "kernel": base.kernel.0.to_string(),
+            "initramfs": base.initramfs.0.to_string(),
+            "boot_files": base.boot_files.iter().map(|(n, (d, _))| format!("{n} {d}")).collect::<Vec<_>>(),
+        },
+        "source_date_epoch": epoch,
+        "overlay": Digest::of(&overlay).to_string(),
+        "cmdline": cmdline,
+        "layout": disk::LAYOUT_VERSION,
+    });
+    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
+    let store = Store::open(&ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            ctx.store.join(".lock").display()
+        )
+    })?;
+    if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
+        if let Some(mut r) = NodeResult::from_record(node, &record.output) {
+            r.base_cached = base.cached;
+            tag(&store, &r)?;
+            return Ok(r);
+        }
+    }
+
+    let spinner = cairn_steps::progress::spinner(ctx.progress, &format!("building node {name}"));
+    let mut files = Vec::new();
+    let mut initrd = store.read_blob(&base.initramfs.0)?;
+    initrd.extend_from_slice(&overlay);
+    let initrd_digest = store.write_blob(&initrd)?;
+    let mut push = |title: &str, media: &str, digest: Digest, size: u64| {
+        files.push(NodeFile {
+            title: title.into(),
+            media_type: media.into(),
+            digest,
+            size,
+        })
+    };
+    push("vmlinuz", MEDIA_KERNEL, base.kernel.0, base.kernel.1);
+    push(
+        "initrd.img",
+        MEDIA_INITRAMFS,
+        initrd_digest,
+        initrd.len() as u64,
+    );
+    push(
+        "root.squashfs",
+        MEDIA_SQUASHFS,
+        base.squashfs.0,
+        base.squashfs.1,
+    );
+    match node.boot {
+        BootMethod::Sd => {
+            spinner.set_message(format!("writing the SD image of {name}"));
+            let kernel = store.read_blob(&base.kernel.0)?;
+            let boot =
+                disk::boot_partition_files(node, &base, &store, kernel, initrd, &cmdline, &node_id)
+                    .context(|| format!("node {name} ({})", node.path.display()))?;
+            let cmd = cmdline.clone() + "\n";
+            push(
+                "cmdline.txt",
+                MEDIA_TEXT,
+                store.write_blob(cmd.as_bytes())?,
+                cmd.len() as u64,
+            );
+            let (digest, size) = disk::write_sd_image(&store, &node_id, &boot, &base, epoch)
+                .context(|| format!("writing the SD image of node {name}"))?;
+            push(&format!("{name}.img"), MEDIA_DISK, digest, size);
+        }
+        BootMethod::Pxe => {
+            let mac = node.mac.expect("checked when the node loaded");
+            let script = crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.0);
+            push(
+                &crate::pxe::script_name(&mac),
+                MEDIA_IPXE,
+                store.write_blob(script.as_bytes())?,
+                script.len() as u64,
+            );
+            let chain = crate::pxe::CHAIN_SCRIPT;
+            push(
+                "boot.ipxe",
+                MEDIA_IPXE,
+                store.write_blob(chain.as_bytes())?,
+                chain.len() as u64,
+            );
+        }
+    }
+    files.sort_by(|a, b| a.title.cmp(&b.title));
+    spinner.finish_and_clear();
+
+    let manifest = manifest_json(&node_annotations(node, &node_id, epoch), &files);
+    let empty = store.write_blob(EMPTY_CONFIG)?;
+    let manifest_digest = store.write_blob(&manifest)?;
+    let result = NodeResult {
+        node: name.to_string(),
+        node_id,
+        arch: node.arch,
+        boot: node.boot,
+        manifest: (manifest_digest, manifest.len() as u64),
+        files,
+        cmdline,
+        base_cached: base.cached,
+        cached: false,
+    };
+    let mut output = result.to_json(std::path::Path::new(""));
+    let o = output.as_object_mut().expect("object");
+    for k in ["cached", "base_cached", "node", "arch", "boot"] {
+        o.remove(k);
+    }
+    cairn_steps::cache::put(
+        ctx,
+        &store,
+        &key,
+        &ActionRecord {
+            step: format!("node {name}"),
+            blobs: result
+                .files
+                .iter()
+                .map(|f| f.digest)
+                .chain([manifest_digest, empty])
+                .collect(),
+            output,
+        },
+    )?;
+    tag(&store, &result)?;
+    Ok(result)
+}
+
+fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
+    let tag = Tag {
+        name: r.node.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: r.manifest.0,
+        size: r.manifest.1,
+    };
+    if store.tag(&r.node)?.as_ref() != Some(&tag) {
+        store.set_tag(tag)?;
+    }
+    Ok(())
+}
+
+/// The annotations of a node's manifest.
+fn node_annotations(
+    node: &NodeSpec,
+    node_id: &Digest,
+    epoch: u64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "org.opencontainers.image.created": cairn_formats::oci::rfc3339(epoch),
+        "dev.cairn.node": node.name,
+        "dev.cairn.node-id": node_id.hex(),
+        "dev.cairn.arch": node.arch.as_str(),
+        "dev.cairn.boot": boot_name(node.boot),
+        "dev.cairn.hostname": node.hostname.to_string(),
+    });
+    v.as_object().expect("object").clone()
+}
+
+/// A node's OCI artifact manifest: the empty config, one layer per file (sorted by title).
+pub fn manifest_json(
+    annotations: &serde_json::Map<String, serde_json::Value>,
+    files: &[NodeFile],
+) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "mediaType": f.media_type,
+                "digest": f.digest.to_string(),
+                "size": f.size,
+                "annotations": {"org.opencontainers.image.title": f.title},
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_MEDIA,
+            "digest": Digest::of(EMPTY_CONFIG).to_string(),
+            "size": EMPTY_CONFIG.len(),
+            "data": "e30=",
+        },
+        "layers": layers,
+        "annotations": annotations,
+    });
+    cairn_formats::json::to_canonical_vec(&doc).expect("json")
+}

@@ -1,0 +1,220 @@
+//! A Raspberry Pi SD-card image: an MBR with a FAT32 boot partition (the Pi firmware,
+//! device trees, kernel, initramfs, config.txt, cmdline.txt) and the squashfs root. The
+//! disk identifier and the FAT volume id derive from the node id.
+
+use cairn_formats::Digest;
+use cairn_formats::fat::{FatConfig, FatEntry};
+use cairn_formats::mbr::MbrPartition;
+use cairn_os::base::OsResult;
+use cairn_project::{Arch, Board, NodeSpec};
+use cairn_steps::Error;
+use cairn_store::Store;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// Changes whenever the disk layout below changes (part of the node step key).
+pub const LAYOUT_VERSION: u32 = 1;
+const SECTOR: u64 = 512;
+/// The boot partition starts at 4 MiB (erase-block aligned, as Raspberry Pi OS does).
+const BOOT_START: u64 = 4 << 20;
+/// 128 MiB: room for the largest kernel (arm64's uncompressed Image, ~38 MB), the
+/// initramfs and the firmware, and enough clusters for FAT32 with 512-byte clusters.
+const BOOT_SIZE: u64 = 128 << 20;
+const ALIGN: u64 = 1 << 20;
+
+/// Identifiers that must stay stable for a node: from its node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskIds {
+    /// MBR disk signature (`PARTUUID=<disk_id>-NN`).
+    pub disk_id: u32,
+    /// FAT volume id of the boot partition.
+    pub volume_id: u32,
+}
+
+impl DiskIds {
+    pub fn from_node_id(node_id: &Digest) -> DiskIds {
+        let b = node_id.as_bytes();
+        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        // Zero means "no signature" to some tools; the digest picks another word then.
+        let disk_id = [0, 8, 16, 24]
+            .into_iter()
+            .map(word)
+            .find(|w| *w != 0)
+            .unwrap_or(1);
+        DiskIds {
+            disk_id,
+            volume_id: word(4),
+        }
+    }
+
+    pub fn partuuid(&self, partition: u32) -> String {
+        format!("{:08x}-{partition:02x}", self.disk_id)
+    }
+}
+
+/// Kernel command line of an SD-booted node.
+pub fn sd_cmdline(board: Board, ids: &DiskIds) -> String {
+    // The Pi 3 and 4 put Bluetooth on the PL011, leaving the mini UART (ttyS1) on the pins.
+    let serial = match board {
+        Board::Rpi4 | Board::Rpi3 => "ttyS1",
+        _ => "ttyAMA0",
+    };
+    format!(
+        "console=tty1 console={serial},115200 cairn.root=PARTUUID={} rootwait",
+        ids.partuuid(2)
+    )
+}
+
+/// Firmware files and device trees a board needs: (firmware, required DTB, optional DTBs).
+fn board_files(
+    board: Board,
+) -> (
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static str],
+) {
+    match board {
+        Board::Rpi4 => (
+            &["start4.elf", "fixup4.dat"],
+            "bcm2711-rpi-4-b.dtb",
+            &["bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4.dtb"],
+        ),
+        Board::Rpi3 => (
+            &["bootcode.bin", "start.elf", "fixup.dat"],
+            "bcm2837-rpi-3-b.dtb",
+            &["bcm2837-rpi-3-b-plus.dtb", "bcm2837-rpi-3-a-plus.dtb"],
+        ),
+        Board::Rpi2 => (
+            &["bootcode.bin", "start.elf", "fixup.dat"],
+            "bcm2836-rpi-2-b.dtb",
+            &["bcm2837-rpi-3-b.dtb"],
+        ),
+        Board::Pc => (&[], "", &[]),
+    }
+}
+
+fn config_txt(node: &NodeSpec, node_id: &Digest) -> String {
+    let arm_64bit = if node.arch == Arch::Aarch64 { 1 } else { 0 };
+    format!(
+        "# Rendered by Cairn for node {} (node id {}).\n\
+         arm_64bit={arm_64bit}\n\
+         enable_uart=1\n\
+         upstream_kernel=1\n\
+         disable_overscan=1\n\
+         kernel=vmlinuz\n\
+         initramfs initrd.img followkernel\n",
+        node.name,
+        node_id.hex()
+    )
+}
+
+/// The files of the boot partition, by name.
+pub fn boot_partition_files(
+    node: &NodeSpec,
+    base: &OsResult,
+    store: &Store,
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+    cmdline: &str,
+    node_id: &Digest,
+) -> Result<BTreeMap<String, FatEntry>, Error> {
+    let (firmware, dtb, optional) = board_files(node.board);
+    let mut files = BTreeMap::new();
+    let mut take = |name: &str, required: bool| -> Result<(), Error> {
+        match base.boot_files.get(name) {
+            Some((digest, _)) => {
+                files.insert(name.to_string(), FatEntry::File(store.read_blob(digest)?));
+                Ok(())
+            }
+            None if !required => Ok(()),
+            None if name.ends_with(".dtb") => Err(Error::msg(format!(
+                "board {:?} needs the device tree {name}, which the kernel of image {} for {} does not ship",
+                node.board,
+                node.image.get_ref(),
+                node.arch
+            ))),
+            None => Err(Error::msg(format!(
+                "board {:?} needs the firmware file {name} from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.{}` of image {} (component non-free-firmware), then run `cargo xtask lock`",
+                node.board,
+                node.arch,
+                node.image.get_ref()
+            ))),
+        }
+    };
+    for f in firmware {
+        take(f, true)?;
+    }
+    take(dtb, true)?;
+    for d in optional {
+        take(d, false)?;
+    }
+    files.insert(
+        "config.txt".into(),
+        FatEntry::File(config_txt(node, node_id).into_bytes()),
+    );
+    files.insert(
+        "cmdline.txt".into(),
+        FatEntry::File(format!("{cmdline}\n").into_bytes()),
+    );
+    files.insert("vmlinuz".into(), FatEntry::File(kernel));
+    files.insert("initrd.img".into(), FatEntry::File(initrd));
+    Ok(files)
+}
+
+/// Writes the SD image (MBR, boot partition, squashfs root) into the store.
+pub fn write_sd_image(
+    store: &Store,
+    node_id: &Digest,
+    boot: &BTreeMap<String, FatEntry>,
+    base: &OsResult,
+    epoch: u64,
+) -> Result<(Digest, u64), Error> {
+    let ids = DiskIds::from_node_id(node_id);
+    let root_start = BOOT_START + BOOT_SIZE;
+    let root_size = base.squashfs.1.div_ceil(ALIGN) * ALIGN;
+    let partitions = [
+        MbrPartition {
+            start_lba: (BOOT_START / SECTOR) as u32,
+            sectors: (BOOT_SIZE / SECTOR) as u32,
+            kind: cairn_formats::mbr::MBR_KIND_FAT32_LBA,
+            bootable: true,
+        },
+        MbrPartition {
+            start_lba: (root_start / SECTOR) as u32,
+            sectors: (root_size / SECTOR) as u32,
+            kind: cairn_formats::mbr::MBR_KIND_LINUX,
+            bootable: false,
+        },
+    ];
+    let io = |what: &'static str| move |e: std::io::Error| Error::msg(format!("{what}: {e}"));
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    cairn_formats::mbr::write_mbr(ids.disk_id, &partitions, &mut w)
+        .map_err(io("writing the partition table"))?;
+    zeros(&mut w, BOOT_START - SECTOR).map_err(io("writing the disk image"))?;
+    let config = FatConfig {
+        size_bytes: BOOT_SIZE,
+        volume_id: ids.volume_id,
+        label: "CAIRN-BOOT".into(),
+        hidden_sectors: (BOOT_START / SECTOR) as u32,
+        mtime: epoch,
+    };
+    cairn_formats::fat::write_fat32(&config, boot, &mut w)
+        .map_err(io("writing the boot partition"))?;
+    let mut root = store.open_blob(&base.squashfs.0)?;
+    std::io::copy(&mut root, &mut w).map_err(io("copying the root squashfs"))?;
+    zeros(&mut w, root_size - base.squashfs.1).map_err(io("writing the disk image"))?;
+    let w = w
+        .into_inner()
+        .map_err(|e| Error::msg(format!("writing the disk image: {e}")))?;
+    Ok(w.finish(None)?)
+}
+
+fn zeros(w: &mut impl Write, mut n: u64) -> std::io::Result<()> {
+    let block = [0u8; 64 * 1024];
+    while n > 0 {
+        let k = n.min(block.len() as u64) as usize;
+        w.write_all(&block[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Rendered by Cairn: bring the node into the cluster with the secrets from /run/cairn.
+set -eu
+. /etc/cairn/node.env
+set -a
+. /run/cairn/secrets.env
+set +a
+case "$CAIRN_DISTRIBUTION" in
+kubeadm)
+  : "${join_token:?the secrets file has no join_token}"
+  sed -e "s|@CAIRN_JOIN_TOKEN@|$join_token|" -e "s|@CAIRN_CA_CERT_HASH@|${ca_cert_hash:-}|" \
+    /etc/cairn/kubeadm.yaml > /run/cairn/kubeadm.yaml
+  chmod 0600 /run/cairn/kubeadm.yaml
+  systemctl enable --now kubelet.service || true
+  if [ "$CAIRN_ROLE" = control-plane ] && [ ! -e /etc/kubernetes/admin.conf ]; then
+    exec kubeadm init --config /run/cairn/kubeadm.yaml
+  fi
+  [ -e /etc/kubernetes/kubelet.conf ] || exec kubeadm join --config /run/cairn/kubeadm.yaml
+  ;;
+k3s)
+  : "${join_token:?the secrets file has no join_token}"
+  umask 077
+  printf '%s\n' "$join_token" > /run/cairn/k3s-token
+  exec systemctl start k3s.service
+  ;;
+esac

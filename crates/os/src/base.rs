@@ -1,0 +1,394 @@
+//! The root filesystem of an OS image: packages unpacked, then what their maintainer
+//! scripts would have done, done declaratively (users and groups from base-passwd and
+//! sysusers.d, enabled units, the CA bundle, dpkg's status, an empty machine-id,
+//! modules.dep), written as one squashfs shared by every node of that (image, arch).
+
+use crate::maintainer::{
+    Accounts, apply_alternatives, dpkg_status, enable_unit, parse_alternatives,
+};
+use crate::modules::depmod;
+use crate::rootfs::Rootfs;
+use cairn_formats::Digest;
+use cairn_inputs::fetch::{Cache, Download};
+use cairn_inputs::lockfile::Lockfile;
+use cairn_inputs::mirror;
+use cairn_project::{Arch, ImageKind, ImageSpec, Project};
+use cairn_steps::error::Context as _;
+use cairn_steps::{BUILDER_VERSION, Context, Error};
+use cairn_store::{ActionRecord, Store};
+use std::collections::BTreeMap;
+
+/// The outputs of an OS image's base step for one arch.
+pub struct OsResult {
+    pub image: String,
+    pub arch: Arch,
+    pub kernel_release: String,
+    pub squashfs: (Digest, u64),
+    pub kernel: (Digest, u64),
+    pub initramfs: (Digest, u64),
+    /// Raspberry Pi firmware (`/usr/lib/raspi-firmware/*`) and the kernel's Broadcom device
+    /// trees, by file name: what an SD card's boot partition is made of.
+    pub boot_files: BTreeMap<String, (Digest, u64)>,
+    pub cached: bool,
+}
+
+/// What a node adds to its image's base OS: the cluster's Kubernetes binaries (from the
+/// download cache) and their units. Shared by every node of the cluster on that arch.
+#[derive(Debug, Clone, Default)]
+pub struct OsExtras {
+    /// Path in the image, cached file's digest and size, mode.
+    pub binaries: Vec<(String, Digest, u64, u32)>,
+    /// Path in the image and text (mode 0644).
+    pub texts: Vec<(String, String)>,
+}
+
+impl OsResult {
+    pub fn to_json(&self, store: &std::path::Path) -> serde_json::Value {
+        let blob = |(d, size): (Digest, u64)| serde_json::json!({"digest": d.to_string(), "size": size, "path": store.join("blobs/sha256").join(d.hex()).display().to_string()});
+        serde_json::json!({
+            "kernel_release": self.kernel_release,
+            "squashfs": blob(self.squashfs),
+            "kernel": blob(self.kernel),
+            "initramfs": blob(self.initramfs),
+            "boot_files": self.boot_files.iter().map(|(name, b)| (name.clone(), blob(*b))).collect::<serde_json::Map<_, _>>(),
+            "cached": self.cached,
+        })
+    }
+
+    fn from_record(image: &str, arch: Arch, o: &serde_json::Value) -> Option<OsResult> {
+        let blob = |k: &str| {
+            Some((
+                o[k]["digest"].as_str()?.parse().ok()?,
+                o[k]["size"].as_u64()?,
+            ))
+        };
+        Some(OsResult {
+            image: image.into(),
+            arch,
+            kernel_release: o["kernel_release"].as_str()?.to_string(),
+            squashfs: blob("squashfs")?,
+            kernel: blob("kernel")?,
+            initramfs: blob("initramfs")?,
+            boot_files: o["boot_files"]
+                .as_object()?
+                .iter()
+                .map(|(name, b)| {
+                    Some((
+                        name.clone(),
+                        (b["digest"].as_str()?.parse().ok()?, b["size"].as_u64()?),
+                    ))
+                })
+                .collect::<Option<_>>()?,
+            cached: true,
+        })
+    }
+}
+
+/// Assembles the OS root filesystem of `spec` for `arch`.
+pub fn assemble(
+    store: &Store,
+    cache: &Cache,
+    spec: &ImageSpec,
+    lock: &Lockfile,
+    arch: Arch,
+    epoch: u64,
+    extras: &OsExtras,
+) -> Result<Rootfs, Error> {
+    let locked = lock.image_for(spec)?;
+    let packages = lock.packages(locked, arch)?;
+    let mut fs = Rootfs::new(&store.root().join("tmp"))?;
+    let mut controls = BTreeMap::new();
+    let mut alternatives = Vec::new();
+    for p in &packages {
+        let sha = Digest::from_hex(&p.sha256)
+            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        let info = fs
+            .add_deb(&cache.path(&sha), &p.name, &sha)
+            .context(|| format!("unpacking {} {}", p.name, p.version))?;
+        controls.insert(p.name.clone(), info.control);
+        if let Some((_, script)) = info.control_files.iter().find(|(n, _)| n == "postinst") {
+            alternatives.extend(parse_alternatives(&String::from_utf8_lossy(script)));
+        }
+    }
+    fs.add_merged_usr_links();
+    apply_alternatives(&mut fs, &alternatives)?;
+
+    // Users and groups: base-passwd's static ids, then sysusers.d, then the spec.
+    let mut accounts = Accounts::default();
+    let master_passwd = fs.read_file("usr/share/base-passwd/passwd.master")?;
+    let master_group = fs.read_file("usr/share/base-passwd/group.master")?;
+    match (master_passwd, master_group) {
+        (Some(p), Some(g)) => {
+            accounts.parse_master(&String::from_utf8_lossy(&p), &String::from_utf8_lossy(&g))
+        }
+        _ => accounts.parse_master(
+            "root:x:0:0:root:/root:/bin/sh\n",
+            "root:x:0:\nshadow:x:42:\n",
+        ),
+    }
+    for file in fs.files_under("usr/lib/sysusers.d") {
+        if file.ends_with(".conf") {
+            let text =
+                String::from_utf8_lossy(&fs.read_file(&file)?.unwrap_or_default()).into_owned();
+            accounts.sysusers(&text, &file)?;
+        }
+    }
+    for g in &spec.groups {
+        accounts.add_group(&g.name, Some(g.gid))?;
+    }
+    for u in &spec.users {
+        accounts.add_group(&u.name, Some(u.gid))?;
+        accounts.add_user(&u.name, Some(u.uid), &u.comment, &u.home, &u.shell)?;
+    }
+    let shadow_gid = u64::from(accounts.gid_of("shadow").unwrap_or(0));
+    for (path, text, mode, gid) in accounts.files(epoch, shadow_gid) {
+        fs.add_file(path, text.as_bytes(), mode, 0, gid)?;
+    }
+
+    fs.add_file(
+        "/var/lib/dpkg/status",
+        dpkg_status(&controls).as_bytes(),
+        0o644,
+        0,
+        0,
+    )?;
+    fs.add_file("/etc/machine-id", b"", 0o444, 0, 0)?;
+    fs.add_ca_bundle()?;
+    depmod(&mut fs)?;
+    for d in &spec.dirs {
+        fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
+    }
+    for f in &spec.files {
+        let bytes = crate::container::file_bytes(spec, f)?;
+        fs.add_file(
+            &f.path,
+            &bytes,
+            f.mode.0,
+            u64::from(f.uid),
+            u64::from(f.gid),
+        )?;
+    }
+    for s in &spec.symlinks {
+        fs.add_symlink(&s.path, &s.target)?;
+    }
+    for (path, digest, _, mode) in &extras.binaries {
+        fs.add_file_from(path, &cache.path(digest), digest, *mode, 0, 0)
+            .context(|| format!("adding {path}"))?;
+    }
+    for (path, text) in &extras.texts {
+        fs.add_file(path, text.as_bytes(), 0o644, 0, 0)?;
+    }
+    // After the spec's own files, which may add units.
+    for unit in &spec.services {
+        enable_unit(&mut fs, unit)?;
+    }
+    if let Some(target) = &spec.default_target {
+        fs.add_symlink(
+            "/etc/systemd/system/default.target",
+            &format!("/usr/lib/systemd/system/{target}"),
+        )?;
+    }
+    Ok(fs)
+}
+
+fn step_key(
+    spec: &ImageSpec,
+    lock: &Lockfile,
+    arch: Arch,
+    epoch: u64,
+    extras: &OsExtras,
+) -> Result<Digest, Error> {
+    let locked = lock.image_for(spec)?;
+    let packages = lock.packages(locked, arch)?;
+    let mut files = Vec::new();
+    for f in &spec.files {
+        let bytes = crate::container::file_bytes(spec, f)?;
+        files.push(format!(
+            "{} {} {:o} {} {}",
+            f.path,
+            Digest::of(&bytes),
+            f.mode.0,
+            f.uid,
+            f.gid
+        ));
+    }
+    let doc = serde_json::json!({
+        "step": "os-base",
+        "initramfs_init": Digest::of(crate::initramfs::INIT.as_bytes()).to_string(),
+        "initramfs_udhcpc": Digest::of(crate::initramfs::UDHCPC_SCRIPT.as_bytes()).to_string(),
+        "initramfs_modules": crate::initramfs::boot_modules(arch),
+        "builder": BUILDER_VERSION,
+        "arch": arch.as_str(),
+        "source_date_epoch": epoch,
+        "packages": packages.iter().map(|p| format!("{} {}", p.name, p.sha256)).collect::<Vec<_>>(),
+        "users": spec.users.iter().map(|u| format!("{} {} {} {} {} {}", u.name, u.uid, u.gid, u.comment, u.home, u.shell)).collect::<Vec<_>>(),
+        "groups": spec.groups.iter().map(|g| format!("{} {} {}", g.name, g.gid, g.members.join(","))).collect::<Vec<_>>(),
+        "files": files,
+        "dirs": spec.dirs.iter().map(|d| format!("{} {:o} {} {}", d.path, d.mode.0, d.uid, d.gid)).collect::<Vec<_>>(),
+        "symlinks": spec.symlinks.iter().map(|s| format!("{} {}", s.path, s.target)).collect::<Vec<_>>(),
+        "services": spec.services,
+        "default_target": spec.default_target,
+        "compression": "zstd",
+        "extra_binaries": extras.binaries.iter().map(|(p, d, size, mode)| format!("{p} {d} {size} {mode:o}")).collect::<Vec<_>>(),
+        "extra_texts": extras.texts.iter().map(|(p, t)| format!("{p} {}", Digest::of(t.as_bytes()))).collect::<Vec<_>>(),
+        "boot_files": "raspi-firmware+broadcom-dtbs",
+    });
+    Ok(Digest::of(
+        &cairn_formats::json::to_canonical_vec(&doc).expect("json"),
+    ))
+}
+
+/// Builds (or finds in the action cache) the base OS squashfs of `image` for `arch`.
+pub fn build_os(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    image: &str,
+    arch: Arch,
+) -> Result<OsResult, Error> {
+    build_os_with(ctx, project, lock, image, arch, &OsExtras::default())
+}
+
+/// [`build_os`] with files added for a cluster (its Kubernetes binaries).
+pub fn build_os_with(
+    ctx: &Context,
+    project: &Project,
+    lock: &Lockfile,
+    image: &str,
+    arch: Arch,
+    extras: &OsExtras,
+) -> Result<OsResult, Error> {
+    let spec = project
+        .image(image)
+        .ok_or_else(|| Error::msg(format!("no image named {image:?} in images/")))?;
+    if spec.kind != ImageKind::Os {
+        return Err(Error::msg(format!(
+            "{} is a container image; an OS image has kind = \"os\"",
+            spec.path.display()
+        )));
+    }
+    if !spec.arches.contains(&arch) {
+        return Err(Error::msg(format!(
+            "image {image} is not built for {arch}: add it to `arches` in {}",
+            spec.path.display()
+        )));
+    }
+    let locked = lock.image_for(spec)?;
+    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let key = step_key(spec, lock, arch, epoch, extras)?;
+    let store = Store::open(&ctx.store, || {
+        eprintln!(
+            "waiting for another cairn process to release {}",
+            ctx.store.join(".lock").display()
+        )
+    })?;
+    if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
+        if let Some(r) = OsResult::from_record(image, arch, &record.output) {
+            return Ok(r);
+        }
+    }
+    let cache = Cache::new(&ctx.cache);
+    let mut downloads = Vec::new();
+    for p in lock.packages(locked, arch)? {
+        let sha = Digest::from_hex(&p.sha256)
+            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+        if !cache.has(&sha) {
+            let mirror = mirror::resolve(spec.mirror.as_deref())?;
+            downloads.push(Download {
+                name: format!("{} {} {}", p.name, p.version, p.arch),
+                url: format!("{mirror}/{}", p.path),
+                sha256: sha,
+                size: p.size,
+            });
+        }
+    }
+    cache.fetch_all(&downloads, ctx.progress)?;
+    let spinner =
+        cairn_steps::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
+    for (path, digest, _, _) in &extras.binaries {
+        if !cache.has(digest) {
+            return Err(Error::msg(format!(
+                "{path} ({digest}) is pinned in inputs.lock but not in the download cache {}: run `cargo xtask prefetch URL --file PATH` again",
+                ctx.cache.display()
+            )));
+        }
+    }
+    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch, extras)
+        .context(|| format!("assembling {image} for {arch}"))?;
+    let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
+    let mut boot_files = BTreeMap::new();
+    let mut boot_paths: Vec<String> = fs.files_under("usr/lib/raspi-firmware");
+    boot_paths.extend(
+        fs.files_under(&format!("usr/lib/linux-image-{kver}"))
+            .into_iter()
+            .filter(|p| {
+                let name = p.rsplit('/').next().unwrap_or("");
+                (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
+            }),
+    );
+    for path in boot_paths {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        if let Some(bytes) = fs.read_file(&path)? {
+            let digest = store.write_blob(&bytes)?;
+            boot_files.insert(name, (digest, bytes.len() as u64));
+        }
+    }
+    let kernel_path = format!("boot/vmlinuz-{kver}");
+    let kernel = fs.read_file(&kernel_path)?.ok_or_else(|| {
+        Error::msg(format!(
+            "image {image} for {arch}: the kernel package has no /{kernel_path}"
+        ))
+    })?;
+    let kernel = store
+        .write_blob(&kernel)
+        .map(|d| (d, kernel.len() as u64))?;
+    spinner.set_message(format!("writing the {image} initramfs for {arch}"));
+    let initramfs = crate::initramfs::build(
+        &mut fs,
+        &kver,
+        &crate::initramfs::boot_modules(arch),
+        epoch as u32,
+    )?;
+    let initramfs = store
+        .write_blob(&initramfs)
+        .map(|d| (d, initramfs.len() as u64))?;
+    spinner.set_message(format!("writing the {image} squashfs for {arch}"));
+    let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
+        .map_err(|e| Error::msg(e.to_string()))?;
+    let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
+    let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
+    let mut w = store.blob_writer()?;
+    std::io::copy(
+        &mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?,
+        &mut w,
+    )
+    .map_err(|e| Error::msg(e.to_string()))?;
+    let squashfs = w.finish(None)?;
+    spinner.finish_and_clear();
+    let result = OsResult {
+        image: image.into(),
+        arch,
+        kernel_release: kver,
+        squashfs,
+        kernel,
+        initramfs,
+        boot_files,
+        cached: false,
+    };
+    let mut output = result.to_json(std::path::Path::new(""));
+    output.as_object_mut().expect("object").remove("cached");
+    cairn_steps::cache::put(
+        ctx,
+        &store,
+        &key,
+        &ActionRecord {
+            step: format!("os-base {image} {arch}"),
+            blobs: [squashfs.0, kernel.0, initramfs.0]
+                .into_iter()
+                .chain(result.boot_files.values().map(|b| b.0))
+                .collect(),
+            output,
+        },
+    )?;
+    Ok(result)
+}

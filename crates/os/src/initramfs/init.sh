@@ -1,0 +1,135 @@
+#!/bin/busybox sh
+# Cairn's init: find the root squashfs (a device, a partition by PARTUUID or LABEL, or an
+# HTTP URL), mount it read-only under a writable overlay, lay the node's own files (from
+# the node's cpio, appended to this initramfs) on top, and switch to systemd.
+/bin/busybox mkdir -p /proc /sys /dev /run /lower /upper /newroot
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+# Modules the kernel asks for itself (request_module) come from here too.
+echo /bin/modprobe > /proc/sys/kernel/modprobe
+fail() { echo "cairn: $*" >/dev/console; sleep 1; poweroff -f; }
+for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn: module $m not loaded"; done
+root=""
+root_sha256=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    cairn.root=*) root="${arg#cairn.root=}" ;;
+    cairn.root.sha256=*) root_sha256="${arg#cairn.root.sha256=}" ;;
+  esac
+done
+[ -n "$root" ] || root="LABEL=cairn-root"
+echo "cairn: root $root"
+writable=tmpfs
+le32() { v=$1; n=0; while [ $n -lt 4 ]; do printf "\\$(printf %03o $((v % 256)))"; v=$((v / 256)); n=$((n+1)); done; }
+# The data partition: number 3 on the root's disk. On first boot it is created over the
+# rest of the disk (an SD card is larger than its image) and formatted; a partition 3 that
+# exists is never formatted. Without one, the writable layer is a tmpfs.
+data_partition() {
+  part="${1##*/}"
+  sys=$(readlink -f "/sys/class/block/$part")
+  [ -e "$sys/partition" ] || return 1
+  disk=$(basename "$(dirname "$sys")")
+  p3=""
+  for p in /sys/class/block/$disk/$disk*; do
+    [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
+  done
+  state=existing
+  if [ -z "$p3" ]; then
+    start=$(( ($(cat "$sys/start") + $(cat "$sys/size") + 2047) / 2048 * 2048 ))
+    size=$(( $(cat "/sys/class/block/$disk/size") - start ))
+    [ $size -ge 131072 ] || return 1
+    { printf '\000\376\377\377\203\376\377\377'; le32 $start; le32 $size; } |
+      dd of="/dev/$disk" bs=1 seek=478 count=16 conv=notrunc 2>/dev/null || return 1
+    blockdev --rereadpt "/dev/$disk" 2>/dev/null || partprobe "/dev/$disk" 2>/dev/null
+    n=0
+    while [ -z "$p3" ] && [ $n -lt 50 ]; do
+      for p in /sys/class/block/$disk/$disk*; do
+        [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
+      done
+      sleep 0.1
+      n=$((n+1))
+    done
+    [ -n "$p3" ] && [ -b "$p3" ] || return 1
+    # A card flashed again over an older one may still hold the data filesystem here.
+    magic=$(od -An -tx2 -j1080 -N2 "$p3" 2>/dev/null | tr -d ' ')
+    label=$(dd if="$p3" bs=1 skip=1144 count=10 2>/dev/null)
+    if [ "$magic" = ef53 ] && [ "$label" = cairn-data ]; then
+      echo "cairn: found the data filesystem of an earlier flash on $p3; keeping it"
+      state=existing
+    else
+      echo "cairn: first boot: creating the data partition $p3 ($((size / 2048)) MiB)"
+      mke2fs -L cairn-data "$p3" >/dev/null 2>&1 || { echo "cairn: mke2fs $p3 failed"; return 1; }
+      state=created
+    fi
+  fi
+  mount -t ext4 -o noatime "$p3" /upper 2>/dev/null || { echo "cairn: cannot mount the data partition $p3; using a tmpfs"; return 1; }
+  writable="$state:$p3"
+}
+# The partition whose MBR disk signature and number make PARTUUID=xxxxxxxx-NN.
+partuuid() {
+  want_disk="${1%-*}"; want_part=$((0x${1##*-}))
+  for p in /sys/class/block/*; do
+    [ -e "$p/partition" ] || continue
+    n=$(cat "$p/partition")
+    [ "$n" = "$want_part" ] || continue
+    disk=$(basename "$(dirname "$(readlink -f "$p")")")
+    sig=$(od -An -tx4 -j440 -N4 "/dev/$disk" 2>/dev/null | tr -d ' ')
+    [ "$sig" = "$want_disk" ] && { echo "/dev/${p##*/}"; return 0; }
+  done
+  return 1
+}
+net_up() {
+  for n in /sys/class/net/*; do
+    i="${n##*/}"
+    [ "$i" = lo ] && continue
+    ip link set "$i" up
+    udhcpc -q -n -t 10 -T 2 -i "$i" -s /etc/cairn/udhcpc.script >/dev/null 2>&1 && { echo "$i"; return 0; }
+  done
+  return 1
+}
+dev=""
+case "$root" in
+  http://*)
+    mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
+    iface=$(net_up) || fail "no network interface got an address by DHCP to fetch $root"
+    echo "cairn: fetching $root on $iface"
+    wget -q -O /upper/root.squashfs "$root" || fail "cannot fetch $root"
+    if [ -n "$root_sha256" ]; then
+      echo "$root_sha256  /upper/root.squashfs" | sha256sum -c -s || fail "$root does not have sha256 $root_sha256: refusing it"
+    fi
+    ip addr flush dev "$iface"
+    ip link set "$iface" down
+    mount -t squashfs -o ro,loop /upper/root.squashfs /lower || fail "$root is not a squashfs"
+    ;;
+  *)
+    i=0
+    while [ $i -lt 150 ]; do
+      case "$root" in
+        LABEL=*) dev=$(findfs "$root" 2>/dev/null) ;;
+        PARTUUID=*) dev=$(partuuid "${root#PARTUUID=}") ;;
+        *) [ -b "$root" ] && dev="$root" ;;
+      esac
+      [ -n "$dev" ] && break
+      sleep 0.1
+      i=$((i+1))
+    done
+    [ -n "$dev" ] || fail "root $root did not appear"
+    data_partition "$dev" || mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
+    mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
+    ;;
+esac
+mkdir -p /upper/data /upper/work
+if [ -d /cairn/node ]; then
+  cp -a /cairn/node/. /upper/data/ || echo "cairn: warning: the node's files could not all be copied to $writable"
+fi
+mkdir -p /upper/data/etc/cairn
+echo "$writable" > /upper/data/etc/cairn/writable
+echo "cairn: writable layer $writable"
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
+mount --move /dev /newroot/dev
+# The running system's kmod lives at /sbin/modprobe.
+echo /sbin/modprobe > /proc/sys/kernel/modprobe
+umount /proc /sys
+exec switch_root /newroot /sbin/init

@@ -1,0 +1,290 @@
+use cairn_project::{Arch, ImageKind, Project, Role};
+use std::path::{Path, PathBuf};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn example_project_loads() {
+    let project = Project::load(&repo_root()).expect("example specs are valid");
+    let names: Vec<&str> = project.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["pi-control", "pi-legacy", "pi-worker", "x86-storage"]
+    );
+    let legacy = project.node("pi-legacy").unwrap();
+    assert_eq!(legacy.arch, Arch::Armv7);
+    assert!(legacy.network.dhcp);
+    assert_eq!(project.node("pi-control").unwrap().role, Role::ControlPlane);
+    let haproxy = project.image("haproxy").unwrap();
+    assert_eq!(haproxy.kind, ImageKind::Container);
+    assert_eq!(haproxy.arches, [Arch::X86_64, Arch::Armv7, Arch::Aarch64]);
+    assert_eq!(
+        haproxy.config.as_ref().unwrap().user.as_deref(),
+        Some("haproxy")
+    );
+    assert_eq!(
+        project.cluster.kubernetes.pod_cidr.to_string(),
+        "10.244.0.0/16"
+    );
+    assert!(
+        project
+            .image("node-os")
+            .unwrap()
+            .packages_for(Arch::Aarch64)
+            .contains(&"linux-image-arm64".to_string())
+    );
+}
+
+/// A scratch project: the examples copied, with one file replaced.
+fn project_with(file: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["nodes", "images", "images/files"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo_root().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.path().join(file), text).unwrap();
+    let err = Project::load(dir.path())
+        .expect_err("the spec is invalid")
+        .to_string();
+    (dir, err)
+}
+
+const NODE: &str = r#"hostname = "pi-worker"
+arch = "aarch64"
+board = "rpi4"
+boot = "sd"
+role = "worker"
+image = "node-os"
+
+[network]
+address = "10.0.10.21/24"
+gateway = "10.0.10.1"
+"#;
+
+fn bad_node(find: &str, replace: &str) -> String {
+    assert!(NODE.contains(find));
+    project_with("nodes/pi-worker.toml", &NODE.replacen(find, replace, 1)).1
+}
+
+fn assert_names(err: &str, file: &str, line: usize, key: &str, what: &str) {
+    assert!(
+        err.contains(&format!("{file}:{line}:")),
+        "no {file}:{line} in: {err}"
+    );
+    assert!(
+        err.contains(&format!("key `{key}`")),
+        "no key {key} in: {err}"
+    );
+    assert!(err.contains(what), "no {what:?} in: {err}");
+}
+
+#[test]
+fn unknown_key() {
+    let err = bad_node("role = \"worker\"", "role = \"worker\"\ncolour = \"blue\"");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        6,
+        "colour",
+        "unknown field `colour`",
+    );
+}
+
+#[test]
+fn unknown_key_in_a_table() {
+    let err = bad_node("gateway =", "gatway =");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        10,
+        "network.gatway",
+        "unknown field `gatway`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let err = bad_node("arch = \"aarch64\"", "arch = 64");
+    assert_names(&err, "pi-worker.toml", 2, "arch", "string");
+}
+
+#[test]
+fn invalid_arch() {
+    let err = bad_node("arch = \"aarch64\"", "arch = \"riscv64\"");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        2,
+        "arch",
+        "unknown arch \"riscv64\", expected one of x86_64, armv7, aarch64",
+    );
+}
+
+#[test]
+fn invalid_hostname() {
+    let err = bad_node("hostname = \"pi-worker\"", "hostname = \"pi_worker\"");
+    assert_names(&err, "pi-worker.toml", 1, "hostname", "RFC 1123");
+}
+
+#[test]
+fn invalid_cidr() {
+    let err = bad_node("10.0.10.21/24", "10.0.10.21/40");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        9,
+        "network.address",
+        "invalid CIDR \"10.0.10.21/40\"",
+    );
+}
+
+#[test]
+fn gateway_outside_network() {
+    let err = bad_node("10.0.10.1\"", "192.168.7.1\"");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        10,
+        "network.gateway",
+        "outside the node's network",
+    );
+}
+
+#[test]
+fn missing_image() {
+    let err = bad_node("image = \"node-os\"", "image = \"node-os2\"");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        6,
+        "image",
+        "image \"node-os2\" does not exist",
+    );
+}
+
+#[test]
+fn board_cannot_run_arch() {
+    let err = bad_node("arch = \"aarch64\"", "arch = \"x86_64\"");
+    assert_names(&err, "pi-worker.toml", 2, "arch", "cannot run x86_64");
+}
+
+#[test]
+fn bad_cluster_cidr_and_image_arch() {
+    let cluster = std::fs::read_to_string(repo_root().join("nodes/cluster.toml")).unwrap();
+    let (_d, err) = project_with(
+        "nodes/cluster.toml",
+        &cluster.replace("10.96.0.0/12", "10.244.1.0/24"),
+    );
+    assert!(
+        err.contains("cluster.toml:")
+            && err.contains("key `kubernetes.service_cidr`")
+            && err.contains("overlaps"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "nodes/cluster.toml",
+        &cluster.replace("10.244.0.0/16", "10.244.0.0/x"),
+    );
+    assert!(
+        err.contains("key `kubernetes.pod_cidr`") && err.contains("invalid CIDR"),
+        "{err}"
+    );
+
+    let image = std::fs::read_to_string(repo_root().join("images/haproxy.toml")).unwrap();
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &image.replace("\"armv7\", ", "\"armhf\", "),
+    );
+    assert!(
+        err.contains("haproxy.toml:5:")
+            && err.contains("key `arches`")
+            && err.contains("Cairn calls it `armv7`"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &image.replace("mode = \"0750\"", "mode = \"0785\""),
+    );
+    assert!(
+        err.contains("key `dirs[].mode`") && err.contains("invalid mode"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &image.replace("files/haproxy.cfg", "files/nope.cfg"),
+    );
+    assert!(
+        err.contains("key `files[].source`") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_in_array_tables_and_multi_line_arrays_point_at_the_right_line() {
+    let image = std::fs::read_to_string(repo_root().join("images/node-os.toml")).unwrap();
+    let (_d, err) = project_with(
+        "images/node-os.toml",
+        &image.replace("\"ethtool\", ", "7, "),
+    );
+    assert!(
+        err.contains("node-os.toml:9:")
+            && err.contains("key `packages`")
+            && err.contains("invalid type: integer"),
+        "{err}"
+    );
+
+    let haproxy = std::fs::read_to_string(repo_root().join("images/haproxy.toml")).unwrap();
+    let two_files = format!(
+        "{haproxy}\n[[files]]\npath = \"/etc/b\"\ncontent = \"x\"\nsource = \"files/haproxy.cfg\"\n"
+    );
+    let (_d, err) = project_with("images/haproxy.toml", &two_files);
+    let line = two_files
+        .lines()
+        .position(|l| l == "path = \"/etc/b\"")
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("haproxy.toml:{line}:"))
+            && err.contains("key `files[].path`")
+            && err.contains("exactly one of"),
+        "{err}"
+    );
+
+    let outside = haproxy.replace(
+        "source = \"files/haproxy.cfg\"",
+        "source = \"../../etc/passwd\"",
+    );
+    let (_d, err) = project_with("images/haproxy.toml", &outside);
+    assert!(
+        err.contains("key `files[].source`") && err.contains("must be a path inside"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &haproxy.replace("user = \"haproxy\"", "user = \"nobody-here\""),
+    );
+    assert!(
+        err.contains("key `config.user`") && err.contains("is not declared"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &haproxy.replace("\"8404/tcp\"", "\"http\""),
+    );
+    assert!(
+        err.contains("key `config.exposed_ports`") && err.contains("not a port"),
+        "{err}"
+    );
+    let (_d, err) = project_with(
+        "images/haproxy.toml",
+        &haproxy.replace("suite = \"trixie\"", "suite = \"trixie/../x\""),
+    );
+    assert!(err.contains("key `suite`"), "{err}");
+}

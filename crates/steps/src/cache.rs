@@ -1,0 +1,171 @@
+//! The registry as a shared build cache (as a Nix substituter): a step's action record is
+//! published under its key (tag = the key's hex) in `<namespace>/cairn-cache`, as an OCI
+//! artifact whose config is the record and whose layers are the record's blobs. With
+//! `--cache`, a step missing from the local action cache is looked up there first, pulled
+//! and verified like any pull; a step that had to be built is offered back.
+
+use crate::{Context, Error, RegistryOptions};
+use cairn_formats::Digest;
+use cairn_registry::{Client, Descriptor, PushOptions};
+use cairn_store::{ActionRecord, Store};
+
+pub const CACHE_REPOSITORY: &str = "cairn-cache";
+pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.action.v1";
+const RECORD_MEDIA: &str = "application/vnd.cairn.action.v1+json";
+const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn repository(namespace: &str) -> String {
+    if namespace.is_empty() {
+        CACHE_REPOSITORY.to_string()
+    } else {
+        format!("{namespace}/{CACHE_REPOSITORY}")
+    }
+}
+
+/// The local action cache, then the remote one (when `--cache` names one).
+pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
+    if let Some(r) = store.action_get(key) {
+        return Some(r);
+    }
+    let options = ctx.remote_cache.as_ref()?;
+    if ctx
+        .remote_cache_off
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return None;
+    }
+    match fetch(store, key, options) {
+        Ok(Some(record)) => {
+            if store.action_put(key, &record).is_ok() {
+                ctx.substituted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Some(record)
+            } else {
+                None
+            }
+        }
+        Ok(None) => None,
+        Err(e) => {
+            ctx.remote_cache_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "warning: the build cache {} could not be read ({e}); building instead, without it",
+                options.target
+            );
+            None
+        }
+    }
+}
+
+/// Records a step locally, and offers it to the remote cache.
+pub fn put(ctx: &Context, store: &Store, key: &Digest, record: &ActionRecord) -> Result<(), Error> {
+    store.action_put(key, record)?;
+    if let Some(options) = &ctx.remote_cache {
+        if ctx
+            .remote_cache_off
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        if let Err(e) = upload(store, key, record, options) {
+            ctx.remote_cache_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "warning: could not publish step {} to the build cache {}: {e}",
+                record.step, options.target
+            );
+            eprintln!("(the build cache is not tried again in this run)");
+        }
+    }
+    Ok(())
+}
+
+fn client(options: &RegistryOptions) -> Result<(Client, String), Error> {
+    options.client()
+}
+
+fn fetch(
+    store: &Store,
+    key: &Digest,
+    options: &RegistryOptions,
+) -> Result<Option<ActionRecord>, Error> {
+    let (client, namespace) = client(options)?;
+    let repo = repository(&namespace);
+    let tag = key.hex();
+    match cairn_registry::pull::get_manifest(&client, &repo, &tag) {
+        Err(cairn_registry::RegistryError::Http { status: 404, .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let (root, _) =
+        cairn_registry::pull::pull(&client, store, &repo, &tag, &cairn_registry::NoProgress)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&root.digest)?)
+        .map_err(|e| Error::msg(format!("{repo}:{tag}: {e}")))?;
+    if manifest["artifactType"] != ARTIFACT_TYPE {
+        return Err(Error::msg(format!(
+            "{repo}:{tag} is not a Cairn build-cache entry"
+        )));
+    }
+    let config: Digest = manifest["config"]["digest"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| Error::msg(format!("{repo}:{tag}: no config")))?;
+    let record: ActionRecord = serde_json::from_slice(&store.read_blob(&config)?)
+        .map_err(|e| Error::msg(format!("{repo}:{tag}: the record is not valid: {e}")))?;
+    if let Some(missing) = record.blobs.iter().find(|b| !store.has_blob(b)) {
+        return Err(Error::msg(format!(
+            "{repo}:{tag}: the record names {missing}, which the entry does not carry"
+        )));
+    }
+    Ok(Some(record))
+}
+
+fn upload(
+    store: &Store,
+    key: &Digest,
+    record: &ActionRecord,
+    options: &RegistryOptions,
+) -> Result<(), Error> {
+    let (client, namespace) = client(options)?;
+    let repo = repository(&namespace);
+    let record_bytes = cairn_formats::json::to_canonical_vec(record).expect("json");
+    let config = store.write_blob(&record_bytes)?;
+    let mut layers = Vec::new();
+    for b in &record.blobs {
+        let size = std::fs::metadata(store.blob_path(b))
+            .map_err(|e| Error::msg(format!("blob {b}: {e}")))?
+            .len();
+        layers.push(serde_json::json!({
+            "mediaType": "application/octet-stream",
+            "digest": b.to_string(),
+            "size": size,
+        }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": RECORD_MEDIA, "digest": config.to_string(), "size": record_bytes.len()},
+        "layers": layers,
+        "annotations": {"dev.cairn.step": record.step},
+    });
+    let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
+    let digest = store.write_blob(&bytes)?;
+    cairn_registry::push::push(
+        &client,
+        store,
+        &repo,
+        &Descriptor {
+            media_type: MANIFEST_MEDIA.into(),
+            digest,
+            size: bytes.len() as u64,
+        },
+        &key.hex(),
+        &PushOptions {
+            parallel: options.parallel,
+            ..PushOptions::default()
+        },
+        &cairn_registry::NoProgress,
+    )?;
+    Ok(())
+}

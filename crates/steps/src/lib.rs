@@ -1,0 +1,62 @@
+//! What every build step shares, below every pipeline stage: where things are (`Context`),
+//! errors that carry what was being done (`Error`), the builders' version that is part of
+//! every step key (`BUILDER_VERSION`), the action cache with the registry as a substituter
+//! (`cache`), how a registry is reached (`remote`), and progress bars (`progress`).
+//!
+//! It owns no step itself and knows nothing of Debian, OS images or nodes: the stage crates
+//! (`cairn-inputs`, `cairn-os`, `cairn-node`, `cairn-deliver`) build on it, never the
+//! other way round.
+
+pub mod cache;
+pub mod error;
+pub mod progress;
+pub mod remote;
+
+pub use error::Error;
+pub use remote::RegistryOptions;
+
+use std::path::PathBuf;
+
+/// The version of Cairn's builders; part of every step key, so a change of any builder's
+/// output is a change of this number.
+pub const BUILDER_VERSION: &str = "cairn-builders-3";
+
+/// Where things are, decided once by the command line.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The project root (holds `images/`, `nodes/`, `inputs.lock`).
+    pub root: PathBuf,
+    /// The store (`artifacts/` by default).
+    pub store: PathBuf,
+    /// Download cache shared between checkouts.
+    pub cache: PathBuf,
+    /// Show progress bars (on a terminal, unless `--quiet` or `--json`).
+    pub progress: bool,
+    /// A registry used as a shared build cache (`--cache`), if any.
+    pub remote_cache: Option<RegistryOptions>,
+    /// Steps taken from the remote cache instead of built, in this process.
+    pub substituted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set after the remote cache failed once: it is not asked again in this process.
+    pub remote_cache_off: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Context {
+    /// The default download cache: `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`, else
+    /// `~/.cache/cairn`.
+    pub fn default_cache() -> PathBuf {
+        if let Some(dir) = std::env::var_os("CAIRN_CACHE_DIR") {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("cairn");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".cache/cairn")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("inputs.lock")
+    }
+}
