@@ -628,6 +628,12 @@ fn boot(name: &str) {
             "qemu-system-arm"
         },
     );
+    let secrets = built.dir.join(format!("{name}-secrets.env"));
+    std::fs::write(
+        &secrets,
+        format!("# {name}'s secrets\njoin_token={JOIN_TOKEN}\nca_cert_hash={CA_CERT_HASH}\n"),
+    )
+    .unwrap();
     let mut cmd = xtask(&built.dir);
     cmd.args([
         "boot-test",
@@ -637,7 +643,9 @@ fn boot(name: &str) {
         "420",
         "--attempts",
         "2",
-    ]);
+        "--secrets",
+    ])
+    .arg(&secrets);
     if name == "pi-worker" {
         cmd.arg("--reboot");
     }
@@ -646,7 +654,10 @@ fn boot(name: &str) {
     let node = &built.nodes[name];
     assert_eq!(report["hostname"], name);
     assert_eq!(report["node_id"], node["node_id"]);
-    assert_eq!(report["secrets"], "absent", "no secrets file was placed");
+    assert_eq!(
+        report["secrets"], "present",
+        "the secrets were flashed (SD) or served (PXE)"
+    );
     let addresses: Vec<&str> = report["addresses"]
         .as_array()
         .unwrap()
@@ -677,12 +688,35 @@ fn boot(name: &str) {
         );
     }
     let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
+    let source = if name == "x86-storage" {
+        "cairn: secrets read from http://"
+    } else {
+        "cairn: secrets read from the boot partition (/dev/vda1)"
+    };
+    assert!(log.contains(source), "the initramfs says where: {source}");
+    assert!(log.contains("cairn: secrets present, from"));
+    // The join ran with them (stand-in kubeadm binaries succeed), and no secret was printed:
+    // the node's whole journal is on the console.
     assert!(
-        log.contains("cairn: secrets are absent"),
-        "the node says so on its console"
+        log.contains("cairn-kubernetes: active success"),
+        "cairn-kubernetes.service ran to completion"
+    );
+    assert!(log.contains("cairn-journal: begin") && log.contains("cairn-journal: end"));
+    assert!(
+        !log.contains(JOIN_TOKEN),
+        "the join token is on the console"
+    );
+    assert!(
+        !log.contains(&CA_CERT_HASH[7..]),
+        "the CA hash is on the console"
     );
     assert!(log.contains("cairn-node: powering off"));
 }
+
+/// Test secrets: a kubeadm-shaped bootstrap token and CA hash.
+const JOIN_TOKEN: &str = "q7zt3x.k4m9p2w8r6v1n5b3";
+const CA_CERT_HASH: &str =
+    "sha256:5f4dcc3b5aa765d61d8327deb882cf99e1c7a4f3b6d2a8e9f0c1b2d3e4f5a6b7";
 
 #[test]
 fn pi_worker_boots_from_its_sd_image_under_qemu() {

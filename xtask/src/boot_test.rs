@@ -24,6 +24,11 @@ pub struct Args {
     /// SD nodes: boot twice from the same card and check the data partition survives
     #[arg(long)]
     pub reboot: bool,
+    /// A secrets file (KEY=value lines) to flash onto each SD node's card or serve to each
+    /// PXE node: the node must then report secrets=present, and no secret value may appear
+    /// on its console or in its journal. Without it, the node must report secrets=absent
+    #[arg(long)]
+    pub secrets: Option<std::path::PathBuf>,
     /// Print each node's report (hostname, addresses, role, seconds, log) as JSON
     #[arg(long)]
     pub json: bool,
@@ -37,7 +42,17 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     } else {
         args.names.clone()
     };
+    let secrets = match &args.secrets {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::msg(format!("secrets file {}: {e}", path.display())))?;
+            cairn_deliver::flash::check_secrets(path, &bytes, cairn_node::disk::SECRETS_BYTES)?;
+            Some(bytes)
+        }
+        None => None,
+    };
     let config = BootConfig {
+        secrets,
         timeout: Duration::from_secs(args.timeout),
         attempts: args.attempts,
         log_dir: env.ctx.store.join("logs/boot"),

@@ -7,6 +7,7 @@ mod boot_test;
 mod build_image;
 mod build_node;
 mod build_os;
+mod flash;
 mod lock;
 mod prefetch;
 mod publish;
@@ -60,6 +61,8 @@ enum Command {
     BuildNode(build_node::Args),
     /// Boot a node's artifact under QEMU and check the hostname, address and role it reports
     BootTest(boot_test::Args),
+    /// Write a node's SD-card image to a card or an image file, with its secrets, and verify it
+    Flash(flash::Args),
     /// Push images and nodes to a registry (Harbor or any OCI registry)
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
@@ -98,7 +101,8 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::BuildNode(a) if a.json)
         || matches!(&cli.command, Command::BootTest(a) if a.json)
         || matches!(&cli.command, Command::Publish(a) if a.json)
-        || matches!(&cli.command, Command::Pull(a) if a.json);
+        || matches!(&cli.command, Command::Pull(a) if a.json)
+        || matches!(&cli.command, Command::Flash(a) if a.json);
     let ctx = cairn_steps::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         Command::BuildNode(args) => build_node::run(&env, args),
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
+        Command::Flash(args) => flash::run(&env, args),
         Command::Publish(args) => publish::run(&env, args),
         Command::Pull(args) => pull::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),

@@ -1,7 +1,10 @@
 //! `boot-test`: boots a node's artifact under QEMU (software emulation) and checks what the
-//! running system reports on its console: hostname, address and role. aarch64 and armv7
-//! boot QEMU's `virt` machine with the node's kernel, initramfs and SD-card image; x86_64
-//! boots by PXE through QEMU's built-in TFTP and Cairn's HTTP server on loopback.
+//! running system reports on its console: hostname, address, role and whether its secrets
+//! arrived. aarch64 and armv7 boot QEMU's `virt` machine with the node's kernel, initramfs
+//! and a card written by `flash` (secrets included); x86_64 boots by PXE through QEMU's
+//! built-in TFTP and Cairn's HTTP server on loopback, which serves the node's secrets file
+//! under the node's own path. With secrets, the node prints its journal before powering
+//! off, and no secret value may appear anywhere on the console.
 
 use cairn_node::build::NodeResult;
 use cairn_project::{Arch, BootMethod, NodeSpec, Role};
@@ -27,6 +30,9 @@ pub struct BootConfig {
     /// SD nodes: boot a second time from the same disk and check that the data partition
     /// made on the first boot is found again.
     pub reboot: bool,
+    /// The node's secrets file: flashed onto the card (SD) or served (PXE). The node must
+    /// then report `secrets=present`, without it `secrets=absent`.
+    pub secrets: Option<Vec<u8>>,
 }
 
 /// What the booted node said about itself.
@@ -117,30 +123,31 @@ pub fn boot_test(
                 cmd.arg("-kernel").arg(blob("vmlinuz")?);
                 cmd.arg("-initrd").arg(blob("initrd.img")?);
                 cmd.arg("-append").arg(append);
-                let disk = blob(&format!("{}.img", result.node))?;
-                // A card larger than the image, as real ones are: writes go to a qcow2
-                // overlay, so the data partition can be made without touching the store.
-                let overlay = tftp_dir.path().join("disk.qcow2");
-                let size = std::fs::metadata(&disk)
-                    .map_err(|e| Error::msg(format!("{}: {e}", disk.display())))?
-                    .len()
-                    + (512 << 20);
-                let status = Command::new("qemu-img")
-                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                    .arg(&disk)
-                    .arg(&overlay)
-                    .arg(size.to_string())
-                    .status()
-                    .map_err(|e| {
-                        Error::msg(format!("cannot run qemu-img: {e} (install qemu-utils)"))
-                    })?;
-                if !status.success() {
-                    return Err(Error::msg("qemu-img create failed"));
-                }
-                cmd.arg("-drive").arg(format!(
-                    "if=none,id=d0,file={},format=qcow2",
-                    overlay.display()
-                ));
+                // The card as `flash` writes it (secrets included), 512 MiB larger than the
+                // image as real cards are, so the data partition can be made; the store's
+                // image is not touched.
+                let card = tftp_dir.path().join("card.img");
+                let store_handle = cairn_store::Store::open(store, || {})?;
+                let image = crate::flash::NodeImage::from_store(&store_handle, &result.node)?;
+                crate::flash::flash(
+                    &store_handle,
+                    &image,
+                    &crate::flash::FlashConfig {
+                        target: crate::flash::Target::File(card.clone()),
+                        secrets: config.secrets.clone(),
+                        force: false,
+                        progress: false,
+                    },
+                )
+                .map_err(|e| e.context("writing the test card"))?;
+                drop(store_handle);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&card)
+                    .and_then(|f| f.set_len(image.size + (512 << 20)))
+                    .map_err(|e| Error::msg(format!("{}: {e}", card.display())))?;
+                cmd.arg("-drive")
+                    .arg(format!("if=none,id=d0,file={},format=raw", card.display()));
                 cmd.args(["-device", "virtio-blk-device,drive=d0"]);
                 cmd.args(["-netdev", "user,id=n0"]);
                 let mac = node.mac.map(|m| format!(",mac={m}")).unwrap_or_default();
@@ -157,6 +164,11 @@ pub fn boot_test(
                         format!("{prefix}/{}", f.title),
                         store.join("blobs/sha256").join(f.digest.hex()),
                     );
+                }
+                if let Some(secrets) = &config.secrets {
+                    let file = tftp_dir.path().join("secrets.env");
+                    std::fs::write(&file, secrets).map_err(|e| Error::msg(e.to_string()))?;
+                    routes.insert(format!("{prefix}/secrets.env"), file);
                 }
                 let server = crate::serve::serve("127.0.0.1:0", routes)?;
                 // QEMU's user network reaches the host's loopback at 10.0.2.2.
@@ -222,7 +234,7 @@ pub fn boot_test(
                     seconds,
                     log: log.clone(),
                 };
-                check(node, result, &report)?;
+                check(node, result, &report, config.secrets.as_deref())?;
                 return Ok(report);
             }
             Err(e) => {
@@ -247,8 +259,48 @@ fn qemu_cmdline(cmdline: &str, _arch: Arch) -> String {
     args.join(" ")
 }
 
-fn check(node: &NodeSpec, result: &NodeResult, report: &BootReport) -> Result<(), Error> {
+/// The values of a secrets file's `KEY=value` lines (those long enough to search for).
+fn secret_values(secrets: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(secrets)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|v| v.len() >= 8)
+        .collect()
+}
+
+fn check(
+    node: &NodeSpec,
+    result: &NodeResult,
+    report: &BootReport,
+    secrets: Option<&[u8]>,
+) -> Result<(), Error> {
     let mut wrong = Vec::new();
+    let expected_secrets = if secrets.is_some() {
+        "present"
+    } else {
+        "absent"
+    };
+    if report.secrets != expected_secrets {
+        wrong.push(format!(
+            "secrets={}, expected {expected_secrets}",
+            report.secrets
+        ));
+    }
+    if let Some(secrets) = secrets {
+        let console = std::fs::read_to_string(&report.log).unwrap_or_default();
+        if !(console.contains("cairn-journal: begin") && console.contains("cairn-journal: end")) {
+            wrong.push("no journal on the console to check for secrets".to_string());
+        }
+        for value in secret_values(secrets) {
+            if console.contains(&value) {
+                wrong.push(format!(
+                    "a secret value ({}...) appears on the console or in the journal",
+                    &value[..4]
+                ));
+            }
+        }
+    }
     if report.hostname != node.hostname.to_string() {
         wrong.push(format!(
             "hostname {:?}, expected {}",

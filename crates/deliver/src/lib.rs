@@ -6,5 +6,6 @@
 //! never changes how an artifact is made, so nothing here can change a digest.
 
 pub mod boot;
+pub mod flash;
 pub mod publish;
 pub mod serve;

@@ -140,6 +140,49 @@ pub fn write_fat32(
     out.zeros_until(config.size_bytes)
 }
 
+/// Where the bytes of the file at `path` start, counted from the start of the filesystem,
+/// in the layout [`write_fat32`] gives `entries`; `None` when `path` is not a non-empty file
+/// of `entries`. A file's clusters are one contiguous run, so a file of fixed size can be
+/// overwritten in place later (Cairn's reserved secrets file) without touching the FAT.
+pub fn file_offset(
+    config: &FatConfig,
+    entries: &BTreeMap<String, FatEntry>,
+    path: &str,
+) -> io::Result<Option<u64>> {
+    let Some(FatEntry::File(data)) = entries.get(path) else {
+        return Ok(None);
+    };
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let items = flatten_tree(entries)?;
+    let geometry = Geometry::for_size(config.size_bytes)?;
+    let cluster_bytes = geometry.sectors_per_cluster * SECTOR_BYTES;
+    let firsts = first_clusters(&items, cluster_bytes);
+    // The items borrow the entries' bytes: the file is the item that holds this very slice.
+    let index = items.iter().position(|item| {
+        matches!(item, Item::File(d) if std::ptr::eq(d.as_ptr(), data.as_ptr()) && d.len() == data.len())
+    });
+    let Some(index) = index else {
+        return Ok(None);
+    };
+    let data_start = (RESERVED_SECTORS + FAT_COUNT * geometry.fat_sectors) * SECTOR_BYTES;
+    Ok(Some(
+        data_start + (firsts[index] - ROOT_CLUSTER) as u64 * cluster_bytes,
+    ))
+}
+
+/// How many bytes from the start of the filesystem hold anything: the reserved sectors, the
+/// FATs and every used cluster. The rest is free clusters, whose content does not matter
+/// (a flasher may skip it).
+pub fn used_bytes(config: &FatConfig, entries: &BTreeMap<String, FatEntry>) -> io::Result<u64> {
+    let items = flatten_tree(entries)?;
+    let geometry = Geometry::for_size(config.size_bytes)?;
+    let cluster_bytes = geometry.sectors_per_cluster * SECTOR_BYTES;
+    let data_start = (RESERVED_SECTORS + FAT_COUNT * geometry.fat_sectors) * SECTOR_BYTES;
+    Ok(data_start + used_clusters(&items, cluster_bytes) * cluster_bytes)
+}
+
 /// The smallest `size_bytes` that holds `entries` such that every larger size up to the
 /// next cluster-size step (260 MiB, 8 GiB, ...) holds them too. Assumes a volume label.
 pub fn fat32_size_needed(entries: &BTreeMap<String, FatEntry>) -> io::Result<u64> {

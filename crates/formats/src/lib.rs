@@ -3,6 +3,7 @@
 //! Architecture invariant: nothing in this crate reads the clock, the environment or the
 //! filesystem. Every writer takes `impl Write` and data; time is a parameter.
 
+pub mod bmap;
 pub mod cpio;
 pub mod digest;
 pub mod fat;

@@ -432,3 +432,58 @@ fn sfdisk_and_mtools_read_the_disk_image() {
         "{listing}"
     );
 }
+
+/// A fixed-size file can be overwritten in place at the offset `file_offset` gives: the
+/// filesystem stays clean and mtools reads the new bytes (how `flash` writes secrets).
+#[test]
+fn a_file_overwritten_at_its_offset_reads_back_through_mtools() {
+    let mut entries = boot_partition_tree();
+    let reserved = vec![b'\n'; 4096];
+    entries.insert(
+        "cairn-secrets.env".to_string(),
+        FatEntry::File(reserved.clone()),
+    );
+    entries.insert("overlays/a-long-name.dtbo".to_string(), file(b"dtbo"));
+    let config = config(64 * MIB);
+    let mut bytes = fat32(&config, &entries);
+    for (path, data) in [
+        ("cairn-secrets.env", reserved.as_slice()),
+        ("overlays/vc4-kms-v3d.dtbo", &pseudo_random_bytes(3_333, 5)),
+        (
+            "config.txt",
+            b"arm_64bit=1\nkernel=vmlinuz-6.12.48+deb13-arm64\n",
+        ),
+    ] {
+        let at = cairn_formats::fat::file_offset(&config, &entries, path)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} has an offset")) as usize;
+        assert_eq!(&bytes[at..at + data.len()], data, "{path} at {at}");
+    }
+    assert_eq!(
+        cairn_formats::fat::file_offset(&config, &entries, "overlays").unwrap(),
+        None,
+        "a directory has no file offset"
+    );
+    assert_eq!(
+        cairn_formats::fat::file_offset(&config, &entries, "missing").unwrap(),
+        None
+    );
+
+    let at = cairn_formats::fat::file_offset(&config, &entries, "cairn-secrets.env")
+        .unwrap()
+        .unwrap() as usize;
+    let mut secrets = b"join_token=abcdef.0123456789abcdef\n".to_vec();
+    secrets.resize(4096, b'\n');
+    bytes[at..at + 4096].copy_from_slice(&secrets);
+    if !(have_tool("fsck.vfat", "dosfstools") && have_tool("mtype", "mtools")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("boot.img");
+    std::fs::write(&image, &bytes).unwrap();
+    let image_str = image.to_str().unwrap();
+    assert_fsck_clean(image_str);
+    let (ok, text) = run("mtype", &["-i", image_str, "::/cairn-secrets.env"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.as_bytes(), &secrets[..]);
+}

@@ -24,6 +24,11 @@ pub const MEDIA_INITRAMFS: &str = "application/vnd.cairn.initramfs.v1+gzip";
 pub const MEDIA_SQUASHFS: &str = "application/vnd.cairn.squashfs.v1";
 pub const MEDIA_IPXE: &str = "application/vnd.cairn.ipxe.v1";
 pub const MEDIA_TEXT: &str = "text/plain";
+/// A disk image's block map, in bmaptool's format.
+pub const MEDIA_BMAP: &str = "application/vnd.cairn.bmap.v2+xml";
+/// Annotations of a node manifest: where the SD image's reserved secrets file lies.
+pub const ANNOTATION_SECRETS_OFFSET: &str = "dev.cairn.secrets.offset";
+pub const ANNOTATION_SECRETS_SIZE: &str = "dev.cairn.secrets.size";
 pub const EMPTY_CONFIG: &[u8] = b"{}";
 pub const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
 
@@ -247,6 +252,7 @@ pub fn build_node(
 
     let spinner = cairn_steps::progress::spinner(ctx.progress, &format!("building node {name}"));
     let mut files = Vec::new();
+    let mut secrets_offset = None;
     let mut initrd = store.read_blob(&base.initramfs.0)?;
     initrd.extend_from_slice(&overlay);
     let initrd_digest = store.write_blob(&initrd)?;
@@ -285,9 +291,19 @@ pub fn build_node(
                 store.write_blob(cmd.as_bytes())?,
                 cmd.len() as u64,
             );
-            let (digest, size) = disk::write_sd_image(&store, &node_id, &boot, &base, epoch)
+            let image = disk::write_sd_image(&store, &node_id, &boot, &base, epoch)
                 .context(|| format!("writing the SD image of node {name}"))?;
-            push(&format!("{name}.img"), MEDIA_DISK, digest, size);
+            let mut blob = store.open_blob(&image.digest)?;
+            let bmap = cairn_formats::bmap::write(&mut blob, image.size, &image.mapped)
+                .map_err(|e| Error::msg(format!("the block map of node {name}'s image: {e}")))?;
+            push(&format!("{name}.img"), MEDIA_DISK, image.digest, image.size);
+            push(
+                &format!("{name}.img.bmap"),
+                MEDIA_BMAP,
+                store.write_blob(bmap.as_bytes())?,
+                bmap.len() as u64,
+            );
+            secrets_offset = Some(image.secrets_offset);
         }
         BootMethod::Pxe => {
             let mac = node.mac.expect("checked when the node loaded");
@@ -310,7 +326,15 @@ pub fn build_node(
     files.sort_by(|a, b| a.title.cmp(&b.title));
     spinner.finish_and_clear();
 
-    let manifest = manifest_json(&node_annotations(node, &node_id, epoch), &files);
+    let mut annotations = node_annotations(node, &node_id, epoch);
+    if let Some(offset) = secrets_offset {
+        annotations.insert(ANNOTATION_SECRETS_OFFSET.into(), offset.to_string().into());
+        annotations.insert(
+            ANNOTATION_SECRETS_SIZE.into(),
+            disk::SECRETS_BYTES.to_string().into(),
+        );
+    }
+    let manifest = manifest_json(&annotations, &files);
     let empty = store.write_blob(EMPTY_CONFIG)?;
     let manifest_digest = store.write_blob(&manifest)?;
     let result = NodeResult {

@@ -281,13 +281,13 @@ pub fn render(
 
     // Where the secrets are: the boot partition (SD) or a URL on the kernel command line (PXE).
     let secrets_source = match node.boot {
-        BootMethod::Sd => SD_SECRETS_PATH.to_string(),
+        BootMethod::Sd => "cairn-secrets.env on the boot partition".to_string(),
         BootMethod::Pxe => format!("{PXE_SECRETS_ARG}= on the kernel command line"),
     };
     if let Some(part) = &boot.boot_partition {
         o.file(
             "etc/fstab",
-            format!("# Rendered by Cairn.\n{part}\t/boot/firmware\tvfat\tro,nofail,x-systemd.device-timeout=10s,umask=0077\t0\t2\n"),
+            format!("# Rendered by Cairn.\n{part}\t/boot/firmware\tvfat\tro,nofail,x-systemd.device-timeout=90s,umask=0077\t0\t2\n"),
             0o644,
         );
     }
@@ -321,7 +321,8 @@ pub fn render(
     );
     crate::kubernetes::render(&mut o, cluster, node);
 
-    // Cairn's own units: fetch the secrets (or say clearly that they are absent), then
+    // Cairn's own units: say where the secrets came from (the initramfs placed them) or why
+    // they are absent, join the cluster with them, then report the node on the console.
     // report the node on the console.
     o.file("usr/lib/cairn/secrets", SECRETS_SCRIPT, 0o755);
     o.file("usr/lib/cairn/report", REPORT_SCRIPT, 0o755);
@@ -351,8 +352,8 @@ pub fn render(
     o.0
 }
 
-/// Finds the secrets (boot partition or PXE URL), copies them to /run/cairn, or says
-/// clearly that they are absent.
+/// Says where the secrets the initramfs placed in /run/cairn came from, or clearly why
+/// they are absent.
 pub const SECRETS_SCRIPT: &str = include_str!("files/secrets.sh");
 /// Prints what the running system is (hostname, addresses, role), then powers off when
 /// the kernel command line asks for it (boot tests).

@@ -1,6 +1,12 @@
 //! A Raspberry Pi SD-card image: an MBR with a FAT32 boot partition (the Pi firmware,
-//! device trees, kernel, initramfs, config.txt, cmdline.txt) and the squashfs root. The
-//! disk identifier and the FAT volume id derive from the node id.
+//! device trees, kernel, initramfs, config.txt, cmdline.txt, and a reserved secrets file)
+//! and the squashfs root. The disk identifier and the FAT volume id derive from the node
+//! id.
+//!
+//! Secrets never enter the image: `cairn-secrets.env` is a file of fixed size whose bytes
+//! hold only a note until `flash` overwrites them in place on the card. Its clusters are
+//! one contiguous run at an offset recorded in the node's manifest, so the image's digest
+//! never depends on a secret and read-back verification covers the secrets too.
 
 use cairn_formats::Digest;
 use cairn_formats::fat::{FatConfig, FatEntry};
@@ -13,7 +19,33 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 /// Changes whenever the disk layout below changes (part of the node step key).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
+/// The reserved secrets file on the boot partition (`/boot/firmware/cairn-secrets.env`).
+pub const SECRETS_FILE: &str = "cairn-secrets.env";
+/// Its fixed size: the most a node's secrets file may hold.
+pub const SECRETS_BYTES: u64 = 4096;
+/// What the reserved file holds until `flash --secrets` writes over it (then padded with
+/// newlines to [`SECRETS_BYTES`]). The initramfs treats a file with no `KEY=value` line as
+/// no secrets.
+pub const SECRETS_PLACEHOLDER: &str = "# Cairn: no secrets on this card yet. `cargo xtask flash NODE --secrets FILE` writes\n# them here (KEY=value lines, at most 4096 bytes); they never enter the image.\n";
+
+/// The reserved file's bytes: `content` padded with newlines to [`SECRETS_BYTES`].
+pub fn secrets_bytes(content: &[u8]) -> Result<Vec<u8>, Error> {
+    if content.len() as u64 > SECRETS_BYTES {
+        return Err(Error::msg(format!(
+            "the secrets file is {} bytes; the card reserves {SECRETS_BYTES}",
+            content.len()
+        )));
+    }
+    if content.contains(&0) {
+        return Err(Error::msg(
+            "the secrets file holds a NUL byte: it must be text (KEY=value lines)",
+        ));
+    }
+    let mut bytes = content.to_vec();
+    bytes.resize(SECRETS_BYTES as usize, b'\n');
+    Ok(bytes)
+}
 const SECTOR: u64 = 512;
 /// The boot partition starts at 4 MiB (erase-block aligned, as Raspberry Pi OS does).
 const BOOT_START: u64 = 4 << 20;
@@ -158,7 +190,22 @@ pub fn boot_partition_files(
     );
     files.insert("vmlinuz".into(), FatEntry::File(kernel));
     files.insert("initrd.img".into(), FatEntry::File(initrd));
+    files.insert(
+        SECRETS_FILE.into(),
+        FatEntry::File(secrets_bytes(SECRETS_PLACEHOLDER.as_bytes())?),
+    );
     Ok(files)
+}
+
+/// A written SD image and where things are in it.
+#[derive(Debug, Clone)]
+pub struct SdImage {
+    pub digest: Digest,
+    pub size: u64,
+    /// Byte offset of the reserved secrets file's [`SECRETS_BYTES`] in the image.
+    pub secrets_offset: u64,
+    /// Byte ranges `[start, end)` that hold data (the rest is free space): for the bmap.
+    pub mapped: Vec<(u64, u64)>,
 }
 
 /// Writes the SD image (MBR, boot partition, squashfs root) into the store.
@@ -168,7 +215,7 @@ pub fn write_sd_image(
     boot: &BTreeMap<String, FatEntry>,
     base: &OsResult,
     epoch: u64,
-) -> Result<(Digest, u64), Error> {
+) -> Result<SdImage, Error> {
     let ids = DiskIds::from_node_id(node_id);
     let root_start = BOOT_START + BOOT_SIZE;
     let root_size = base.squashfs.1.div_ceil(ALIGN) * ALIGN;
@@ -200,13 +247,29 @@ pub fn write_sd_image(
     };
     cairn_formats::fat::write_fat32(&config, boot, &mut w)
         .map_err(io("writing the boot partition"))?;
+    let secrets_offset = cairn_formats::fat::file_offset(&config, boot, SECRETS_FILE)
+        .map_err(io("placing the secrets file"))?
+        .ok_or_else(|| Error::msg("the boot partition has no reserved secrets file"))?
+        + BOOT_START;
+    let fat_used = cairn_formats::fat::used_bytes(&config, boot)
+        .map_err(io("measuring the boot partition"))?;
     let mut root = store.open_blob(&base.squashfs.0)?;
     std::io::copy(&mut root, &mut w).map_err(io("copying the root squashfs"))?;
     zeros(&mut w, root_size - base.squashfs.1).map_err(io("writing the disk image"))?;
     let w = w
         .into_inner()
         .map_err(|e| Error::msg(format!("writing the disk image: {e}")))?;
-    Ok(w.finish(None)?)
+    let (digest, size) = w.finish(None)?;
+    Ok(SdImage {
+        digest,
+        size,
+        secrets_offset,
+        mapped: vec![
+            (0, SECTOR),
+            (BOOT_START, BOOT_START + fat_used),
+            (root_start, root_start + base.squashfs.1),
+        ],
+    })
 }
 
 fn zeros(w: &mut impl Write, mut n: u64) -> std::io::Result<()> {

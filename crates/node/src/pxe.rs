@@ -3,7 +3,9 @@
 //! squashfs from the same place. Every URL is relative to `${base-url}`, which the
 //! bootstrap script (or the PXE server's DHCP answer) sets, so the bundle does not depend
 //! on the server's address. The root's sha256 is on the kernel command line: the
-//! initramfs refuses a squashfs that does not match.
+//! initramfs refuses a squashfs that does not match. So is `cairn.secrets=` with the
+//! node's own `${base-url}/secrets.env`: the initramfs fetches it (a 404 means none) into
+//! /run/cairn, never onto a disk.
 
 use cairn_formats::Digest;
 use cairn_project::{MacAddress, NodeSpec};
@@ -35,7 +37,7 @@ pub fn node_script(
          iseq ${{net0/mac}} {mac} || goto wrong_mac\n\
          isset ${{base-url}} || set base-url ${{cwduri}}\n\
          echo cairn: booting {name} from ${{base-url}}\n\
-         kernel ${{base-url}}/vmlinuz initrd=initrd.img {cmdline} cairn.root=${{base-url}}/root.squashfs cairn.root.sha256={root_hex} ${{cairn-args}}\n\
+         kernel ${{base-url}}/vmlinuz initrd=initrd.img {cmdline} cairn.root=${{base-url}}/root.squashfs cairn.root.sha256={root_hex} cairn.secrets=${{base-url}}/secrets.env ${{cairn-args}}\n\
          initrd ${{base-url}}/initrd.img\n\
          boot\n\
          :wrong_mac\n\

@@ -8,9 +8,12 @@ set +a
 case "$CAIRN_DISTRIBUTION" in
 kubeadm)
   : "${join_token:?the secrets file has no join_token}"
-  sed -e "s|@CAIRN_JOIN_TOKEN@|$join_token|" -e "s|@CAIRN_CA_CERT_HASH@|${ca_cert_hash:-}|" \
-    /etc/cairn/kubeadm.yaml > /run/cairn/kubeadm.yaml
-  chmod 0600 /run/cairn/kubeadm.yaml
+  # awk, not sed: the node's image carries mawk and no sed. The values go through the
+  # environment, so they never appear on a command line.
+  umask 077
+  CAIRN_T="$join_token" CAIRN_H="${ca_cert_hash:-}" awk '{
+    gsub(/@CAIRN_JOIN_TOKEN@/, ENVIRON["CAIRN_T"]); gsub(/@CAIRN_CA_CERT_HASH@/, ENVIRON["CAIRN_H"]); print
+  }' /etc/cairn/kubeadm.yaml > /run/cairn/kubeadm.yaml
   systemctl enable --now kubelet.service || true
   if [ "$CAIRN_ROLE" = control-plane ] && [ ! -e /etc/kubernetes/admin.conf ]; then
     exec kubeadm init --config /run/cairn/kubeadm.yaml

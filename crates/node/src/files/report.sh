@@ -24,6 +24,26 @@ secrets=absent
 writable=$(cat /etc/cairn/writable 2>/dev/null || echo unknown)
 echo "cairn-node: hostname=$host address=${addr:-none} role=$CAIRN_ROLE node=$CAIRN_NODE id=$CAIRN_NODE_ID secrets=$secrets writable=$writable"
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in cairn.test=poweroff) echo "cairn-node: powering off (cairn.test=poweroff)"; systemctl --no-block poweroff ;; esac
+  case "$arg" in
+  cairn.test=poweroff)
+    # Boot tests: let the join finish, print this boot's journal (the test checks that no
+    # secret appears in it), then power off.
+    i=0
+    while [ $i -lt 120 ]; do
+      case "$(systemctl show -p ActiveState --value cairn-kubernetes.service)" in active | failed) break ;; esac
+      # Not started because its condition (secrets present) failed: nothing to wait for.
+      [ "$(systemctl show -p ConditionTimestampMonotonic --value cairn-kubernetes.service)" != 0 ] &&
+        [ "$(systemctl show -p ConditionResult --value cairn-kubernetes.service)" = no ] && break
+      sleep 1
+      i=$((i+1))
+    done
+    echo "cairn-kubernetes: $(systemctl show -p ActiveState --value cairn-kubernetes.service) $(systemctl show -p Result --value cairn-kubernetes.service)"
+    echo "cairn-journal: begin"
+    journalctl -b --no-pager -o short-monotonic | tail -n 4000
+    echo "cairn-journal: end"
+    echo "cairn-node: powering off (cairn.test=poweroff)"
+    systemctl --no-block poweroff
+    ;;
+  esac
 done
 exit 0

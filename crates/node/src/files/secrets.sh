@@ -1,31 +1,14 @@
 #!/bin/sh
-# Rendered by Cairn: place this node's secrets in /run/cairn, never on disk.
-. /etc/cairn/node.env
-mkdir -p /run/cairn
-chmod 0700 /run/cairn
-src="$CAIRN_SECRETS"
-url=""
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in cairn.secrets=*) url="${arg#cairn.secrets=}" ;; esac
-done
-if [ -n "$url" ]; then
-  if busybox wget -q -O /run/cairn/secrets.env "$url"; then
-    chmod 0600 /run/cairn/secrets.env
-    echo "cairn: secrets fetched from the PXE server"
-    exit 0
-  fi
-  rm -f /run/cairn/secrets.env
-  echo "cairn: secrets are absent: $url could not be fetched; the node will not join the cluster. Serve them with the PXE server for this MAC, then reboot."
+# Rendered by Cairn: say where this node's secrets came from, or why there are none. The
+# initramfs placed them in /run/cairn (a tmpfs, never on disk) before systemd started: from
+# the boot partition's reserved cairn-secrets.env (SD) or the cairn.secrets= URL (PXE),
+# where the boot device and the network were already known, so nothing here depends on
+# udev or network timing.
+if [ -s /run/cairn/secrets.env ]; then
+  chmod 0600 /run/cairn/secrets.env
+  echo "cairn: secrets present, from $(cat /run/cairn/secrets.source 2>/dev/null || echo 'the initramfs')"
   exit 0
 fi
-if [ -n "$src" ] && [ -s "$src" ]; then
-  install -m 0600 "$src" /run/cairn/secrets.env
-  echo "cairn: secrets read from $src"
-  exit 0
-fi
-if [ -n "$src" ]; then
-  echo "cairn: secrets are absent: $src does not exist; the node will not join the cluster. Write the secrets file when flashing the card, then reboot."
-else
-  echo "cairn: secrets are absent: no cairn.secrets= URL on the kernel command line; the node will not join the cluster. Serve them with the PXE server for this MAC, then reboot."
-fi
+reason=$(cat /run/cairn/secrets.absent 2>/dev/null || echo "the initramfs placed none")
+echo "cairn: secrets are absent: $reason; the node will not join the cluster until they are there (then reboot)."
 exit 0

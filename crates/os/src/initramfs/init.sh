@@ -1,11 +1,13 @@
 #!/bin/busybox sh
 # Cairn's init: find the root squashfs (a device, a partition by PARTUUID or LABEL, or an
 # HTTP URL), mount it read-only under a writable overlay, lay the node's own files (from
-# the node's cpio, appended to this initramfs) on top, and switch to systemd.
+# the node's cpio, appended to this initramfs) on top, place the node's secrets in
+# /run/cairn, and switch to systemd.
 /bin/busybox mkdir -p /proc /sys /dev /run /lower /upper /newroot
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 /bin/busybox --install -s /bin
 # Modules the kernel asks for itself (request_module) come from here too.
 echo /bin/modprobe > /proc/sys/kernel/modprobe
@@ -13,10 +15,12 @@ fail() { echo "cairn: $*" >/dev/console; sleep 1; poweroff -f; }
 for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn: module $m not loaded"; done
 root=""
 root_sha256=""
+secrets_url=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     cairn.root=*) root="${arg#cairn.root=}" ;;
     cairn.root.sha256=*) root_sha256="${arg#cairn.root.sha256=}" ;;
+    cairn.secrets=*) secrets_url="${arg#cairn.secrets=}" ;;
   esac
 done
 [ -n "$root" ] || root="LABEL=cairn-root"
@@ -80,6 +84,57 @@ partuuid() {
   done
   return 1
 }
+# The secrets go to /run/cairn, a tmpfs handed to systemd: never onto the card or the
+# writable layer. They are read here, where the boot device and the network are known, so
+# nothing depends on udev or network timing later.
+mkdir -p /run/cairn
+chmod 0700 /run/cairn
+secrets_absent() {
+  echo "$*" > /run/cairn/secrets.absent
+  echo "cairn: secrets are absent: $*"
+}
+secrets_check() {
+  if grep -q '^[A-Za-z_][A-Za-z0-9_]*=' /run/cairn/secrets.env 2>/dev/null; then
+    echo "$1" > /run/cairn/secrets.source
+    echo "cairn: secrets read from $1"
+    return 0
+  fi
+  rm -f /run/cairn/secrets.env
+  return 1
+}
+# SD: the reserved cairn-secrets.env on the boot partition, partition 1 of the root's disk.
+secrets_from_card() {
+  sys=$(readlink -f "/sys/class/block/${1##*/}")
+  disk=$(basename "$(dirname "$sys")")
+  p1=""
+  for p in /sys/class/block/"$disk"/"$disk"*; do
+    [ "$(cat "$p/partition" 2>/dev/null)" = 1 ] && p1="/dev/${p##*/}"
+  done
+  [ -n "$p1" ] || { secrets_absent "the root's disk /dev/$disk has no boot partition"; return; }
+  mkdir -p /firmware
+  mount -t vfat -o ro "$p1" /firmware 2>/dev/null || { secrets_absent "cannot mount the boot partition $p1"; return; }
+  (umask 077; sed '/^$/d' /firmware/cairn-secrets.env > /run/cairn/secrets.env 2>/dev/null)
+  umount /firmware
+  secrets_check "the boot partition ($p1)" ||
+    secrets_absent "cairn-secrets.env on $p1 has no KEY=value line: write it with cargo xtask flash NODE --secrets FILE"
+}
+# PXE: the cairn.secrets= URL (the node's own path on the PXE server), a few tries.
+secrets_from_url() {
+  n=0
+  while [ $n -lt 5 ]; do
+    if (umask 077; wget -q -O /run/cairn/secrets.env "$1" 2>/run/cairn/wget.err); then
+      rm -f /run/cairn/wget.err
+      secrets_check "$1" || secrets_absent "$1 has no KEY=value line"
+      return
+    fi
+    grep -q ' 404 ' /run/cairn/wget.err && break
+    n=$((n+1))
+    sleep 2
+  done
+  rm -f /run/cairn/secrets.env
+  secrets_absent "$1 could not be fetched ($(tail -n 1 /run/cairn/wget.err)): serve them with the PXE server for this node"
+  rm -f /run/cairn/wget.err
+}
 net_up() {
   for n in /sys/class/net/*; do
     i="${n##*/}"
@@ -99,6 +154,11 @@ case "$root" in
     if [ -n "$root_sha256" ]; then
       echo "$root_sha256  /upper/root.squashfs" | sha256sum -c -s || fail "$root does not have sha256 $root_sha256: refusing it"
     fi
+    if [ -n "$secrets_url" ]; then
+      secrets_from_url "$secrets_url"
+    else
+      secrets_absent "no cairn.secrets= URL on the kernel command line"
+    fi
     ip addr flush dev "$iface"
     ip link set "$iface" down
     mount -t squashfs -o ro,loop /upper/root.squashfs /lower || fail "$root is not a squashfs"
@@ -116,6 +176,11 @@ case "$root" in
       i=$((i+1))
     done
     [ -n "$dev" ] || fail "root $root did not appear"
+    if [ -n "$secrets_url" ]; then
+      secrets_absent "a cairn.secrets= URL is for PXE nodes; this node boots from $dev"
+    else
+      secrets_from_card "$dev"
+    fi
     data_partition "$dev" || mount -t tmpfs -o mode=0755 tmpfs /upper || fail "cannot mount the overlay's tmpfs"
     mount -t squashfs -o ro "$dev" /lower || fail "cannot mount $dev as squashfs"
     ;;
@@ -129,6 +194,7 @@ echo "$writable" > /upper/data/etc/cairn/writable
 echo "cairn: writable layer $writable"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
 mount --move /dev /newroot/dev
+mount --move /run /newroot/run
 # The running system's kmod lives at /sbin/modprobe.
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 umount /proc /sys

@@ -1,0 +1,492 @@
+//! `flash`: a node's SD-card image onto a card (`--device`) or into an image file
+//! (`--file`), with its secrets written into the card's reserved `cairn-secrets.env`.
+//!
+//! Before a byte is written, a device must be a whole block device, not mounted, not in use
+//! (opened with `O_EXCL`, as bmaptool does), removable unless forced, and at least as large
+//! as the image. Only the blocks the image's bmap names are written (the gap before the
+//! first partition, free FAT clusters and padding keep what the card held), block 0 last
+//! (as rpi-imager does: a card cut off mid-way has no partition table). Then everything
+//! is fsynced, dropped from the page cache and read back: a difference names its first
+//! offset. The store's image is never changed; the secrets exist only on the card.
+
+use cairn_formats::Digest;
+use cairn_formats::bmap::BlockMap;
+use cairn_node::build::{
+    ANNOTATION_SECRETS_OFFSET, ANNOTATION_SECRETS_SIZE, MEDIA_BMAP, MEDIA_DISK,
+};
+use cairn_steps::Error;
+use cairn_store::Store;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the image goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A whole block device (`/dev/sdX`, `/dev/mmcblk0`).
+    Device(PathBuf),
+    /// A regular file (created when missing; an existing file keeps its size if larger).
+    File(PathBuf),
+}
+
+impl Target {
+    pub fn path(&self) -> &Path {
+        match self {
+            Target::Device(p) | Target::File(p) => p,
+        }
+    }
+}
+
+/// How to flash.
+#[derive(Debug, Clone)]
+pub struct FlashConfig {
+    pub target: Target,
+    /// The node's secrets file (KEY=value lines), written into the reserved file.
+    pub secrets: Option<Vec<u8>>,
+    /// Write to a device that does not say it is removable.
+    pub force: bool,
+    pub progress: bool,
+}
+
+/// What a flash did.
+#[derive(Debug, Clone)]
+pub struct FlashReport {
+    pub node: String,
+    pub target: PathBuf,
+    pub image: Digest,
+    pub image_size: u64,
+    pub bytes_written: u64,
+    pub bytes_skipped: u64,
+    pub secrets: bool,
+    pub seconds: f64,
+}
+
+impl FlashReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "node": self.node,
+            "target": self.target.display().to_string(),
+            "image": {"digest": self.image.to_string(), "size": self.image_size},
+            "bytes_written": self.bytes_written,
+            "bytes_skipped": self.bytes_skipped,
+            "secrets": self.secrets,
+            "verified": true,
+            "seconds": (self.seconds * 100.0).round() / 100.0,
+        })
+    }
+}
+
+/// A node's SD image in the store, and what flashing it needs to know.
+#[derive(Debug, Clone)]
+pub struct NodeImage {
+    pub node: String,
+    pub disk: Digest,
+    pub size: u64,
+    /// The bmap of the image, when the artifact carries one.
+    pub bmap: Option<BlockMap>,
+    /// Offset and size of the reserved secrets file.
+    pub secrets_area: Option<(u64, u64)>,
+}
+
+impl NodeImage {
+    /// Reads node `name`'s artifact (by its tag) from the store.
+    pub fn from_store(store: &Store, name: &str) -> Result<NodeImage, Error> {
+        let tag = store.tag(name)?.ok_or_else(|| {
+            Error::msg(format!(
+                "the store has no node {name}: run `cargo xtask build-node {name}`, or pull it with `--from REGISTRY/NAMESPACE`"
+            ))
+        })?;
+        let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&tag.digest)?)
+            .map_err(|e| Error::msg(format!("node {name}: manifest {}: {e}", tag.digest)))?;
+        if manifest["artifactType"] != cairn_node::build::ARTIFACT_TYPE {
+            return Err(Error::msg(format!(
+                "{name} is not a node in the store (it is tagged {}): only nodes are flashed",
+                tag.digest
+            )));
+        }
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let layer = |media: &str| {
+            layers
+                .iter()
+                .find(|l| l["mediaType"] == media)
+                .and_then(|l| {
+                    Some((
+                        l["digest"].as_str()?.parse::<Digest>().ok()?,
+                        l["size"].as_u64()?,
+                    ))
+                })
+        };
+        let (disk, size) = layer(MEDIA_DISK).ok_or_else(|| {
+            Error::msg(format!(
+                "node {name} has no disk image: it boots by PXE; serve it with `cargo xtask serve-pxe {name}`"
+            ))
+        })?;
+        let bmap = match layer(MEDIA_BMAP) {
+            Some((digest, _)) => {
+                let text = String::from_utf8(store.read_blob(&digest)?)
+                    .map_err(|_| Error::msg(format!("node {name}: the bmap is not text")))?;
+                let map = cairn_formats::bmap::parse(&text)
+                    .map_err(|e| Error::msg(format!("node {name}: bmap {digest}: {e}")))?;
+                if map.image_size != size {
+                    return Err(Error::msg(format!(
+                        "node {name}: the bmap is for {} bytes, the image has {size}",
+                        map.image_size
+                    )));
+                }
+                Some(map)
+            }
+            None => None,
+        };
+        let annotation = |key: &str| {
+            manifest["annotations"][key]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let secrets_area = match (
+            annotation(ANNOTATION_SECRETS_OFFSET),
+            annotation(ANNOTATION_SECRETS_SIZE),
+        ) {
+            (Some(offset), Some(len)) if offset + len <= size => Some((offset, len)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::msg(format!(
+                    "node {name}: the manifest's secrets area is outside the image"
+                )));
+            }
+        };
+        Ok(NodeImage {
+            node: name.to_string(),
+            disk,
+            size,
+            bmap,
+            secrets_area,
+        })
+    }
+
+    /// The byte ranges to write: the bmap's (plus the secrets area), or the whole image.
+    fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut ranges = match &self.bmap {
+            Some(map) => map.byte_ranges(),
+            None => vec![(0, self.size)],
+        };
+        if let Some((offset, len)) = self.secrets_area {
+            ranges.push((offset, offset + len));
+        }
+        cairn_formats::bmap::blocks_of(&ranges)
+            .into_iter()
+            .map(|(first, last)| {
+                let bs = cairn_formats::bmap::BLOCK_SIZE;
+                (first * bs, ((last + 1) * bs).min(self.size))
+            })
+            .collect()
+    }
+}
+
+/// Checks a secrets file: text, `KEY=value` lines, no larger than the reserved area.
+pub fn check_secrets(path: &Path, bytes: &[u8], area: u64) -> Result<(), Error> {
+    if bytes.len() as u64 > area {
+        return Err(Error::msg(format!(
+            "{}: {} bytes; the card reserves {area} for secrets",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.contains('\0'))
+        .ok_or_else(|| Error::msg(format!("{}: not a text file", path.display())))?;
+    let is_assignment = |l: &str| {
+        l.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+        })
+    };
+    if !text.lines().any(is_assignment) {
+        return Err(Error::msg(format!(
+            "{}: no KEY=value line (e.g. join_token=abcdef.0123456789abcdef)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+const O_EXCL: i32 = libc::O_EXCL;
+
+/// The sysfs directory of a block device node.
+fn sysfs_of(path: &Path) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    link.canonicalize()
+        .map_err(|e| Error::msg(format!("{}: {} ({e})", path.display(), link.display())))
+}
+
+/// `major:minor` of a device and of each of its partitions.
+fn device_numbers(sys: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let read = |d: &Path| {
+        std::fs::read_to_string(d.join("dev"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    out.extend(read(sys));
+    if let Ok(entries) = std::fs::read_dir(sys) {
+        for e in entries.flatten() {
+            if e.path().join("partition").exists() {
+                out.extend(read(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Refuses a device that must not be written; returns its size.
+fn check_device(path: &Path, image_size: u64, force: bool) -> Result<u64, Error> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    if !meta.file_type().is_block_device() {
+        return Err(Error::msg(format!(
+            "{} is not a block device: use --file to write an image file",
+            path.display()
+        )));
+    }
+    let sys = sysfs_of(path)?;
+    if sys.join("partition").exists() {
+        let disk = sys
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(Error::msg(format!(
+            "{} is a partition: flash the whole card (/dev/{disk})",
+            path.display()
+        )));
+    }
+    let numbers = device_numbers(&sys);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(dev), Some(point)) = (fields.get(2), fields.get(4)) {
+            if numbers.iter().any(|n| n == dev) {
+                return Err(Error::msg(format!(
+                    "{} is mounted (device {dev} on {point}): unmount it first",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let removable = std::fs::read_to_string(sys.join("removable"))
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false);
+    if !removable && !force {
+        return Err(Error::msg(format!(
+            "{} does not say it is removable: it may be a system disk. Check it is the card, then pass --force",
+            path.display()
+        )));
+    }
+    let sectors: u64 = std::fs::read_to_string(sys.join("size"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::msg(format!("{}: cannot read its size", path.display())))?;
+    let size = sectors * 512;
+    if size < image_size {
+        return Err(Error::msg(format!(
+            "{} holds {size} bytes, the image needs {image_size}: use a larger card",
+            path.display()
+        )));
+    }
+    Ok(size)
+}
+
+fn drop_cache(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is open for the call; fadvise only hints the kernel.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Reads `len` bytes of the image at `offset`, with the secrets laid over their area.
+fn expected(
+    image: &mut File,
+    offset: u64,
+    buf: &mut [u8],
+    secrets: Option<(u64, &[u8])>,
+) -> std::io::Result<()> {
+    image.seek(SeekFrom::Start(offset))?;
+    image.read_exact(buf)?;
+    if let Some((at, bytes)) = secrets {
+        let end = offset + buf.len() as u64;
+        let s_end = at + bytes.len() as u64;
+        if at < end && s_end > offset {
+            let from = at.max(offset);
+            let to = s_end.min(end);
+            buf[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `image` (from `store`) to the target and verifies it.
+pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<FlashReport, Error> {
+    let start = Instant::now();
+    let target = config.target.path();
+    let secrets = match &config.secrets {
+        Some(bytes) => {
+            let (offset, len) = image.secrets_area.ok_or_else(|| {
+                Error::msg(format!(
+                    "node {}'s image reserves no place for secrets (it was built by an older Cairn): rebuild it with `cargo xtask build-node {}`",
+                    image.node, image.node
+                ))
+            })?;
+            Some((
+                offset,
+                cairn_node::disk::secrets_bytes(bytes).map(|mut b| {
+                    b.truncate(len as usize);
+                    b
+                })?,
+            ))
+        }
+        None => None,
+    };
+    let mut out = match &config.target {
+        Target::Device(path) => {
+            check_device(path, image.size, config.force)?;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(O_EXCL)
+                .open(path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::EBUSY) {
+                        Error::msg(format!(
+                            "{} is in use (mounted, or held by another program or the kernel): refusing to write it",
+                            path.display()
+                        ))
+                    } else {
+                        Error::msg(format!("{}: {e}", path.display()))
+                    }
+                })?
+        }
+        Target::File(path) => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.file_type().is_block_device() {
+                    return Err(Error::msg(format!(
+                        "{} is a block device: use --device to flash a card",
+                        path.display()
+                    )));
+                }
+                if !meta.is_file() {
+                    return Err(Error::msg(format!(
+                        "{} is not a regular file",
+                        path.display()
+                    )));
+                }
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            let len = file
+                .metadata()
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?
+                .len();
+            if len < image.size {
+                file.set_len(image.size)
+                    .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            }
+            file
+        }
+    };
+    let io =
+        |what: &str, e: std::io::Error| Error::msg(format!("{what} {}: {e}", target.display()));
+    let mut source = store.open_blob(&image.disk)?;
+    let ranges = image.ranges();
+    let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+    let secrets_ref = secrets.as_ref().map(|(at, b)| (*at, b.as_slice()));
+    const FIRST: u64 = cairn_formats::bmap::BLOCK_SIZE;
+    let mut buf = vec![0u8; 4 << 20];
+
+    // Everything but block 0, then block 0, then fsync.
+    let bar = cairn_steps::progress::bytes(config.progress, total, "writing");
+    let mut write_range = |out: &mut File, from: u64, to: u64| -> Result<(), Error> {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(buf.len() as u64) as usize;
+            expected(&mut source, at, &mut buf[..n], secrets_ref)
+                .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+            out.seek(SeekFrom::Start(at))
+                .map_err(|e| io("seeking", e))?;
+            out.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
+            at += n as u64;
+            bar.inc(n as u64);
+        }
+        Ok(())
+    };
+    for &(from, to) in &ranges {
+        let from = from.max(FIRST);
+        if from < to {
+            write_range(&mut out, from, to)?;
+        }
+    }
+    out.sync_all().map_err(|e| io("syncing", e))?;
+    if let Some(&(from, to)) = ranges.first().filter(|(from, _)| *from < FIRST) {
+        write_range(&mut out, from, to.min(FIRST))?;
+    }
+    out.sync_all().map_err(|e| io("syncing", e))?;
+    bar.finish_and_clear();
+
+    // Read back what was written, from the device, not the page cache.
+    drop_cache(&out);
+    let bar = cairn_steps::progress::bytes(config.progress, total, "verifying");
+    let mut want = vec![0u8; 4 << 20];
+    let mut got = vec![0u8; 4 << 20];
+    for &(from, to) in &ranges {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(want.len() as u64) as usize;
+            expected(&mut source, at, &mut want[..n], secrets_ref)
+                .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+            out.seek(SeekFrom::Start(at))
+                .map_err(|e| io("seeking", e))?;
+            out.read_exact(&mut got[..n])
+                .map_err(|e| io("reading back", e))?;
+            if want[..n] != got[..n] {
+                let i = want[..n]
+                    .iter()
+                    .zip(&got[..n])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+                return Err(Error::msg(format!(
+                    "verification failed: {} differs from the image at byte {} (0x{:x}): the card may be faulty or fake",
+                    target.display(),
+                    at + i,
+                    at + i
+                )));
+            }
+            at += n as u64;
+            bar.inc(n as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(FlashReport {
+        node: image.node.clone(),
+        target: target.to_path_buf(),
+        image: image.disk,
+        image_size: image.size,
+        bytes_written: total,
+        bytes_skipped: image.size - total,
+        secrets: secrets.is_some(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
