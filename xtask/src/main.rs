@@ -1,6 +1,7 @@
 //! Cairn's command line: parse flags, find the project, dispatch to one `run` per task.
 
 mod bench;
+mod bench_flash;
 mod bench_node;
 mod bench_push;
 mod boot_test;
@@ -78,6 +79,8 @@ enum Command {
     Bench(bench::Args),
     /// Measure node builds (cold, warm, one SSH key changed) and squashfs against mksquashfs
     BenchNode(bench_node::Args),
+    /// Measure `flash --file` (bmap, fsync, read-back) against `dd bs=4M conv=fsync`
+    BenchFlash(bench_flash::Args),
     /// Measure pushing to a registry on loopback against `skopeo copy`
     BenchPush(bench_push::Args),
 }
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&env, args),
         Command::BenchNode(args) => bench_node::run(&env, args),
         Command::BenchPush(args) => bench_push::run(&env, args),
+        Command::BenchFlash(args) => bench_flash::run(&env, args),
         Command::Test(args) => test::run(&env, args),
     };
     match result {

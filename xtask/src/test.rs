@@ -44,6 +44,9 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("htpasswd", "apache2-utils"),
     ("openssl", "openssl"),
     ("shellcheck", "shellcheck"),
+    ("bmaptool", "bmap-tools"),
+    ("losetup", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
     ("systemd-analyze", "systemd"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",

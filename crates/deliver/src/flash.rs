@@ -314,7 +314,7 @@ fn drop_cache(file: &File) {
 
 /// Reads `len` bytes of the image at `offset`, with the secrets laid over their area.
 fn expected(
-    image: &mut File,
+    image: &mut (impl Read + Seek),
     offset: u64,
     buf: &mut [u8],
     secrets: Option<(u64, &[u8])>,
@@ -329,6 +329,46 @@ fn expected(
             let to = s_end.min(end);
             buf[(from - offset) as usize..(to - offset) as usize]
                 .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+        }
+    }
+    Ok(())
+}
+
+/// Compares `target` with the image (secrets laid over their area) over `ranges`; a
+/// difference names its first byte.
+pub fn verify(
+    image: &mut (impl Read + Seek),
+    target: &mut (impl Read + Seek),
+    ranges: &[(u64, u64)],
+    secrets: Option<(u64, &[u8])>,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    let mut want = vec![0u8; 4 << 20];
+    let mut got = vec![0u8; 4 << 20];
+    for &(from, to) in ranges {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(want.len() as u64) as usize;
+            expected(image, at, &mut want[..n], secrets)
+                .map_err(|e| Error::msg(format!("reading the image: {e}")))?;
+            target
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| target.read_exact(&mut got[..n]))
+                .map_err(|e| Error::msg(format!("reading back at byte {at}: {e}")))?;
+            if want[..n] != got[..n] {
+                let i = want[..n]
+                    .iter()
+                    .zip(&got[..n])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+                return Err(Error::msg(format!(
+                    "it differs from the image at byte {} (0x{:x}): the card may be faulty or fake",
+                    at + i,
+                    at + i
+                )));
+            }
+            at += n as u64;
+            progress(n as u64);
         }
     }
     Ok(())
@@ -449,35 +489,8 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     // Read back what was written, from the device, not the page cache.
     drop_cache(&out);
     let bar = cairn_steps::progress::bytes(config.progress, total, "verifying");
-    let mut want = vec![0u8; 4 << 20];
-    let mut got = vec![0u8; 4 << 20];
-    for &(from, to) in &ranges {
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(want.len() as u64) as usize;
-            expected(&mut source, at, &mut want[..n], secrets_ref)
-                .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
-            out.seek(SeekFrom::Start(at))
-                .map_err(|e| io("seeking", e))?;
-            out.read_exact(&mut got[..n])
-                .map_err(|e| io("reading back", e))?;
-            if want[..n] != got[..n] {
-                let i = want[..n]
-                    .iter()
-                    .zip(&got[..n])
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-                return Err(Error::msg(format!(
-                    "verification failed: {} differs from the image at byte {} (0x{:x}): the card may be faulty or fake",
-                    target.display(),
-                    at + i,
-                    at + i
-                )));
-            }
-            at += n as u64;
-            bar.inc(n as u64);
-        }
-    }
+    verify(&mut source, &mut out, &ranges, secrets_ref, &|n| bar.inc(n))
+        .map_err(|e| e.context(format!("verifying {}", target.display())))?;
     bar.finish_and_clear();
     Ok(FlashReport {
         node: image.node.clone(),
@@ -489,4 +502,60 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
         secrets: secrets.is_some(),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn verification_names_the_first_differing_byte_and_covers_the_secrets() {
+        let image: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let secrets = b"join_token=x\n\n\n".to_vec();
+        let mut card = image.clone();
+        card[9000..9000 + secrets.len()].copy_from_slice(&secrets);
+        let ranges = [(0, 8192), (8192, 20_000)];
+        let with = Some((9000u64, secrets.as_slice()));
+        verify(
+            &mut Cursor::new(&image),
+            &mut Cursor::new(&card),
+            &ranges,
+            with,
+            &|_| {},
+        )
+        .unwrap();
+        // Without the secrets laid over the image, the card differs where they are.
+        let err = verify(
+            &mut Cursor::new(&image),
+            &mut Cursor::new(&card),
+            &ranges,
+            None,
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at byte 9000 (0x2328)"), "{err}");
+        // A byte the card did not keep, in an unmapped range, is not looked at; in a
+        // mapped one it is named.
+        card[15_000] ^= 0xff;
+        verify(
+            &mut Cursor::new(&image),
+            &mut Cursor::new(&card),
+            &[(0, 8192)],
+            with,
+            &|_| {},
+        )
+        .unwrap();
+        let err = verify(
+            &mut Cursor::new(&image),
+            &mut Cursor::new(&card),
+            &ranges,
+            with,
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at byte 15000"), "{err}");
+    }
 }
