@@ -14,7 +14,8 @@
             cargo rustc rustfmt clippy
             skopeo umoci libfaketime gzip gnutar pigz
             debian-archive-keyring
-            qemu squashfsTools dosfstools util-linux cpio
+            qemu squashfsTools dosfstools util-linux cpio mtools e2fsprogs
+            shellcheck systemd bmaptool docker-distribution apacheHttpd openssl
           ];
           # The tests read Debian's archive keyring at its Debian path unless told otherwise.
           shellHook = ''

@@ -8,7 +8,9 @@ mod boot_test;
 mod build_image;
 mod build_node;
 mod build_os;
+mod export;
 mod flash;
+mod import;
 mod lock;
 mod prefetch;
 mod publish;
@@ -64,6 +66,10 @@ enum Command {
     BootTest(boot_test::Args),
     /// Write a node's SD-card image to a card or an image file, with its secrets, and verify it
     Flash(flash::Args),
+    /// Write images and nodes (and with --with-inputs every pinned input) into one bundle
+    Export(export::Args),
+    /// Read a bundle written by `export` into the store, verifying every digest first
+    Import(import::Args),
     /// Push images and nodes to a registry (Harbor or any OCI registry)
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
@@ -105,7 +111,9 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::BootTest(a) if a.json)
         || matches!(&cli.command, Command::Publish(a) if a.json)
         || matches!(&cli.command, Command::Pull(a) if a.json)
-        || matches!(&cli.command, Command::Flash(a) if a.json);
+        || matches!(&cli.command, Command::Flash(a) if a.json)
+        || matches!(&cli.command, Command::Export(a) if a.json)
+        || matches!(&cli.command, Command::Import(a) if a.json);
     let ctx = cairn_steps::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
@@ -135,6 +143,8 @@ fn main() -> ExitCode {
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Flash(args) => flash::run(&env, args),
+        Command::Export(args) => export::run(&env, args),
+        Command::Import(args) => import::run(&env, args),
         Command::Publish(args) => publish::run(&env, args),
         Command::Pull(args) => pull::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),

@@ -6,6 +6,7 @@
 //! never changes how an artifact is made, so nothing here can change a digest.
 
 pub mod boot;
+pub mod bundle;
 pub mod flash;
 pub mod publish;
 pub mod serve;

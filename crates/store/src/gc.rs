@@ -50,7 +50,7 @@ impl Store {
 
     /// Every blob reachable from `roots` (indexes and manifests are followed).
     /// Missing blobs are returned separately.
-    fn reachable(&self, roots: &[Digest]) -> (BTreeSet<Digest>, Vec<Digest>) {
+    pub fn reachable(&self, roots: &[Digest]) -> (BTreeSet<Digest>, Vec<Digest>) {
         let mut seen = BTreeSet::new();
         let mut missing = Vec::new();
         let mut stack: Vec<Digest> = roots.to_vec();
