@@ -16,6 +16,7 @@ mod prefetch;
 mod publish;
 mod pull;
 mod registry_args;
+mod serve_pxe;
 mod store;
 mod test;
 
@@ -70,6 +71,8 @@ enum Command {
     Export(export::Args),
     /// Read a bundle written by `export` into the store, verifying every digest first
     Import(import::Args),
+    /// Boot the PXE nodes on this LAN: proxy DHCP, TFTP and HTTP from the store, with secrets
+    ServePxe(serve_pxe::Args),
     /// Push images and nodes to a registry (Harbor or any OCI registry)
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Flash(args) => flash::run(&env, args),
+        Command::ServePxe(args) => serve_pxe::run(&env, args),
         Command::Export(args) => export::run(&env, args),
         Command::Import(args) => import::run(&env, args),
         Command::Publish(args) => publish::run(&env, args),

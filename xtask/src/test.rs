@@ -47,6 +47,9 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("bmaptool", "bmap-tools"),
     ("losetup", "mount"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("ip", "iproute2"),
+    ("curl", "curl"),
     ("systemd-analyze", "systemd"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",

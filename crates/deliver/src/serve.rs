@@ -24,11 +24,30 @@ impl Drop for Server {
     }
 }
 
+/// One line per request, for an access log.
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
 /// Serves `routes` (URL path such as `/x86-storage/vmlinuz` to file) on `bind`
 /// (e.g. `127.0.0.1:0`), one thread per connection.
 pub fn serve(bind: &str, routes: BTreeMap<String, PathBuf>) -> Result<Server, Error> {
-    let listener =
-        TcpListener::bind(bind).map_err(|e| Error::msg(format!("listening on {bind}: {e}")))?;
+    serve_logged(bind, routes, None)
+}
+
+/// [`serve`], with a line per request (`http PEER GET /path 200 BYTES`) given to `log`.
+pub fn serve_logged(
+    bind: &str,
+    routes: BTreeMap<String, PathBuf>,
+    log: Option<Log>,
+) -> Result<Server, Error> {
+    let listener = TcpListener::bind(bind).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            Error::msg(format!(
+                "listening on {bind}: the port is taken by another program: stop it or choose another port"
+            ))
+        } else {
+            Error::msg(format!("listening on {bind}: {e}"))
+        }
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::msg(e.to_string()))?;
@@ -42,16 +61,29 @@ pub fn serve(bind: &str, routes: BTreeMap<String, PathBuf>) -> Result<Server, Er
             }
             let Ok(conn) = conn else { continue };
             let routes = routes.clone();
+            let log = log.clone();
             std::thread::spawn(move || {
-                let _ = handle(conn, &routes);
+                let _ = handle(conn, &routes, log.as_ref());
             });
         }
     });
     Ok(Server { addr, stop })
 }
 
-fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Result<()> {
+fn handle(
+    conn: TcpStream,
+    routes: &BTreeMap<String, PathBuf>,
+    log: Option<&Log>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let peer = conn
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.ip().to_string());
+    let log = |line: String| {
+        if let Some(log) = log {
+            log(format!("http {peer} {line}"));
+        }
+    };
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
     loop {
@@ -96,6 +128,7 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
                             out,
                             "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
                         )?;
+                        log(format!("{method} {path} 416"));
                         if close {
                             return Ok(());
                         }
@@ -121,6 +154,7 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
                     f.seek(SeekFrom::Start(start))?;
                     std::io::copy(&mut (&mut f).take(n), &mut out)?;
                 }
+                log(format!("{method} {path} {status} {n}"));
             }
             ("GET" | "HEAD", None) => {
                 let body = format!("not found: {path}\n");
@@ -132,6 +166,7 @@ fn handle(conn: TcpStream, routes: &BTreeMap<String, PathBuf>) -> std::io::Resul
                 if method == "GET" {
                     out.write_all(body.as_bytes())?;
                 }
+                log(format!("{method} {path} 404"));
             }
             _ => {
                 write!(
