@@ -187,7 +187,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         client.send_to(b"\x00\x01f\x00octet\x00", addr).unwrap();
-        let mut got = Vec::new();
+        let mut got: Vec<u8> = Vec::new();
         let mut buf = [0u8; 1500];
         loop {
             let (n, from) = client.recv_from(&mut buf).unwrap();
