@@ -615,3 +615,174 @@ fn tls_with_a_private_ca() {
         built.haproxy_index.as_str()
     );
 }
+
+/// Whether `needle` occurs in any file under `path` (or in `path` itself), read in chunks.
+fn files_containing(path: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            continue;
+        }
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p).unwrap();
+        let mut window: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            window.extend_from_slice(&buf[..n]);
+            if window.windows(needle.len()).any(|w| w == needle) {
+                found.push(p.clone());
+                break;
+            }
+            let keep = window.len().min(needle.len() - 1);
+            window.drain(..window.len() - keep);
+        }
+    }
+    found
+}
+
+/// After flash, serve and publish with secrets, and an export, no secret value is in the
+/// store, the lock, the export bundle or the registry's storage, while the card and the
+/// PXE server do hold them (so the scan would find a leak).
+#[test]
+fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
+    let _one = serial();
+    let built = built();
+    let dir = &built.dir;
+    let token = "zq91vx.s3cr3tj01nt0k3n";
+    let key = "c3VwZXItc2VjcmV0LWNlcnRpZmljYXRlLWtleQ";
+    let secrets_dir = dir.join("secrets-scan");
+    std::fs::create_dir_all(&secrets_dir).unwrap();
+    let secrets_text = format!("join_token={token}\ncertificate_key={key}\n");
+    for node in ["pi-worker", "x86-storage"] {
+        std::fs::write(secrets_dir.join(format!("{node}.env")), &secrets_text).unwrap();
+    }
+    run_ok(xtask(dir).args(["build-node", "x86-storage"]));
+
+    // Flash: the card has them.
+    let card = dir.join("scan-card.img");
+    run_ok(
+        xtask(dir)
+            .args(["flash", "pi-worker", "--file"])
+            .arg(&card)
+            .arg("--secrets")
+            .arg(secrets_dir.join("pi-worker.env")),
+    );
+    assert_eq!(files_containing(&card, token.as_bytes()), [card.clone()]);
+
+    // Serve: serve-pxe in a network namespace of its own (loopback only) hands them out.
+    let ip = require_tool("ip", "iproute2");
+    let curl = require_tool("curl", "curl");
+    let ns = format!("cairn-scan{}", std::process::id());
+    run_ok(Command::new(&ip).args(["netns", "add", &ns]));
+    struct Netns(String, Option<std::process::Child>);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let mut guard = Netns(ns.clone(), None);
+    run_ok(Command::new(&ip).args(["-n", &ns, "link", "set", "lo", "up"]));
+    let log = dir.join("scan-serve.log");
+    guard.1 = Some(
+        Command::new(&ip)
+            .args(["netns", "exec", &ns])
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .arg("--root")
+            .arg(dir)
+            .args([
+                "--quiet",
+                "serve-pxe",
+                "x86-storage",
+                "--listen",
+                "127.0.0.1",
+                "--secrets-dir",
+            ])
+            .arg(&secrets_dir)
+            .env_remove("CAIRN_ROOT")
+            .env_remove("CAIRN_STORE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Ctrl-C")
+    {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let served = run_ok(
+        Command::new(&ip)
+            .args(["netns", "exec", &ns])
+            .arg(&curl)
+            .args(["-sf", "http://127.0.0.1:8080/x86-storage/secrets.env"]),
+    );
+    assert_eq!(served, secrets_text);
+    drop(guard);
+
+    // Publish and export.
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "scan".into(),
+    });
+    let target = format!("{}/homelab", reg.host);
+    let mut publish = xtask(dir);
+    publish
+        .args([
+            "publish",
+            "haproxy",
+            "pi-worker",
+            "x86-storage",
+            "--to",
+            &target,
+            "--insecure",
+        ])
+        .args(["--username", "ci", "--password-stdin"])
+        .stdin(Stdio::piped());
+    let mut child = publish.stdout(Stdio::null()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"scan\n").unwrap();
+    assert!(child.wait().unwrap().success(), "publish");
+    let bundle = dir.join("scan-bundle.tar");
+    run_ok(
+        xtask(dir)
+            .args(["export", "pi-worker", "x86-storage", "haproxy", "--output"])
+            .arg(&bundle),
+    );
+
+    // The disk image is scanned raw in the store; the registry holds the same bytes, zstd'd.
+    for secret in [token, key] {
+        for place in [
+            dir.join("artifacts"),
+            dir.join("inputs.lock"),
+            bundle.clone(),
+            reg.dir.path().join("data"),
+        ] {
+            let found = files_containing(&place, secret.as_bytes());
+            assert!(found.is_empty(), "a secret is in {found:?}");
+        }
+    }
+}
