@@ -63,7 +63,7 @@ enum Command {
     BuildOs(build_os::Args),
     /// Build a node's bootable artifact: an SD-card image (Raspberry Pi) or a PXE bundle (x86)
     BuildNode(build_node::Args),
-    /// Boot a node's artifact under QEMU and check the hostname, address and role it reports
+    /// Boot a node's artifact under QEMU and check what it reports (hostname, address, role, secrets)
     BootTest(boot_test::Args),
     /// Write a node's SD-card image to a card or an image file, with its secrets, and verify it
     Flash(flash::Args),
