@@ -1,7 +1,7 @@
 use crate::Env;
 use crate::registry_args::RegistryArgs;
-use cairn_deliver::pxe_server::{PxeConfig, PxeNode, ipxe_files, serve_pxe};
 use cairn_project::BootMethod;
+use cairn_pxe::server::{PxeConfig, PxeNode, ipxe_files, serve_pxe};
 use cairn_steps::Error;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -116,7 +116,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         });
     }
     let ipxe = ipxe_files(&env.ctx, &project, &lock)?;
-    let log: cairn_deliver::serve::Log = Arc::new(|line: String| eprintln!("{line}"));
+    let log: cairn_pxe::http::Log = Arc::new(|line: String| eprintln!("{line}"));
     let server = serve_pxe(
         &nodes,
         ipxe,

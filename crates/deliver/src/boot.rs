@@ -170,7 +170,7 @@ pub fn boot_test(
                     std::fs::write(&file, secrets).map_err(|e| Error::msg(e.to_string()))?;
                     routes.insert(format!("{prefix}/secrets.env"), file);
                 }
-                let server = crate::serve::serve("127.0.0.1:0", routes)?;
+                let server = cairn_pxe::http::serve("127.0.0.1:0", routes)?;
                 // QEMU's user network reaches the host's loopback at 10.0.2.2.
                 let base_url = format!("http://10.0.2.2:{}{prefix}", server.addr.port());
                 let bootstrap = format!(

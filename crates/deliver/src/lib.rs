@@ -1,17 +1,12 @@
 //! Delivery, the last stage: artifacts leave the store. `publish` and `pull` move images and
 //! nodes to and from a registry; `flash` writes a node's card; `bundle` exports and imports
-//! everything as one file; `pxe_server` (with `dhcp`, `tftp` and `serve`, the HTTP file
-//! server over store blobs) boots PXE nodes on a LAN; `boot` boots a node's artifact under
-//! QEMU and reads its console report.
+//! everything as one file; `boot` boots a node's artifact under QEMU (served by
+//! `cairn-pxe`'s HTTP server for PXE nodes) and reads its console report.
 //!
 //! It reads what the earlier stages built (and builds it through them when missing); it
 //! never changes how an artifact is made, so nothing here can change a digest.
 
 pub mod boot;
 pub mod bundle;
-pub mod dhcp;
 pub mod flash;
 pub mod publish;
-pub mod pxe_server;
-pub mod serve;
-pub mod tftp;

@@ -9,7 +9,7 @@
 //! network you trust (a separate VLAN for provisioning), and only while a node installs.
 
 use crate::dhcp;
-use crate::serve::{Log, Server};
+use crate::http::{Log, Server};
 use cairn_formats::Digest;
 use cairn_inputs::fetch::{Cache, Download};
 use cairn_inputs::lockfile::Lockfile;
@@ -243,7 +243,7 @@ pub fn serve_pxe(
         );
     }
     let bind = format!("{}:{}", config.address, config.http_port);
-    let http = crate::serve::serve_logged(&bind, routes.clone(), Some(log.clone()))?;
+    let http = crate::http::serve_logged(&bind, routes.clone(), Some(log.clone()))?;
 
     let tftp_socket = udp_socket(69, &interface, "TFTP")?;
     let dhcp_socket = udp_socket(67, &interface, "proxy DHCP")?;
