@@ -654,9 +654,9 @@ fn files_containing(path: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-/// After flash, serve and publish with secrets, and an export, no secret value is in the
-/// store, the lock, the export bundle or the registry's storage, while the card and the
-/// PXE server do hold them (so the scan would find a leak).
+/// After flash, publish, serve-pxe (from the registry) with secrets, and an export, no
+/// secret value is in the stores, the lock, the export bundle or the registry's storage,
+/// while the card and the PXE server do hold them (so the scan would find a leak).
 #[test]
 fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
     let _one = serial();
@@ -683,68 +683,8 @@ fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
     );
     assert_eq!(files_containing(&card, token.as_bytes()), [card.clone()]);
 
-    // Serve: serve-pxe in a network namespace of its own (loopback only) hands them out.
-    let ip = require_tool("ip", "iproute2");
-    let curl = require_tool("curl", "curl");
-    let ns = format!("cairn-scan{}", std::process::id());
-    run_ok(Command::new(&ip).args(["netns", "add", &ns]));
-    struct Netns(String, Option<std::process::Child>);
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.1 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let mut guard = Netns(ns.clone(), None);
-    run_ok(Command::new(&ip).args(["-n", &ns, "link", "set", "lo", "up"]));
-    let log = dir.join("scan-serve.log");
-    guard.1 = Some(
-        Command::new(&ip)
-            .args(["netns", "exec", &ns])
-            .arg(env!("CARGO_BIN_EXE_xtask"))
-            .arg("--root")
-            .arg(dir)
-            .args([
-                "--quiet",
-                "serve-pxe",
-                "x86-storage",
-                "--listen",
-                "127.0.0.1",
-                "--secrets-dir",
-            ])
-            .arg(&secrets_dir)
-            .env_remove("CAIRN_ROOT")
-            .env_remove("CAIRN_STORE")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Ctrl-C")
-    {
-        assert!(
-            start.elapsed().as_secs() < 120,
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let served = run_ok(
-        Command::new(&ip)
-            .args(["netns", "exec", &ns])
-            .arg(&curl)
-            .args(["-sf", "http://127.0.0.1:8080/x86-storage/secrets.env"]),
-    );
-    assert_eq!(served, secrets_text);
-    drop(guard);
-
-    // Publish and export.
+    // Publish, then serve-pxe straight from the registry (pulled and verified into an empty
+    // store) on loopback only: it hands the node's files and secrets out.
     let reg = Registry::start(Auth::Basic {
         user: "ci".into(),
         password: "scan".into(),
@@ -766,6 +706,94 @@ fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
     let mut child = publish.stdout(Stdio::null()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"scan\n").unwrap();
     assert!(child.wait().unwrap().success(), "publish");
+    let curl = require_tool("curl", "curl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let empty_store = tempfile::tempdir().unwrap();
+    let log = dir.join("scan-serve.log");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut serve = support::xtask_store(dir, empty_store.path());
+    serve
+        .args([
+            "serve-pxe",
+            "x86-storage",
+            "--listen",
+            "127.0.0.1",
+            "--http-port",
+            &port,
+        ])
+        .args([
+            "--from",
+            &target,
+            "--insecure",
+            "--username",
+            "ci",
+            "--password-stdin",
+        ])
+        .arg("--secrets-dir")
+        .arg(&secrets_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = serve.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"scan\n").unwrap();
+    let _server = Kill(child);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Ctrl-C")
+    {
+        assert!(
+            start.elapsed().as_secs() < 180,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let url = |p: &str| format!("http://127.0.0.1:{port}/x86-storage/{p}");
+    let served = run_ok(Command::new(&curl).args(["-sf", &url("secrets.env")]));
+    assert_eq!(served, secrets_text);
+    let kernel = dir.join("scan-vmlinuz");
+    run_ok(
+        Command::new(&curl)
+            .args(["-sf", "-o"])
+            .arg(&kernel)
+            .arg(url("vmlinuz")),
+    );
+    let built_kernel = json(&run_ok(xtask(dir).args([
+        "build-node",
+        "x86-storage",
+        "--json",
+    ])))["nodes"][0]["files"]["vmlinuz"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            support::sha256_hex(&std::fs::read(&kernel).unwrap())
+        ),
+        built_kernel,
+        "served from what was pulled"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("GET /x86-storage/secrets.env 200"),
+        "the access log"
+    );
+    drop(_server);
+
     let bundle = dir.join("scan-bundle.tar");
     run_ok(
         xtask(dir)
@@ -780,6 +808,7 @@ fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
             dir.join("inputs.lock"),
             bundle.clone(),
             reg.dir.path().join("data"),
+            empty_store.path().to_path_buf(),
         ] {
             let found = files_containing(&place, secret.as_bytes());
             assert!(found.is_empty(), "a secret is in {found:?}");

@@ -33,7 +33,8 @@ pub struct Args {
     /// Extra kernel arguments for every node (e.g. `console=ttyS1,115200`)
     #[arg(long, default_value = "")]
     pub kernel_args: String,
-    /// Pull the nodes from this registry and namespace first (verified), then serve them
+    /// Serve the nodes from this registry and namespace: pulled and verified into the store
+    /// when the server starts (so a missing or bad node fails before a machine boots)
     #[arg(long)]
     pub from: Option<String>,
     #[command(flatten)]
@@ -58,6 +59,14 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             "the project has no PXE node (nodes/*.toml with boot = \"pxe\")",
         ));
     }
+    // Asked once: --password-stdin reads standard input.
+    let pull_options = match &args.from {
+        Some(from) => Some((
+            from.clone(),
+            args.registry.options(from.clone(), Some(&project))?,
+        )),
+        None => None,
+    };
     let mut nodes = Vec::new();
     for name in &names {
         let spec = project
@@ -71,10 +80,9 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         let mac = spec
             .mac
             .ok_or_else(|| Error::msg(format!("node {name} has no MAC address")))?;
-        let result = match &args.from {
-            Some(from) => {
-                let options = args.registry.options(from.clone(), Some(&project))?;
-                cairn_deliver::publish::pull(&env.ctx, name, &options)
+        let result = match &pull_options {
+            Some((from, options)) => {
+                cairn_deliver::publish::pull(&env.ctx, name, options)
                     .map_err(|e| e.context(format!("pulling {name} from {from}")))?;
                 None
             }
