@@ -695,12 +695,53 @@ fn boot(name: &str) {
     };
     assert!(log.contains(source), "the initramfs says where: {source}");
     assert!(log.contains("cairn: secrets present, from"));
-    // The join ran with them (stand-in kubeadm binaries succeed), and no secret was printed:
-    // the node's whole journal is on the console.
+    // The join ran with them, as the stand-in kubeadm saw it (the token and CA hash only
+    // as digests), and no secret was printed: the node's whole journal is on the console.
     assert!(
         log.contains("cairn-kubernetes: active success"),
         "cairn-kubernetes.service ran to completion"
     );
+    let arch = match name {
+        "x86-storage" => "amd64",
+        "pi-legacy" => "arm",
+        _ => "arm64",
+    };
+    let token = support::sha256_hex(JOIN_TOKEN.as_bytes());
+    let call = if role == "control-plane" {
+        format!("stand-in kubeadm for {arch}: init --config /run/cairn/kubeadm.yaml")
+    } else {
+        format!("stand-in kubeadm for {arch}: join --config /run/cairn/kubeadm.yaml")
+    };
+    assert!(log.contains(&call), "{call}");
+    let seen = match name {
+        "pi-control" => format!(
+            "kind=InitConfiguration endpoint=10.0.10.10:6443 labels= taints=node-role.kubernetes.io/control-plane, token-sha256={token}"
+        ),
+        _ => format!(
+            "kind=JoinConfiguration endpoint=10.0.10.10:6443 labels={} taints={} token-sha256={token} ca-hash-sha256={}",
+            match name {
+                "x86-storage" => "homelab.lan/storage=ssd",
+                "pi-legacy" => "homelab.lan/board=rpi2",
+                _ => "homelab.lan/board=rpi4",
+            },
+            if name == "x86-storage" {
+                "homelab.lan/storage,"
+            } else {
+                ""
+            },
+            support::sha256_hex(CA_CERT_HASH.as_bytes())
+        ),
+    };
+    assert!(log.contains(&format!("stand-in kubeadm: {seen}")), "{seen}");
+    if name == "pi-worker" {
+        // Joined once: the second boot does not join again.
+        let again = std::fs::read_to_string(report["rebooted_log"].as_str().unwrap()).unwrap();
+        assert!(again.contains("cairn-kubernetes: active success"));
+        assert!(
+            !again.contains("stand-in kubeadm for arm64: join"),
+            "joined twice"
+        );
+    }
     assert!(log.contains("cairn-journal: begin") && log.contains("cairn-journal: end"));
     assert!(
         !log.contains(JOIN_TOKEN),

@@ -134,6 +134,40 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     cairn_formats::Digest::of(bytes).hex()
 }
 
+/// A stand-in for a Kubernetes binary: it says how it was called and what the
+/// configuration it was given holds (the token and CA hash only as sha256 digests, so no
+/// secret reaches the console), and leaves the files a real join would, so a second boot
+/// finds the node joined.
+pub fn stand_in(name: &str, arch: &str) -> String {
+    let said = format!(
+        "#!/bin/sh\n# Cairn test stand-in for {name} ({arch}).\necho \"stand-in {name} for {arch}: $*\"\n"
+    );
+    if name != "kubeadm" {
+        return said;
+    }
+    said + r#"config=""
+prev=""
+for a in "$@"; do
+  [ "$prev" = --config ] && config="$a"
+  prev="$a"
+done
+[ -n "$config" ] || exit 0
+digest() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+kind=$(awk '/^kind: (Init|Join)Configuration/ { print $2; exit }' "$config")
+endpoint=$(awk '/apiServerEndpoint:|controlPlaneEndpoint:/ { print $2; exit }' "$config")
+token=$(awk -F'"' '/token: "/ { print $2; exit }' "$config")
+ca=$(awk -F'"' '/- "sha256:/ { print $2; exit }' "$config")
+labels=$(awk '/name: node-labels/ { getline; print $2; exit }' "$config")
+taints=$(awk '/- key:/ { printf "%s,", $3 }' "$config")
+echo "stand-in kubeadm: kind=$kind endpoint=$endpoint labels=$labels taints=$taints token-sha256=$(digest "$token") ca-hash-sha256=$(digest "$ca")" | tr -d '"'
+mkdir -p /etc/kubernetes
+case "$1" in
+  init) touch /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf ;;
+  join) touch /etc/kubernetes/kubelet.conf ;;
+esac
+"#
+}
+
 /// Pins small stand-ins for the Kubernetes binaries (which cannot be fetched here) with
 /// `prefetch --file`, as a user with copies of the files would.
 pub fn pin_stand_ins(project: &Path) {
@@ -142,11 +176,7 @@ pub fn pin_stand_ins(project: &Path) {
     for arch in ["amd64", "arm", "arm64"] {
         for name in ["kubeadm", "kubelet", "kubectl"] {
             let file = dir.join(format!("{name}-{arch}"));
-            std::fs::write(
-                &file,
-                format!("#!/bin/sh\necho 'stand-in {name} for {arch}'\n"),
-            )
-            .unwrap();
+            std::fs::write(&file, stand_in(name, arch)).unwrap();
             let url = format!("https://dl.k8s.io/release/v1.31.2/bin/linux/{arch}/{name}");
             let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
             assert_eq!(

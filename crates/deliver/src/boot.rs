@@ -47,6 +47,8 @@ pub struct BootReport {
     pub writable: String,
     /// After `reboot`: the writable layer the second boot reported.
     pub rebooted_writable: Option<String>,
+    /// After `reboot`: the second boot's console log.
+    pub rebooted_log: Option<PathBuf>,
     pub seconds: f64,
     pub log: PathBuf,
 }
@@ -61,6 +63,7 @@ impl BootReport {
             "secrets": self.secrets,
             "writable": self.writable,
             "rebooted_writable": self.rebooted_writable,
+            "rebooted_log": self.rebooted_log.as_ref().map(|l| l.display().to_string()),
             "seconds": (self.seconds * 10.0).round() / 10.0,
             "log": self.log.display().to_string(),
         })
@@ -200,11 +203,13 @@ pub fn boot_test(
         };
         match run_once(cmd, &log, config) {
             Ok((fields, seconds)) => {
+                let mut rebooted_log = None;
                 let rebooted_writable = match second {
                     Some(again) => {
                         let log2 = config
                             .log_dir
                             .join(format!("{}-{attempt}-reboot.log", result.node));
+                        rebooted_log = Some(log2.clone());
                         match run_once(again, &log2, config) {
                             Ok((f, _)) => Some(f.get("writable").cloned().unwrap_or_default()),
                             Err(e) => {
@@ -231,6 +236,7 @@ pub fn boot_test(
                     secrets: fields.get("secrets").cloned().unwrap_or_default(),
                     writable: fields.get("writable").cloned().unwrap_or_default(),
                     rebooted_writable,
+                    rebooted_log,
                     seconds,
                     log: log.clone(),
                 };
