@@ -50,12 +50,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         cairn_deliver::publish::pull(&env.ctx, &args.node, &options)
             .map_err(|e| e.context(format!("pulling {} from {from}", args.node)))?;
     }
-    let store = cairn_store::Store::open(&env.ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            env.ctx.store.join(".lock").display()
-        )
-    })?;
+    let store = env.ctx.open_store()?;
     let image = NodeImage::from_store(&store, &args.node)?;
     let target = match (args.device, args.file) {
         (Some(device), _) => Target::Device(device),

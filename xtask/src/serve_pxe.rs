@@ -91,7 +91,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                     .map_err(|e| e.context(format!("building node {name}")))?,
             ),
         };
-        let store = cairn_store::Store::open(&env.ctx.store, || {})?;
+        let store = env.ctx.open_store()?;
         let files: BTreeMap<String, PathBuf> = match result {
             Some(r) => r
                 .files

@@ -15,7 +15,7 @@ use cairn_inputs::fetch::{Cache, Download};
 use cairn_inputs::lockfile::Lockfile;
 use cairn_project::{ImageKind, Project};
 use cairn_steps::{Context, Error};
-use cairn_store::{Store, Tag};
+use cairn_store::Tag;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -42,15 +42,6 @@ pub struct Exported {
     pub bytes: u64,
 }
 
-fn open_store(ctx: &Context) -> Result<Store, Error> {
-    Ok(Store::open(&ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            ctx.store.join(".lock").display()
-        )
-    })?)
-}
-
 /// The tag of `name`, built first when the project defines it.
 fn tag_of(ctx: &Context, project: &Project, lock: &Lockfile, name: &str) -> Result<Tag, Error> {
     if let Some(spec) = project.image(name) {
@@ -63,7 +54,7 @@ fn tag_of(ctx: &Context, project: &Project, lock: &Lockfile, name: &str) -> Resu
     } else if project.node(name).is_some() {
         cairn_node::build::build_node(ctx, project, lock, name)?;
     }
-    open_store(ctx)?.tag(name)?.ok_or_else(|| {
+    ctx.open_store()?.tag(name)?.ok_or_else(|| {
         Error::msg(format!(
             "{name:?} is neither an image (images/{name}.toml), a node (nodes/{name}.toml) nor a tag in the store"
         ))
@@ -164,7 +155,7 @@ pub fn export(
             tag_of(ctx, project, lock, name).map_err(|e| e.context(format!("exporting {name}")))?,
         );
     }
-    let store = open_store(ctx)?;
+    let store = ctx.open_store()?;
     let (mut blobs, missing) = store.reachable(&tags.iter().map(|t| t.digest).collect::<Vec<_>>());
     if let Some(d) = missing.first() {
         return Err(Error::msg(format!(
@@ -292,7 +283,7 @@ pub struct Imported {
 /// Reads `bundle` into the store (and its inputs into the download cache), verifying
 /// everything before anything lands.
 pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
-    let store = open_store(ctx)?;
+    let store = ctx.open_store()?;
     let name = bundle.display().to_string();
     let bad = |what: String| Error::msg(format!("bundle {name}: {what}"));
     let file = std::fs::File::open(bundle).map_err(|e| bad(e.to_string()))?;

@@ -82,14 +82,14 @@ pub fn publish(
         )
     } else if project.node(name).is_some() {
         let r = build::build_node(ctx, project, lock, name)?;
-        let store = open_store(ctx)?;
+        let store = ctx.open_store()?;
         ("node", registry_form(&store, &r, options.chunk_size)?)
     } else {
         return Err(Error::msg(format!(
             "{name:?} is neither an image (images/{name}.toml) nor a node (nodes/{name}.toml)"
         )));
     };
-    let store = open_store(ctx)?;
+    let store = ctx.open_store()?;
     let repo = repository(&namespace, name);
     // Blobs the build cache already holds (kernels, squashfs, layers) are mounted, not sent.
     let push_options = PushOptions {
@@ -137,15 +137,6 @@ pub fn publish(
         digest: root.digest,
         report,
     })
-}
-
-fn open_store(ctx: &Context) -> Result<Store, Error> {
-    Ok(Store::open(&ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            ctx.store.join(".lock").display()
-        )
-    })?)
 }
 
 /// Splits a compressed stream into store blobs of at most `chunk` bytes.
@@ -283,7 +274,7 @@ pub struct Pulled {
 pub fn pull(ctx: &Context, name: &str, options: &RegistryOptions) -> Result<Pulled, Error> {
     let (client, namespace) = options.client()?;
     let repo = repository(&namespace, name);
-    let store = open_store(ctx)?;
+    let store = ctx.open_store()?;
     let bars = cairn_steps::progress::BlobBars::new(ctx.progress, "pulling");
     let (root, report) = cairn_registry::pull::pull(&client, &store, &repo, &options.tag, &bars)
         .map_err(Error::from)

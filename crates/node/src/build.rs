@@ -236,12 +236,7 @@ pub fn build_node(
         "layout": disk::LAYOUT_VERSION,
     });
     let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
-    let store = Store::open(&ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            ctx.store.join(".lock").display()
-        )
-    })?;
+    let store = ctx.open_store()?;
     if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
         if let Some(mut r) = NodeResult::from_record(node, &record.output) {
             r.base_cached = base.cached;

@@ -276,12 +276,7 @@ pub fn build_os_with(
     let locked = lock.image_for(spec)?;
     let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
     let key = step_key(spec, lock, arch, epoch, extras)?;
-    let store = Store::open(&ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            ctx.store.join(".lock").display()
-        )
-    })?;
+    let store = ctx.open_store()?;
     if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
         if let Some(r) = OsResult::from_record(image, arch, &record.output) {
             return Ok(r);

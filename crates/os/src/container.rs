@@ -329,12 +329,7 @@ pub fn build_image(
         .map(|a| plan_layer(spec, lock, *a, epoch))
         .collect::<Result<_, _>>()?;
 
-    let store = Store::open(&ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            ctx.store.join(".lock").display()
-        )
-    })?;
+    let store = ctx.open_store()?;
     let cache = Cache::new(&ctx.cache);
 
     let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();

@@ -59,4 +59,14 @@ impl Context {
     pub fn lock_path(&self) -> PathBuf {
         self.root.join("inputs.lock")
     }
+
+    /// Opens the store, saying so on stderr while another cairn process holds its lock.
+    pub fn open_store(&self) -> Result<cairn_store::Store, Error> {
+        Ok(cairn_store::Store::open(&self.store, || {
+            eprintln!(
+                "waiting for another cairn process to release {}",
+                self.store.join(".lock").display()
+            )
+        })?)
+    }
 }
