@@ -95,12 +95,19 @@ fn flash_to_a_file_writes_the_secrets_on_the_card_only_and_skips_free_space() {
     let secrets = secrets_file(work.path());
     let image = std::fs::read(&b.image).unwrap();
 
-    // A "card" that held something else: unmapped blocks keep it.
+    // An existing file is replaced only with --force, and then holds exactly the image.
     let card = work.path().join("card.img");
     std::fs::write(&card, vec![0xAAu8; image.len()]).unwrap();
+    let err = run_err(
+        xtask(&b.dir)
+            .args(["flash", "pi-worker", "--file"])
+            .arg(&card),
+    );
+    assert!(err.contains("exists: pass --force"), "{err}");
+    assert_eq!(std::fs::read(&card).unwrap()[0], 0xAA, "left as it was");
     let report = json(&run_ok(
         xtask(&b.dir)
-            .args(["flash", "pi-worker", "--json", "--file"])
+            .args(["flash", "pi-worker", "--force", "--json", "--file"])
             .arg(&card)
             .arg("--secrets")
             .arg(&secrets),
@@ -121,11 +128,9 @@ fn flash_to_a_file_writes_the_secrets_on_the_card_only_and_skips_free_space() {
             .starts_with("# Cairn: no secrets on this card yet"),
         "the store's image holds only the note"
     );
-    assert_eq!(&flashed[..512], &image[..512], "the partition table");
-    assert_eq!(
-        flashed[1 << 20],
-        0xAA,
-        "the gap before partition 1 was skipped"
+    assert!(
+        flashed[..at] == image[..at] && flashed[at + 4096..] == image[at + 4096..],
+        "the file is the image but for the secrets"
     );
     assert_eq!(mtype(&card, "cairn-secrets.env"), padded(SECRETS));
     assert_eq!(
@@ -160,7 +165,7 @@ fn flash_to_a_file_writes_the_secrets_on_the_card_only_and_skips_free_space() {
     // Flashed again without secrets, the card holds the note again.
     run_ok(
         xtask(&b.dir)
-            .args(["flash", "pi-worker", "--file"])
+            .args(["flash", "pi-worker", "--force", "--file"])
             .arg(&card),
     );
     assert_eq!(mtype(&card, "cairn-secrets.env"), &image[at..at + 4096]);
@@ -235,11 +240,23 @@ fn bad_targets_and_secrets_are_refused_before_a_byte_is_written() {
     let big = work.path().join("big.env");
     std::fs::write(&big, format!("join_token={}\n", "x".repeat(5000))).unwrap();
     let no_kv = work.path().join("nokv.env");
-    std::fs::write(&no_kv, "just a token\n").unwrap();
+    std::fs::write(&no_kv, "# only a comment\n").unwrap();
+    let not_kv = work.path().join("notkv.env");
+    std::fs::write(&not_kv, "join_token=abc\njust a token\n").unwrap();
+    let crlf = work.path().join("crlf.env");
+    std::fs::write(&crlf, "join_token=abcdef.0123456789abcdef\r\n").unwrap();
+    let spaced = work.path().join("spaced.env");
+    std::fs::write(&spaced, "join_token=abc $(reboot)\n").unwrap();
     let target = work.path().join("t.img");
     for (file, says) in [
         (big.clone(), "the card reserves 4096 for secrets"),
         (no_kv.clone(), "no KEY=value line"),
+        (not_kv.clone(), "notkv.env:2: not a KEY=value line"),
+        (crlf.clone(), "crlf.env:1: a carriage return"),
+        (
+            spaced.clone(),
+            "spaced.env:1: the value of join_token holds a space",
+        ),
         (work.path().join("missing.env"), "missing.env"),
     ] {
         let err = run_err(

@@ -398,11 +398,7 @@ pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
             store.read_blob(d).ok()
         }
     };
-    let mut stack: Vec<Digest> = tags
-        .iter()
-        .map(|t| t.digest)
-        .chain(inputs_manifest)
-        .collect();
+    let mut stack: Vec<Digest> = tags.iter().map(|t| t.digest).collect();
     let mut seen = BTreeSet::new();
     while let Some(d) = stack.pop() {
         if !seen.insert(d) {
@@ -445,30 +441,51 @@ pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
         }
     }
 
-    // Everything is verified: land the inputs in the download cache, the rest in the store.
-    let mut report = Imported::default();
+    let seen_from_tags = seen;
+
+    // The inputs must all be in the bundle itself (they go to the download cache, not the
+    // store); checked before anything lands.
     let mut inputs: BTreeSet<Digest> = BTreeSet::new();
     if let Some(m) = inputs_manifest {
+        if !staged.contains(&m) {
+            return Err(bad(format!(
+                "the inputs manifest {m} is not in the bundle; nothing was imported"
+            )));
+        }
         let v: serde_json::Value = serde_json::from_slice(&read(&m).unwrap_or_default())
             .map_err(|e| bad(format!("the inputs manifest: {e}")))?;
-        let cache = Cache::new(&ctx.cache);
         for l in v["layers"].as_array().into_iter().flatten() {
             let Some(d) = l["digest"].as_str().and_then(|s| s.parse::<Digest>().ok()) else {
-                continue;
+                return Err(bad(format!(
+                    "the inputs manifest: a layer without a digest: {l}"
+                )));
             };
+            if !staged.contains(&d) {
+                return Err(bad(format!(
+                    "input {d} is not in the bundle (incomplete or truncated); nothing was imported"
+                )));
+            }
             inputs.insert(d);
-            if cache.has(&d) {
-                continue;
-            }
-            let (got, _) = cache.add_file(&staging.path().join(d.hex()))?;
-            if got != d {
-                return Err(bad(format!("input {d} changed while importing")));
-            }
-            report.inputs_added += 1;
         }
     }
+    // Blobs the tags reach belong in the store, even when they are inputs too.
+    let in_store: BTreeSet<Digest> = seen_from_tags;
+
+    // Everything is verified: land the inputs in the download cache, the rest in the store.
+    let mut report = Imported::default();
+    let cache = Cache::new(&ctx.cache);
+    for d in &inputs {
+        if cache.has(d) {
+            continue;
+        }
+        let (got, _) = cache.add_file(&staging.path().join(d.hex()))?;
+        if got != *d {
+            return Err(bad(format!("input {d} changed while importing")));
+        }
+        report.inputs_added += 1;
+    }
     for d in &staged {
-        if inputs.contains(d) {
+        if inputs.contains(d) && !in_store.contains(d) {
             continue;
         }
         if store.has_blob(d) {

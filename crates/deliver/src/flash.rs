@@ -4,8 +4,8 @@
 //! Before a byte is written, a device must be a whole block device, not mounted, not in use
 //! (opened with `O_EXCL`, as bmaptool does), removable unless forced, and at least as large
 //! as the image. Only the blocks the image's bmap names are written (the gap before the
-//! first partition, free FAT clusters and padding keep what the card held), block 0 last
-//! (as rpi-imager does: a card cut off mid-way has no partition table). Then everything
+//! first partition, free FAT clusters and padding keep what the card held); block 0 is
+//! cleared first and written last, so a card cut off mid-way has no partition table. Then everything
 //! is fsynced, dropped from the page cache and read back: a difference names its first
 //! offset. The store's image is never changed; the secrets exist only on the card.
 
@@ -148,7 +148,9 @@ impl NodeImage {
             annotation(ANNOTATION_SECRETS_OFFSET),
             annotation(ANNOTATION_SECRETS_SIZE),
         ) {
-            (Some(offset), Some(len)) if offset + len <= size => Some((offset, len)),
+            (Some(offset), Some(len)) if offset.checked_add(len).is_some_and(|end| end <= size) => {
+                Some((offset, len))
+            }
             (None, None) => None,
             _ => {
                 return Err(Error::msg(format!(
@@ -197,14 +199,43 @@ pub fn check_secrets(path: &Path, bytes: &[u8], area: u64) -> Result<(), Error> 
         .ok()
         .filter(|t| !t.contains('\0'))
         .ok_or_else(|| Error::msg(format!("{}: not a text file", path.display())))?;
-    let is_assignment = |l: &str| {
-        l.split_once('=').is_some_and(|(k, _)| {
-            !k.is_empty()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !k.starts_with(|c: char| c.is_ascii_digit())
-        })
-    };
-    if !text.lines().any(is_assignment) {
+    // The node reads the file as shell assignments: only plain KEY=value lines, whose
+    // values need no quoting, pass.
+    let unsafe_char =
+        |c: char| c.is_whitespace() || c.is_control() || "\"'`$\\;&|<>(){}*?[]#~!".contains(c);
+    let mut assignments = 0;
+    for (n, line) in text.split('\n').enumerate() {
+        let place = || format!("{}:{}", path.display(), n + 1);
+        if line.contains('\r') {
+            return Err(Error::msg(format!(
+                "{}: a carriage return (Windows line ends): save the file with plain newlines",
+                place()
+            )));
+        }
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Error::msg(format!("{}: not a KEY=value line", place())));
+        };
+        let key_ok = !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !key.starts_with(|c: char| c.is_ascii_digit());
+        if !key_ok {
+            return Err(Error::msg(format!(
+                "{}: {key:?} is not a variable name",
+                place()
+            )));
+        }
+        if value.chars().any(unsafe_char) {
+            return Err(Error::msg(format!(
+                "{}: the value of {key} holds a space, quote or shell character (tokens, hashes and keys never do)",
+                place()
+            )));
+        }
+        assignments += 1;
+    }
+    if assignments == 0 {
         return Err(Error::msg(format!(
             "{}: no KEY=value line (e.g. join_token=abcdef.0123456789abcdef)",
             path.display()
@@ -304,11 +335,15 @@ fn check_device(path: &Path, image_size: u64, force: bool) -> Result<u64, Error>
     Ok(size)
 }
 
-fn drop_cache(file: &File) {
+/// Drops the target's pages from the page cache, so the read-back reads the medium.
+fn drop_cache(file: &File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: the fd is open for the call; fadvise only hints the kernel.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
     }
 }
 
@@ -386,13 +421,16 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                     image.node, image.node
                 ))
             })?;
-            Some((
-                offset,
-                cairn_node::disk::secrets_bytes(bytes).map(|mut b| {
-                    b.truncate(len as usize);
-                    b
-                })?,
-            ))
+            if bytes.len() as u64 > len {
+                return Err(Error::msg(format!(
+                    "the secrets are {} bytes; node {}'s card reserves {len}",
+                    bytes.len(),
+                    image.node
+                )));
+            }
+            let mut padded = bytes.clone();
+            padded.resize(len as usize, b'\n');
+            Some((offset, padded))
         }
         None => None,
     };
@@ -429,27 +467,41 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                         path.display()
                     )));
                 }
+                if meta.len() > 0 && !config.force {
+                    return Err(Error::msg(format!(
+                        "{} exists: pass --force to replace it with the image",
+                        path.display()
+                    )));
+                }
             }
+            // The file becomes exactly the image: unwritten blocks are holes (zeros).
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
-                .truncate(false)
+                .truncate(true)
                 .open(path)
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?
-                .len();
-            if len < image.size {
-                file.set_len(image.size)
-                    .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
-            }
+            file.set_len(image.size)
+                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             file
         }
     };
     let io =
         |what: &str, e: std::io::Error| Error::msg(format!("{what} {}: {e}", target.display()));
+    // A damaged copy in the store must not reach a card (the read-back would compare the
+    // card with the same damaged bytes).
+    let (found, _) = cairn_store::hash_reader(std::io::BufReader::with_capacity(
+        1 << 20,
+        store.open_blob(&image.disk)?,
+    ))
+    .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+    if found != image.disk {
+        return Err(Error::msg(format!(
+            "the store's copy of {} is damaged (it hashes to {found}): run `cargo xtask store verify --repair`, then build or pull the node again",
+            image.disk
+        )));
+    }
     let mut source = store.open_blob(&image.disk)?;
     let ranges = image.ranges();
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
@@ -457,7 +509,12 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     const FIRST: u64 = cairn_formats::bmap::BLOCK_SIZE;
     let mut buf = vec![0u8; 4 << 20];
 
-    // Everything but block 0, then block 0, then fsync.
+    // Block 0 (the partition table) is cleared first and written last: a flash cut off
+    // anywhere leaves a card with no partition table, never an old one over new data.
+    out.seek(SeekFrom::Start(0))
+        .and_then(|_| out.write_all(&[0u8; FIRST as usize]))
+        .and_then(|_| out.sync_all())
+        .map_err(|e| io("clearing the partition table of", e))?;
     let bar = cairn_steps::progress::bytes(config.progress, total, "writing");
     let mut write_range = |out: &mut File, from: u64, to: u64| -> Result<(), Error> {
         let mut at = from;
@@ -487,7 +544,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     bar.finish_and_clear();
 
     // Read back what was written, from the device, not the page cache.
-    drop_cache(&out);
+    drop_cache(&out).map_err(|e| io("dropping the page cache of", e))?;
     let bar = cairn_steps::progress::bytes(config.progress, total, "verifying");
     verify(&mut source, &mut out, &ranges, secrets_ref, &|n| bar.inc(n))
         .map_err(|e| e.context(format!("verifying {}", target.display())))?;

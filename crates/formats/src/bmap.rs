@@ -194,7 +194,9 @@ pub fn parse(text: &str) -> io::Result<BlockMap> {
                 .map_err(|_| invalid(format!("range {body:?} is not block numbers")))
         };
         let (first, last) = (parse(first)?, parse(last)?);
-        if last < first || (last + 1) * block_size > image_size.div_ceil(block_size) * block_size {
+        let end = last.checked_add(1).and_then(|n| n.checked_mul(block_size));
+        let limit = image_size.div_ceil(block_size).checked_mul(block_size);
+        if last < first || end.is_none() || limit.is_none() || end > limit {
             return Err(invalid(format!(
                 "range {body:?} is outside the image of {image_size} bytes"
             )));

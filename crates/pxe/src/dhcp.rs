@@ -132,7 +132,11 @@ pub fn reply(request: &Message, kind: u8, server: Ipv4Addr, boot_file: &str) -> 
     option(OPT_MESSAGE_TYPE, &[kind]);
     option(OPT_SERVER_ID, &server.octets());
     option(OPT_VENDOR_CLASS, b"PXEClient");
-    if let Some(uuid) = request.options.get(&OPT_CLIENT_UUID) {
+    if let Some(uuid) = request
+        .options
+        .get(&OPT_CLIENT_UUID)
+        .filter(|u| u.len() == 17)
+    {
         option(OPT_CLIENT_UUID, uuid);
     }
     // PXE_DISCOVERY_CONTROL = 8: boot the file named here, no boot server discovery.
@@ -140,6 +144,9 @@ pub fn reply(request: &Message, kind: u8, server: Ipv4Addr, boot_file: &str) -> 
     p.push(OPT_END);
     p
 }
+
+/// The longest boot file name the BOOTP `file` field holds.
+pub const MAX_BOOT_FILE: usize = 127;
 
 /// The TFTP file for a PXE ROM of architecture `arch` (RFC 4578).
 pub fn rom_boot_file(arch: u16) -> &'static str {

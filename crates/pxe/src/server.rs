@@ -237,10 +237,14 @@ pub fn serve_pxe(
                 routes.insert(format!("/{}/secrets.env", node.name), secrets);
             }
         }
-        boot_files.insert(
-            node.mac.to_ascii_lowercase(),
-            format!("{base}/{}/boot.ipxe", node.name),
-        );
+        let boot_file = format!("{base}/{}/boot.ipxe", node.name);
+        if boot_file.len() > dhcp::MAX_BOOT_FILE {
+            return Err(Error::msg(format!(
+                "{boot_file} is longer than the {} bytes a DHCP answer holds: use a shorter node name",
+                dhcp::MAX_BOOT_FILE
+            )));
+        }
+        boot_files.insert(node.mac.to_ascii_lowercase(), boot_file);
     }
     let bind = format!("{}:{}", config.address, config.http_port);
     let http = crate::http::serve_logged(&bind, routes.clone(), Some(log.clone()))?;
@@ -250,7 +254,8 @@ pub fn serve_pxe(
     let proxy_socket = udp_socket(4011, &interface, "PXE proxy DHCP requests")?;
     let files = Arc::new(ipxe);
     let tftp_log = log.clone();
-    std::thread::spawn(move || crate::tftp::serve(tftp_socket, files, tftp_log));
+    let local = std::net::IpAddr::V4(config.address);
+    std::thread::spawn(move || crate::tftp::serve(local, tftp_socket, files, tftp_log));
 
     let address = config.address;
     for (socket, port) in [(dhcp_socket, 67u16), (proxy_socket, 4011)] {

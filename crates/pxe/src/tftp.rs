@@ -43,19 +43,15 @@ fn parse_rrq(packet: &[u8]) -> Option<(String, BTreeMap<String, String>)> {
     Some((name, options))
 }
 
-/// Sends `data` to `peer` from a fresh socket, block by block, each acknowledged.
+/// Sends `data` to `peer` from a fresh socket on `local` (the address the client asked),
+/// block by block, each acknowledged.
 fn transfer(
+    local: std::net::IpAddr,
     peer: SocketAddr,
     data: &[u8],
     options: &BTreeMap<String, String>,
 ) -> std::io::Result<()> {
-    let socket = UdpSocket::bind((
-        match peer {
-            SocketAddr::V4(_) => std::net::IpAddr::from([0, 0, 0, 0]),
-            SocketAddr::V6(_) => std::net::IpAddr::from([0u16; 8]),
-        },
-        0,
-    ))?;
+    let socket = UdpSocket::bind((local, 0))?;
     socket.connect(peer)?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut block_size = 512usize;
@@ -126,8 +122,11 @@ fn transfer(
     }
 }
 
-/// Serves `files` on `socket` until the process ends; `log` gets one line per request.
+/// Serves `files` on `socket` until the process ends, each transfer from `local` (the
+/// server's address, so replies come from where the client sent); `log` gets one line per
+/// request.
 pub fn serve(
+    local: std::net::IpAddr,
     socket: UdpSocket,
     files: Arc<BTreeMap<String, Vec<u8>>>,
     log: Arc<dyn Fn(String) + Send + Sync>,
@@ -147,7 +146,7 @@ pub fn serve(
                 log(format!("tftp {peer} {name} sending"));
                 let files = files.clone();
                 std::thread::spawn(move || {
-                    let _ = transfer(peer, &files[&key], &options);
+                    let _ = transfer(local, peer, &files[&key], &options);
                 });
             }
             None => {
@@ -181,7 +180,7 @@ mod tests {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
         let files = Arc::new(BTreeMap::from([("f".to_string(), data.clone())]));
-        std::thread::spawn(move || serve(server, files, Arc::new(|_| {})));
+        std::thread::spawn(move || serve([127, 0, 0, 1].into(), server, files, Arc::new(|_| {})));
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client
             .set_read_timeout(Some(Duration::from_secs(5)))

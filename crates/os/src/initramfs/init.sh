@@ -193,8 +193,8 @@ mkdir -p /upper/data/etc/cairn
 echo "$writable" > /upper/data/etc/cairn/writable
 echo "cairn: writable layer $writable"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
-mount --move /dev /newroot/dev
-mount --move /run /newroot/run
+mount --move /dev /newroot/dev || fail "cannot move /dev to the new root"
+mount --move /run /newroot/run || fail "cannot move /run (and the secrets) to the new root"
 # The running system's kmod lives at /sbin/modprobe.
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 umount /proc /sys
