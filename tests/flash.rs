@@ -364,3 +364,40 @@ fn bad_targets_and_secrets_are_refused_before_a_byte_is_written() {
     }
     assert_eq!(on_device, padded(SECRETS));
 }
+
+/// A store whose copy of the image rotted: the flash stops before the partition table is
+/// written, so the card cannot boot half-damaged bytes, and says what to do.
+#[test]
+fn a_damaged_image_in_the_store_never_becomes_a_bootable_card() {
+    let b = built();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(b.dir.join("artifacts"))
+            .arg(&store),
+    );
+    let blob = store
+        .join("blobs/sha256")
+        .join(b.image.file_name().unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let card = work.path().join("card.img");
+    let err = run_err(
+        support::xtask_store(&b.dir, &store)
+            .args(["flash", "pi-worker", "--file"])
+            .arg(&card),
+    );
+    assert!(
+        err.contains("is damaged") && err.contains("store verify --repair"),
+        "{err}"
+    );
+    let written = std::fs::read(&card).unwrap();
+    assert!(
+        written[..512].iter().all(|b| *b == 0),
+        "the card has no partition table"
+    );
+}

@@ -490,18 +490,12 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     let io =
         |what: &str, e: std::io::Error| Error::msg(format!("{what} {}: {e}", target.display()));
     // A damaged copy in the store must not reach a card (the read-back would compare the
-    // card with the same damaged bytes).
-    let (found, _) = cairn_store::hash_reader(std::io::BufReader::with_capacity(
-        1 << 20,
-        store.open_blob(&image.disk)?,
-    ))
-    .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
-    if found != image.disk {
-        return Err(Error::msg(format!(
-            "the store's copy of {} is damaged (it hashes to {found}): run `cargo xtask store verify --repair`, then build or pull the node again",
-            image.disk
-        )));
-    }
+    // card with the same damaged bytes). It is hashed on the other core while the card is
+    // written, and checked before block 0 makes the card bootable.
+    let blob = store.open_blob(&image.disk)?;
+    let hashing = std::thread::spawn(move || {
+        cairn_store::hash_reader(std::io::BufReader::with_capacity(1 << 20, blob))
+    });
     let mut source = store.open_blob(&image.disk)?;
     let ranges = image.ranges();
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
@@ -537,6 +531,16 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
         }
     }
     out.sync_all().map_err(|e| io("syncing", e))?;
+    let (found, _) = hashing
+        .join()
+        .map_err(|_| Error::msg("hashing the image failed"))?
+        .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+    if found != image.disk {
+        return Err(Error::msg(format!(
+            "the store's copy of {} is damaged (it hashes to {found}); the card was left without a partition table. Run `cargo xtask store verify --repair`, then build or pull the node again",
+            image.disk
+        )));
+    }
     if let Some(&(from, to)) = ranges.first().filter(|(from, _)| *from < FIRST) {
         write_range(&mut out, from, to.min(FIRST))?;
     }
