@@ -428,17 +428,7 @@ pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             continue;
         };
-        for c in v["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(v["layers"].as_array().into_iter().flatten())
-            .chain([&v["config"]])
-        {
-            if let Some(cd) = c["digest"].as_str().and_then(|s| s.parse().ok()) {
-                stack.push(cd);
-            }
-        }
+        stack.extend(cairn_store::child_digests(&v));
     }
 
     let seen_from_tags = seen;
@@ -492,11 +482,8 @@ pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
             report.blobs_present += 1;
             continue;
         }
-        let mut src =
-            std::fs::File::open(staging.path().join(d.hex())).map_err(|e| bad(e.to_string()))?;
-        let mut w = store.blob_writer()?;
-        std::io::copy(&mut src, &mut w).map_err(|e| bad(e.to_string()))?;
-        w.finish(Some(*d))?;
+        // Hashed while it was staged: moved into place, not copied and hashed again.
+        store.adopt(&staging.path().join(d.hex()), d)?;
         report.blobs_added += 1;
     }
     for tag in tags {

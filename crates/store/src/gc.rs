@@ -30,6 +30,18 @@ pub struct GcReport {
     pub kept_blobs: usize,
 }
 
+/// The blobs an OCI index or manifest names: its manifests, layers, config and subject.
+pub fn child_digests(doc: &serde_json::Value) -> Vec<Digest> {
+    doc["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(doc["layers"].as_array().into_iter().flatten())
+        .chain([&doc["config"], &doc["subject"]])
+        .filter_map(|c| c["digest"].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
 impl Store {
     fn blob_names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.root.join("blobs/sha256");
@@ -77,18 +89,7 @@ impl Store {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
-            let children = v["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .chain(v["layers"].as_array().into_iter().flatten())
-                .chain(std::iter::once(&v["config"]))
-                .chain(std::iter::once(&v["subject"]));
-            for c in children {
-                if let Some(cd) = c["digest"].as_str().and_then(|s| s.parse::<Digest>().ok()) {
-                    stack.push(cd);
-                }
-            }
+            stack.extend(child_digests(&v));
         }
         (seen, missing)
     }

@@ -9,7 +9,7 @@ mod error;
 mod gc;
 
 pub use error::StoreError;
-pub use gc::{GcReport, VerifyReport};
+pub use gc::{GcReport, VerifyReport, child_digests};
 
 use cairn_formats::{Digest, HashingWriter};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,25 @@ impl Store {
     }
 
     /// A writer that hashes into a temp file; [`BlobWriter::finish`] moves it into place.
+    /// Moves `staged`, a file under the store's `tmp/` whose bytes the caller hashed to
+    /// `digest` while writing them (as an import does), into place: made readable, fsynced
+    /// and renamed, without reading it again. An intact copy already there is kept.
+    pub fn adopt(&self, staged: &Path, digest: &Digest) -> Result<(), StoreError> {
+        let err = |e: io::Error| StoreError::Io {
+            path: staged.to_path_buf(),
+            err: e,
+        };
+        let file = File::open(staged).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        let path = self.blob_path(digest);
+        if fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+            return Ok(());
+        }
+        readable(&file).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        fs::rename(staged, &path).map_err(err)
+    }
+
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
         let tmp =
             tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(|e| StoreError::Io {
