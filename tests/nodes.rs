@@ -79,40 +79,147 @@ fn digests(nodes: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
     out
 }
 
+/// The committed locks pin the real upstream binaries of every example node: k3s's release
+/// assets for the main example (armv7 included), dl.k8s.io's kubeadm, kubelet and kubectl
+/// for the kubeadm example. (The tests boot stand-ins: upstream cannot be reached here.)
 #[test]
-fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_file_is_refused() {
+fn the_committed_locks_pin_upstream_kubernetes_for_every_example_node() {
+    let pins = |lock: &Path| -> BTreeMap<String, (String, String)> {
+        let lock: toml::Value = toml::from_str(&std::fs::read_to_string(lock).unwrap()).unwrap();
+        lock["url"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                let sha = u["sha256"].as_str().unwrap().to_string();
+                assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()));
+                (
+                    u["name"].as_str().unwrap().to_string(),
+                    (u["url"].as_str().unwrap().to_string(), sha),
+                )
+            })
+            .collect()
+    };
+    let root = support::repo_root();
+    let k3s = pins(&root.join("inputs.lock"));
+    let release = "https://github.com/k3s-io/k3s/releases/download/v1.32.7%2Bk3s1";
+    for (name, asset, sha) in [
+        (
+            "kubernetes/k3s-amd64",
+            "k3s",
+            "e15ced04176d2a3f8754a872012db0f6e043aea1b00c0421e4c3328d9ffb8dde",
+        ),
+        (
+            "kubernetes/k3s-arm64",
+            "k3s-arm64",
+            "cf4ca4b9e38621fd6b111ab12b15d2dd9cbdb8a9aee55d7ffaa38325da1f1e94",
+        ),
+        (
+            "kubernetes/k3s-arm",
+            "k3s-armhf",
+            "27c0d5593810d834b0554ffa7fa5dbbf48dba9cd101006f012bc109758aa4232",
+        ),
+    ] {
+        assert_eq!(
+            k3s[name],
+            (format!("{release}/{asset}"), sha.to_string()),
+            "{name}"
+        );
+    }
+    assert_eq!(k3s.len(), 3, "{k3s:?}");
+    let kubeadm = pins(&root.join("examples/kubeadm/inputs.lock"));
+    for arch in ["amd64", "arm64"] {
+        for bin in ["kubeadm", "kubelet", "kubectl"] {
+            let (url, _) = &kubeadm[&format!("kubernetes/{bin}-{arch}")];
+            assert_eq!(
+                url,
+                &format!("https://dl.k8s.io/release/v1.32.7/bin/linux/{arch}/{bin}")
+            );
+        }
+    }
+    assert_eq!(
+        kubeadm["kubernetes/kubelet-arm64"].1,
+        "b862a8d550875924c8abed6c15ba22564f7e232c239aa6a2e88caf069a0ab548"
+    );
+    assert_eq!(kubeadm.len(), 6, "{kubeadm:?}");
+    // Every example node finds its pins: `build-node` goes on to fetch them (and, here,
+    // fails on the first download, naming it, since upstream is not reachable).
+    for project in [root.clone(), root.join("examples/kubeadm")] {
+        let p = cairn_project::Project::load(&project).unwrap();
+        let lock = cairn_inputs::lockfile::Lockfile::read(&project.join("inputs.lock"))
+            .unwrap()
+            .unwrap();
+        for node in &p.nodes {
+            let inputs = cairn_inputs::kubernetes::inputs(&p.cluster, node.arch);
+            assert!(!inputs.is_empty());
+            cairn_inputs::kubernetes::pins(&lock, &inputs)
+                .unwrap_or_else(|e| panic!("{}: {e}", node.name));
+        }
+    }
+}
+
+#[test]
+fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_pin_is_refused() {
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
+    // The lock without its Kubernetes pins, as after a version change before `lock`.
+    let lock_path = project.path().join("inputs.lock");
+    let committed = std::fs::read_to_string(&lock_path).unwrap();
+    let at = committed.find("\n[[url]]\nname = \"kubernetes/").unwrap();
+    std::fs::write(&lock_path, &committed[..at + 1]).unwrap();
+    let url = "https://github.com/k3s-io/k3s/releases/download/v1.32.7%2Bk3s1/k3s-arm64";
     let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
     assert!(
-        err.contains(
-            "kubernetes/kubeadm-arm64 (https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm)"
-        ),
+        err.contains(&format!("kubernetes/k3s-arm64 ({url})")),
         "{err}"
     );
-    assert!(err.contains("cargo xtask prefetch https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm --file PATH"), "{err}");
-    let before = std::fs::read_to_string(project.path().join("inputs.lock")).unwrap();
+    assert!(err.contains("`cargo xtask lock`"), "{err}");
     assert!(
-        !before.contains("dl.k8s.io"),
-        "the committed lock pins no stand-in"
+        err.contains(
+            "https://github.com/k3s-io/k3s/releases/download/v1.32.7%2Bk3s1/sha256sum-arm64.txt"
+        ),
+        "names the checksum file lock reads: {err}"
+    );
+    assert!(
+        err.contains(&format!("cargo xtask prefetch {url} --file PATH")),
+        "{err}"
     );
 
-    let url = "https://dl.k8s.io/release/v1.31.2/bin/linux/arm64/kubeadm";
+    // --sha256 pins without downloading; the same file again is a no-op (adding its size);
+    // another file or hash for a pinned URL is refused and leaves the lock as it was.
     let a = project.path().join("a");
     let b = project.path().join("b");
     std::fs::write(&a, b"first").unwrap();
     std::fs::write(&b, b"second").unwrap();
+    run_ok(xtask(project.path()).args(["prefetch", url, "--sha256", &sha256_hex(b"first")]));
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(
+        lock.contains(&format!(
+            "[[url]]\nname = \"kubernetes/k3s-arm64\"\nurl = \"{url}\"\nsha256 = \"{}\"",
+            sha256_hex(b"first")
+        )),
+        "{lock}"
+    );
+    let err = run_err(
+        xtask(project.path())
+            .args(["prefetch", url, "--file"])
+            .arg(&b)
+            .args(["--sha256", &sha256_hex(b"first")]),
+    );
+    assert!(err.contains("is not the file upstream published"), "{err}");
     run_ok(
         xtask(project.path())
             .args(["prefetch", url, "--file"])
             .arg(&a),
     );
-    let lock = std::fs::read_to_string(project.path().join("inputs.lock")).unwrap();
-    assert!(lock.contains(&format!(
-        "[[url]]\nname = \"kubernetes/kubeadm-arm64\"\nurl = \"{url}\"\nsize = 5\nsha256 = \"{}\"",
-        sha256_hex(b"first")
-    )));
-    // The same file again is a no-op; another file for a pinned URL is refused.
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(
+        lock.contains(&format!(
+            "[[url]]\nname = \"kubernetes/k3s-arm64\"\nurl = \"{url}\"\nsize = 5\nsha256 = \"{}\"",
+            sha256_hex(b"first")
+        )),
+        "{lock}"
+    );
     run_ok(
         xtask(project.path())
             .args(["prefetch", url, "--file"])
@@ -125,8 +232,10 @@ fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_file_is_refused() {
     );
     assert!(err.contains("refusing to change a pin"), "{err}");
     assert!(err.contains(&sha256_hex(b"first")) && err.contains(&sha256_hex(b"second")));
+    let err = run_err(xtask(project.path()).args(["prefetch", url, "--sha256", "abc"]));
+    assert!(err.contains("--sha256 \"abc\" is not a sha256"), "{err}");
     assert_eq!(
-        std::fs::read_to_string(project.path().join("inputs.lock")).unwrap(),
+        std::fs::read_to_string(&lock_path).unwrap(),
         lock,
         "a refused pin leaves the lock as it was"
     );
@@ -242,9 +351,8 @@ fn independent_tools_read_every_output() {
         let listing = run_ok(Command::new(&unsquashfs).arg("-l").arg(&squashfs));
         for path in [
             "squashfs-root/usr/lib/systemd/systemd",
-            "squashfs-root/usr/local/bin/kubeadm",
-            "squashfs-root/usr/local/bin/kubelet",
-            "squashfs-root/usr/lib/systemd/system/kubelet.service",
+            "squashfs-root/usr/local/bin/k3s",
+            "squashfs-root/usr/lib/systemd/system/k3s.service",
             // update-alternatives, done declaratively: the highest priority wins.
             "squashfs-root/usr/bin/awk",
             "squashfs-root/usr/sbin/iptables",
@@ -253,6 +361,27 @@ fn independent_tools_read_every_output() {
             assert!(listing.lines().any(|l| l == path), "{name}: {path} missing");
         }
 
+        // One runtime: k3s's bundled containerd, none of Debian's, and no kubeadm units.
+        for absent in [
+            "squashfs-root/usr/bin/containerd",
+            "squashfs-root/usr/sbin/runc",
+            "squashfs-root/usr/lib/systemd/system/kubelet.service",
+        ] {
+            assert!(
+                !listing.lines().any(|l| l == absent),
+                "{name}: {absent} present"
+            );
+        }
+        let links = run_ok(
+            Command::new(&unsquashfs)
+                .arg("-ll")
+                .arg(&squashfs)
+                .arg("/usr/local/bin"),
+        );
+        assert!(
+            links.contains("squashfs-root/usr/local/bin/kubectl -> k3s"),
+            "{links}"
+        );
         let iptables = run_ok(
             Command::new(&unsquashfs)
                 .arg("-ll")
@@ -285,13 +414,15 @@ fn independent_tools_read_every_output() {
                 && sshd.contains("KbdInteractiveAuthentication no\n")
         );
         assert!(text("etc/systemd/timesyncd.conf.d/cairn.conf").contains("NTP=10.0.10.1"));
-        assert!(
-            text("etc/containerd/certs.d/harbor.homelab.lan/hosts.toml")
-                .contains("server = \"https://harbor.homelab.lan\"")
+        assert_eq!(
+            text("etc/rancher/k3s/registries.yaml"),
+            "# Rendered by Cairn.\nmirrors:\n  \"harbor.homelab.lan\":\n    endpoint:\n      - \"https://harbor.homelab.lan\"\n  \"*\":\n    endpoint:\n      - \"https://harbor.homelab.lan\"\n    rewrite:\n      \"^(.*)$\": \"homelab/$1\"\n"
         );
         assert!(
-            text("etc/containerd/certs.d/_default/hosts.toml")
-                .contains("https://harbor.homelab.lan/v2/homelab")
+            !initrd
+                .keys()
+                .any(|k| k.starts_with("cairn/node/etc/containerd")),
+            "{name}: no containerd configuration on a k3s node"
         );
         assert_eq!(
             text("etc/modules-load.d/kubernetes.conf"),
@@ -300,36 +431,54 @@ fn independent_tools_read_every_output() {
         assert!(text("etc/sysctl.d/90-kubernetes.conf").contains("net.ipv4.ip_forward = 1"));
         assert!(text("etc/cairn/node.env").contains(&format!("CAIRN_NODE_ID={id}\n")));
         let network = text("etc/systemd/network/10-cairn.network");
-        let kubeadm = text("etc/cairn/kubeadm.yaml");
-        assert!(kubeadm.contains(&format!("  name: \"{name}\"")));
+        let k3s = text("etc/rancher/k3s/config.yaml");
         assert!(
-            kubeadm.contains("token: \"@CAIRN_JOIN_TOKEN@\""),
-            "the token is a placeholder: {kubeadm}"
+            k3s.contains(&format!(
+                "node-name: \"{name}\"\ntoken-file: /run/cairn/k3s-token\n"
+            )),
+            "{k3s}"
         );
+        assert!(!k3s.contains("token:"), "no token in the image: {k3s}");
+        assert!(!initrd.contains_key("cairn/node/etc/cairn/kubeadm.yaml"));
+        let agent = "server: \"https://10.0.10.10:6443\"\n";
         match name.as_str() {
             "pi-control" => {
                 assert!(
                     network.contains("Address=10.0.10.11/24\nGateway=10.0.10.1\nDNS=10.0.10.1\n"),
                     "{network}"
                 );
+                assert!(!k3s.contains("server:"), "the server is the cluster: {k3s}");
+                assert!(k3s.contains("cluster-cidr: \"10.42.0.0/16\"\nservice-cidr: \"10.43.0.0/16\"\ntls-san:\n  - \"10.0.10.10\"\n"), "{k3s}");
                 assert!(
-                    kubeadm.contains("kind: InitConfiguration")
-                        && kubeadm.contains("kind: ClusterConfiguration")
+                    !k3s.contains("flannel-backend"),
+                    "the example runs k3s's flannel: {k3s}"
                 );
-                assert!(kubeadm.contains("controlPlaneEndpoint: \"10.0.10.10:6443\""));
-                assert!(kubeadm.contains("podSubnet: \"10.244.0.0/16\""));
-                assert!(kubeadm.contains(
-                    "    - key: \"node-role.kubernetes.io/control-plane\"\n      effect: NoSchedule"
-                ));
+                assert!(k3s.contains("node-ip: \"10.0.10.11\"\n"));
+                assert!(
+                    k3s.ends_with(
+                        "node-taint:\n  - \"node-role.kubernetes.io/control-plane:NoSchedule\"\n"
+                    ),
+                    "{k3s}"
+                );
             }
             "pi-legacy" => {
                 assert!(network.contains("DHCP=yes"), "{network}");
-                assert!(kubeadm.contains("kind: JoinConfiguration"));
-                assert!(kubeadm.contains("value: \"homelab.lan/board=rpi2\""));
+                assert!(k3s.contains(agent) && !k3s.contains("node-ip"), "{k3s}");
+                assert!(
+                    k3s.ends_with("node-label:\n  - \"homelab.lan/board=rpi2\"\n"),
+                    "{k3s}"
+                );
             }
-            "pi-worker" => assert!(network.contains("Address=10.0.10.21/24")),
+            "pi-worker" => {
+                assert!(network.contains("Address=10.0.10.21/24"));
+                assert!(
+                    k3s.contains(agent) && k3s.contains("node-ip: \"10.0.10.21\"\n"),
+                    "{k3s}"
+                );
+            }
             "x86-storage" => {
-                assert!(kubeadm.contains("    - key: \"homelab.lan/storage\"\n      value: \"true\"\n      effect: NoSchedule"));
+                assert!(k3s.contains(agent), "{k3s}");
+                assert!(k3s.ends_with("node-label:\n  - \"homelab.lan/storage=ssd\"\nnode-taint:\n  - \"homelab.lan/storage=true:NoSchedule\"\n"), "{k3s}");
             }
             other => panic!("unexpected node {other}"),
         }
@@ -613,21 +762,18 @@ fn missing_kernel_or_firmware_is_a_clear_error() {
     assert!(!index.contains("pi-worker"), "no tag for a failed build");
 }
 
-fn boot(name: &str) {
-    let built = built();
+/// Boots node `name` of the built project `built` under QEMU with a secrets file flashed
+/// (SD) or served (PXE), checks what every node reports, and returns the report and the
+/// console log (which holds the node's whole journal).
+fn boot(built: &Built, name: &str, reboot: bool) -> (serde_json::Value, String) {
     let _one = serial();
-    require_tool(
-        match name {
-            "x86-storage" => "qemu-system-x86_64",
-            "pi-legacy" => "qemu-system-arm",
-            _ => "qemu-system-aarch64",
-        },
-        if name == "x86-storage" {
-            "qemu-system-x86"
-        } else {
-            "qemu-system-arm"
-        },
-    );
+    let node = &built.nodes[name];
+    let (qemu, package) = match node["arch"].as_str().unwrap() {
+        "x86_64" => ("qemu-system-x86_64", "qemu-system-x86"),
+        "armv7" => ("qemu-system-arm", "qemu-system-arm"),
+        _ => ("qemu-system-aarch64", "qemu-system-arm"),
+    };
+    require_tool(qemu, package);
     let secrets = built.dir.join(format!("{name}-secrets.env"));
     std::fs::write(
         &secrets,
@@ -646,102 +792,43 @@ fn boot(name: &str) {
         "--secrets",
     ])
     .arg(&secrets);
-    if name == "pi-worker" {
+    if reboot {
         cmd.arg("--reboot");
     }
     let out = json(&run_ok(&mut cmd));
-    let report = &out["boots"][0];
-    let node = &built.nodes[name];
+    let report = out["boots"][0].clone();
     assert_eq!(report["hostname"], name);
     assert_eq!(report["node_id"], node["node_id"]);
     assert_eq!(
         report["secrets"], "present",
         "the secrets were flashed (SD) or served (PXE)"
     );
-    let addresses: Vec<&str> = report["addresses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let (address, role) = match name {
-        "pi-control" => (Some("10.0.10.11/24"), "control-plane"),
-        "pi-worker" => (Some("10.0.10.21/24"), "worker"),
-        "x86-storage" => (Some("10.0.10.31/24"), "worker"),
-        _ => (None, "worker"),
-    };
-    assert_eq!(report["role"], role);
-    match address {
-        Some(a) => assert!(addresses.contains(&a), "{addresses:?}"),
-        // QEMU's user network leases 10.0.2.15 to the DHCP node.
-        None => assert_eq!(addresses, ["10.0.2.15/24"]),
-    }
+    let pxe = node["boot"] == "pxe";
     // SD cards get a data partition on first boot; PXE nodes write to RAM.
-    match name {
-        "x86-storage" => assert_eq!(report["writable"], "tmpfs"),
-        _ => assert_eq!(report["writable"], "created:/dev/vda3"),
+    if pxe {
+        assert_eq!(report["writable"], "tmpfs");
+    } else {
+        assert_eq!(report["writable"], "created:/dev/vda3");
     }
-    if name == "pi-worker" {
+    if reboot {
         assert_eq!(
             report["rebooted_writable"], "existing:/dev/vda3",
             "kept across a reboot"
         );
     }
     let log = std::fs::read_to_string(report["log"].as_str().unwrap()).unwrap();
-    let source = if name == "x86-storage" {
+    let source = if pxe {
         "cairn: secrets read from http://"
     } else {
         "cairn: secrets read from the boot partition (/dev/vda1)"
     };
     assert!(log.contains(source), "the initramfs says where: {source}");
     assert!(log.contains("cairn: secrets present, from"));
-    // The join ran with them, as the stand-in kubeadm saw it (the token and CA hash only
-    // as digests), and no secret was printed: the node's whole journal is on the console.
     assert!(
         log.contains("cairn-kubernetes: active success"),
         "cairn-kubernetes.service ran to completion"
     );
-    let arch = match name {
-        "x86-storage" => "amd64",
-        "pi-legacy" => "arm",
-        _ => "arm64",
-    };
-    let token = support::sha256_hex(JOIN_TOKEN.as_bytes());
-    let call = if role == "control-plane" {
-        format!("stand-in kubeadm for {arch}: init --config /run/cairn/kubeadm.yaml")
-    } else {
-        format!("stand-in kubeadm for {arch}: join --config /run/cairn/kubeadm.yaml")
-    };
-    assert!(log.contains(&call), "{call}");
-    let seen = match name {
-        "pi-control" => format!(
-            "kind=InitConfiguration endpoint=10.0.10.10:6443 labels= taints=node-role.kubernetes.io/control-plane, token-sha256={token}"
-        ),
-        _ => format!(
-            "kind=JoinConfiguration endpoint=10.0.10.10:6443 labels={} taints={} token-sha256={token} ca-hash-sha256={}",
-            match name {
-                "x86-storage" => "homelab.lan/storage=ssd",
-                "pi-legacy" => "homelab.lan/board=rpi2",
-                _ => "homelab.lan/board=rpi4",
-            },
-            if name == "x86-storage" {
-                "homelab.lan/storage,"
-            } else {
-                ""
-            },
-            support::sha256_hex(CA_CERT_HASH.as_bytes())
-        ),
-    };
-    assert!(log.contains(&format!("stand-in kubeadm: {seen}")), "{seen}");
-    if name == "pi-worker" {
-        // Joined once: the second boot does not join again.
-        let again = std::fs::read_to_string(report["rebooted_log"].as_str().unwrap()).unwrap();
-        assert!(again.contains("cairn-kubernetes: active success"));
-        assert!(
-            !again.contains("stand-in kubeadm for arm64: join"),
-            "joined twice"
-        );
-    }
+    // No secret was printed: the node's whole journal is on the console.
     assert!(log.contains("cairn-journal: begin") && log.contains("cairn-journal: end"));
     assert!(
         !log.contains(JOIN_TOKEN),
@@ -752,29 +839,272 @@ fn boot(name: &str) {
         "the CA hash is on the console"
     );
     assert!(log.contains("cairn-node: powering off"));
+    (report, log)
+}
+
+fn addresses(report: &serde_json::Value) -> Vec<&str> {
+    report["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
+/// A k3s node of the main example: `k3s server` or `k3s agent` ran with the rendered
+/// configuration and the token from the secrets, the cluster registry as its mirror, and
+/// no containerd but its own on the node.
+fn boot_k3s(name: &str) {
+    let built = built();
+    let reboot = name == "pi-worker";
+    let (report, log) = boot(built, name, reboot);
+    let (address, role) = match name {
+        "pi-control" => (Some("10.0.10.11/24"), "control-plane"),
+        "pi-worker" => (Some("10.0.10.21/24"), "worker"),
+        "x86-storage" => (Some("10.0.10.31/24"), "worker"),
+        _ => (None, "worker"),
+    };
+    assert_eq!(report["role"], role);
+    match address {
+        Some(a) => assert!(addresses(&report).contains(&a), "{:?}", addresses(&report)),
+        // QEMU's user network leases 10.0.2.15 to the DHCP node.
+        None => assert_eq!(addresses(&report), ["10.0.2.15/24"]),
+    }
+    let arch = match name {
+        "x86-storage" => "amd64",
+        "pi-legacy" => "arm",
+        _ => "arm64",
+    };
+    let (call, server, tls_san) = if role == "control-plane" {
+        ("server", "", "10.0.10.10,")
+    } else {
+        ("agent", "https://10.0.10.10:6443", "")
+    };
+    let said = format!("stand-in k3s for {arch}: {call}");
+    assert!(log.contains(&said), "{said}");
+    let seen = format!(
+        "stand-in k3s: role={call} start=first server={server} node-ip={} tls-san={tls_san} labels={} taints={} token-sha256={} mirror=https://harbor.homelab.lan rewrite=homelab/$1 other-containerd=none",
+        address.map_or("", |a| a.split('/').next().unwrap()),
+        match name {
+            "x86-storage" => "homelab.lan/storage=ssd,",
+            "pi-legacy" => "homelab.lan/board=rpi2,",
+            "pi-worker" => "homelab.lan/board=rpi4,",
+            _ => "",
+        },
+        match name {
+            "x86-storage" => "homelab.lan/storage=true:NoSchedule,",
+            "pi-control" => "node-role.kubernetes.io/control-plane:NoSchedule,",
+            _ => "",
+        },
+        support::sha256_hex(JOIN_TOKEN.as_bytes()),
+    );
+    assert!(log.contains(&seen), "{seen}");
+    assert!(
+        log.contains("cairn-k3s: active running"),
+        "k3s told systemd it is ready and runs"
+    );
+    if reboot {
+        // The second boot restarts the agent on the state the first one left: no new node.
+        let again = std::fs::read_to_string(report["rebooted_log"].as_str().unwrap()).unwrap();
+        assert!(again.contains("cairn-kubernetes: active success"));
+        assert!(
+            again.contains("stand-in k3s: role=agent start=again "),
+            "k3s kept its state"
+        );
+        assert!(!again.contains("start=first"), "registered twice");
+        assert!(!again.contains(JOIN_TOKEN));
+    }
+}
+
+#[test]
+fn pi_worker_boots_from_its_sd_image_under_qemu() {
+    boot_k3s("pi-worker");
+}
+
+#[test]
+fn pi_control_boots_from_its_sd_image_under_qemu() {
+    boot_k3s("pi-control");
+}
+
+#[test]
+fn pi_legacy_boots_armv7_with_dhcp_under_qemu() {
+    boot_k3s("pi-legacy");
+}
+
+#[test]
+fn x86_storage_boots_by_pxe_under_qemu() {
+    boot_k3s("x86-storage");
+}
+
+/// The kubeadm example (examples/kubeadm) with stand-ins pinned and both nodes built.
+fn built_kubeadm() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let _one = serial();
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-kubeadm-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        support::copy_example("kubeadm", &dir);
+        pin_stand_ins(&dir);
+        let out = json(&run_ok(
+            support::xtask_varied(&dir, "UTC", "C.UTF-8", "022", None).args([
+                "build-node",
+                "--all",
+                "--json",
+            ]),
+        ));
+        Built {
+            nodes: by_node(&out),
+            dir,
+        }
+    })
+}
+
+/// kubeadm on aarch64 (SD) and x86_64 (PXE): built twice under different environments with
+/// equal digests, with Debian's containerd as the one runtime, the cluster registry as its
+/// mirror, and the kubeadm configuration for each role.
+#[test]
+fn kubeadm_example_nodes_are_reproducible_and_carry_kubeadm() {
+    let first = built_kubeadm();
+    let _one = serial();
+    let other = tempfile::tempdir().unwrap();
+    let deep = other.path().join("another/checkout");
+    support::copy_example("kubeadm", &deep);
+    pin_stand_ins(&deep);
+    let second =
+        by_node(&json(&run_ok(
+            support::xtask_varied(&deep, "Asia/Kathmandu", "fr_FR.UTF-8", "077", Some("+400d"))
+                .args(["build-node", "--all", "--json"]),
+        )));
+    assert_eq!(
+        first.nodes.keys().collect::<Vec<_>>(),
+        ["kube-control", "kube-worker"]
+    );
+    assert_eq!(digests(&first.nodes), digests(&second));
+
+    let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
+    for (name, node) in &first.nodes {
+        let listing = run_ok(
+            Command::new(&unsquashfs)
+                .arg("-l")
+                .arg(file_path(node, "root.squashfs")),
+        );
+        for path in [
+            "squashfs-root/usr/local/bin/kubeadm",
+            "squashfs-root/usr/local/bin/kubelet",
+            "squashfs-root/usr/local/bin/kubectl",
+            "squashfs-root/usr/lib/systemd/system/kubelet.service",
+            "squashfs-root/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            "squashfs-root/usr/bin/containerd",
+            "squashfs-root/etc/systemd/system/multi-user.target.wants/containerd.service",
+        ] {
+            assert!(listing.lines().any(|l| l == path), "{name}: {path} missing");
+        }
+        assert!(
+            !listing.lines().any(|l| l.ends_with("/k3s")),
+            "{name}: k3s on a kubeadm node"
+        );
+        let initrd = initramfs_files(&file_path(node, "initrd.img"));
+        let text = |p: &str| String::from_utf8(initrd[&format!("cairn/node/{p}")].clone()).unwrap();
+        assert!(
+            text("etc/containerd/certs.d/harbor.lab.lan/hosts.toml")
+                .contains("server = \"https://harbor.lab.lan\"")
+        );
+        assert!(
+            text("etc/containerd/certs.d/_default/hosts.toml")
+                .contains("[host.\"https://harbor.lab.lan/v2/lab\"]")
+        );
+        assert!(!initrd.contains_key("cairn/node/etc/rancher/k3s/registries.yaml"));
+        let kubeadm = text("etc/cairn/kubeadm.yaml");
+        assert!(kubeadm.contains(&format!("  name: \"{name}\"")));
+        assert!(
+            kubeadm.contains("token: \"@CAIRN_JOIN_TOKEN@\""),
+            "the token is a placeholder: {kubeadm}"
+        );
+        if name == "kube-control" {
+            assert!(
+                kubeadm.contains("kind: InitConfiguration")
+                    && kubeadm.contains("kind: ClusterConfiguration")
+            );
+            assert!(kubeadm.contains("kubernetesVersion: \"v1.32.7\""));
+            assert!(kubeadm.contains("controlPlaneEndpoint: \"10.0.20.11:6443\""));
+            assert!(kubeadm.contains("podSubnet: \"10.244.0.0/16\""));
+            assert!(kubeadm.contains(
+                "    - key: \"node-role.kubernetes.io/control-plane\"\n      effect: NoSchedule"
+            ));
+        } else {
+            assert!(kubeadm.contains("kind: JoinConfiguration"));
+            assert!(kubeadm.contains("apiServerEndpoint: \"10.0.20.11:6443\""));
+            assert!(kubeadm.contains("value: \"lab.lan/role=general\""));
+        }
+    }
+}
+
+/// kubeadm's join path as the node runs it: `kubeadm init` on the control plane with the
+/// rendered configuration, `kubeadm join` on the worker with the token and CA hash from the
+/// secrets, the endpoint, labels and taints; no second init after a reboot.
+fn boot_kubeadm(name: &str) {
+    let built = built_kubeadm();
+    let control = name == "kube-control";
+    let (report, log) = boot(built, name, control);
+    let (address, arch) = if control {
+        ("10.0.20.11/24", "arm64")
+    } else {
+        ("10.0.20.21/24", "amd64")
+    };
+    assert!(
+        addresses(&report).contains(&address),
+        "{:?}",
+        addresses(&report)
+    );
+    let token = support::sha256_hex(JOIN_TOKEN.as_bytes());
+    let (call, seen) = if control {
+        (
+            format!("stand-in kubeadm for {arch}: init --config /run/cairn/kubeadm.yaml"),
+            format!(
+                "kind=InitConfiguration endpoint=10.0.20.11:6443 labels= taints=node-role.kubernetes.io/control-plane, token-sha256={token}"
+            ),
+        )
+    } else {
+        (
+            format!("stand-in kubeadm for {arch}: join --config /run/cairn/kubeadm.yaml"),
+            format!(
+                "kind=JoinConfiguration endpoint=10.0.20.11:6443 labels=lab.lan/role=general taints= token-sha256={token} ca-hash-sha256={}",
+                support::sha256_hex(CA_CERT_HASH.as_bytes())
+            ),
+        )
+    };
+    assert!(log.contains(&call), "{call}");
+    assert!(log.contains(&format!("stand-in kubeadm: {seen}")), "{seen}");
+    assert!(
+        log.contains("Started containerd.service"),
+        "Debian's containerd runs"
+    );
+    if control {
+        // Initialised once: the second boot starts the kubelet and does not init again.
+        let again = std::fs::read_to_string(report["rebooted_log"].as_str().unwrap()).unwrap();
+        assert!(again.contains("cairn-kubernetes: active success"));
+        assert!(
+            !again.contains("stand-in kubeadm for arm64: init"),
+            "initialised twice"
+        );
+        assert!(!again.contains("stand-in kubeadm for arm64: join"));
+    }
+}
+
+#[test]
+fn kubeadm_control_plane_inits_on_aarch64_under_qemu() {
+    boot_kubeadm("kube-control");
+}
+
+#[test]
+fn kubeadm_worker_joins_on_x86_64_by_pxe_under_qemu() {
+    boot_kubeadm("kube-worker");
 }
 
 /// Test secrets: a kubeadm-shaped bootstrap token and CA hash.
 const JOIN_TOKEN: &str = "q7zt3x.k4m9p2w8r6v1n5b3";
 const CA_CERT_HASH: &str =
     "sha256:5f4dcc3b5aa765d61d8327deb882cf99e1c7a4f3b6d2a8e9f0c1b2d3e4f5a6b7";
-
-#[test]
-fn pi_worker_boots_from_its_sd_image_under_qemu() {
-    boot("pi-worker");
-}
-
-#[test]
-fn pi_control_boots_from_its_sd_image_under_qemu() {
-    boot("pi-control");
-}
-
-#[test]
-fn pi_legacy_boots_armv7_with_dhcp_under_qemu() {
-    boot("pi-legacy");
-}
-
-#[test]
-fn x86_storage_boots_by_pxe_under_qemu() {
-    boot("x86-storage");
-}

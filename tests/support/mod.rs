@@ -134,6 +134,28 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     cairn_formats::Digest::of(bytes).hex()
 }
 
+/// Copies the example project `examples/<name>` into `dest`, following its symlinks (its
+/// image files are the main example's).
+pub fn copy_example(name: &str, dest: &Path) {
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            // Follows symlinks: a linked directory is copied as a directory.
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                if entry.file_name() != "artifacts" {
+                    copy_tree(&path, &to.join(entry.file_name()));
+                }
+            } else {
+                std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    copy_tree(&repo_root().join("examples").join(name), dest);
+}
+
 /// A stand-in for a Kubernetes binary: it says how it was called and what the
 /// configuration it was given holds (the token and CA hash only as sha256 digests, so no
 /// secret reaches the console), and leaves the files a real join would, so a second boot
@@ -142,10 +164,14 @@ pub fn stand_in(name: &str, arch: &str) -> String {
     let said = format!(
         "#!/bin/sh\n# Cairn test stand-in for {name} ({arch}).\necho \"stand-in {name} for {arch}: $*\"\n"
     );
-    if name != "kubeadm" {
-        return said;
+    match name {
+        "kubeadm" => said + KUBEADM_STAND_IN,
+        "k3s" => said + K3S_STAND_IN,
+        _ => said,
     }
-    said + r#"config=""
+}
+
+const KUBEADM_STAND_IN: &str = r#"config=""
 prev=""
 for a in "$@"; do
   [ "$prev" = --config ] && config="$a"
@@ -165,24 +191,77 @@ case "$1" in
   init) touch /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf ;;
   join) touch /etc/kubernetes/kubelet.conf ;;
 esac
-"#
-}
+"#;
 
-/// Pins small stand-ins for the Kubernetes binaries (which cannot be fetched here) with
-/// `prefetch --file`, as a user with copies of the files would.
+/// k3s as its unit runs it (`k3s server` or `k3s agent`, Type=notify): reads the config
+/// and registries files k3s reads, says what it found (the token only as a digest, and
+/// whether a containerd other than its own is on the node), keeps state under
+/// /var/lib/rancher/k3s as a real agent does, tells systemd it is ready, and keeps running.
+const K3S_STAND_IN: &str = r#"case "$1" in server | agent) ;; *) exit 0 ;; esac
+config=/etc/rancher/k3s/config.yaml
+digest() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+value() { awk -v k="$1:" '$1 == k { print $2; exit }' "$config" | tr -d '"'; }
+list() {
+  awk -v k="$1:" '$1 == k { on = 1; next } on && $1 == "-" { printf "%s,", $2; next } { on = 0 }' "$config" | tr -d '"'
+}
+token=$(cat "$(value token-file)")
+mirror=$(awk '$1 == "endpoint:" { getline; print $2; exit }' /etc/rancher/k3s/registries.yaml | tr -d '"')
+rewrite=$(awk '$1 == "rewrite:" { getline; print $2; exit }' /etc/rancher/k3s/registries.yaml | tr -d '"')
+state=/var/lib/rancher/k3s/cairn-stand-in
+if [ -e "$state" ]; then start=again; else start=first; mkdir -p "${state%/*}"; : >"$state"; fi
+echo "stand-in k3s: role=$1 start=$start server=$(value server) node-ip=$(value node-ip) tls-san=$(list tls-san) labels=$(list node-label) taints=$(list node-taint) token-sha256=$(digest "$token") mirror=$mirror rewrite=$rewrite other-containerd=$(command -v containerd || echo none)"
+exec systemd-notify --exec READY=1 \; sleep infinity
+"#;
+
+/// Replaces the project's real Kubernetes pins (upstream binaries, which cannot be fetched
+/// here) with small stand-ins at the same URLs, pinned with `prefetch --file` as a user with
+/// copies of the files would.
 pub fn pin_stand_ins(project: &Path) {
+    let lock_path = project.join("inputs.lock");
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    let mut kept = String::new();
+    let mut pinned = Vec::new();
+    for (i, block) in lock.split("\n[[url]]\n").enumerate() {
+        if i == 0 {
+            kept.push_str(block);
+            continue;
+        }
+        let field = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap()
+                .to_string()
+        };
+        let name = field("name");
+        match name.strip_prefix("kubernetes/") {
+            Some(binary) => pinned.push((binary.to_string(), field("url"))),
+            None => {
+                kept.push_str("\n[[url]]\n");
+                kept.push_str(block);
+            }
+        }
+    }
+    if !kept.ends_with('\n') {
+        kept.push('\n');
+    }
+    assert!(
+        !pinned.is_empty(),
+        "{} pins no Kubernetes binary",
+        lock_path.display()
+    );
+    std::fs::write(&lock_path, kept).unwrap();
     let dir = project.join("stand-ins");
     std::fs::create_dir_all(&dir).unwrap();
-    for arch in ["amd64", "arm", "arm64"] {
-        for name in ["kubeadm", "kubelet", "kubectl"] {
-            let file = dir.join(format!("{name}-{arch}"));
-            std::fs::write(&file, stand_in(name, arch)).unwrap();
-            let url = format!("https://dl.k8s.io/release/v1.31.2/bin/linux/{arch}/{name}");
-            let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
-            assert_eq!(
-                out.trim(),
-                format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
-            );
-        }
+    for (binary, url) in pinned {
+        let (name, arch) = binary.rsplit_once('-').unwrap();
+        let file = dir.join(&binary);
+        std::fs::write(&file, stand_in(name, arch)).unwrap();
+        let out = run_ok(xtask(project).args(["prefetch", &url, "--file"]).arg(&file));
+        assert_eq!(
+            out.trim(),
+            format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
+        );
     }
 }

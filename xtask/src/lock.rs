@@ -20,7 +20,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries})
+            serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries, "kubernetes_pinned": summary.kubernetes})
         );
     } else {
         for (image, arch, n, bytes) in &summary.entries {
@@ -29,6 +29,9 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                 arch.as_str(),
                 *bytes as f64 / 1048576.0
             );
+        }
+        for name in &summary.kubernetes {
+            eprintln!("{name:>32} pinned from upstream's checksum file");
         }
         let what = if summary.changed {
             "updated"

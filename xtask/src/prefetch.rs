@@ -10,6 +10,10 @@ pub struct Args {
     /// Take the content from this local file instead of fetching the URL
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Pin to this sha256, read from upstream's published checksum file, without
+    /// downloading anything (with --file: check the file against it)
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
     /// The lock's name for the input [default: from cluster.toml, else the URL's file name]
     #[arg(long)]
     pub name: Option<String>,
@@ -20,15 +24,18 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         &env.ctx,
         &args.url,
         args.file.as_deref(),
+        args.sha256.as_deref(),
         args.name.as_deref(),
     )
     .map_err(|e| e.context(format!("pinning {}", args.url)))?;
     println!("sha256:{}", pinned.sha256);
     eprintln!(
-        "pinned {} ({}, {} bytes) in {}",
+        "pinned {} ({}{}) in {}",
         pinned.name,
         pinned.url,
-        pinned.size,
+        pinned
+            .size
+            .map_or_else(String::new, |s| format!(", {s} bytes")),
         env.ctx.lock_path().display()
     );
     Ok(ExitCode::SUCCESS)

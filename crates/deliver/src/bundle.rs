@@ -80,7 +80,7 @@ fn inputs_artifact(
                 name: format!("{} {} {}", p.name, p.version, p.arch),
                 url: format!("{}/{}", mirror()?, p.path),
                 sha256: sha,
-                size: p.size,
+                size: Some(p.size),
             });
         }
         wanted.insert(
@@ -92,6 +92,7 @@ fn inputs_artifact(
             ),
         );
     }
+    let mut url_inputs = Vec::new();
     for u in &lock.url {
         let sha = Digest::from_hex(&u.sha256)
             .map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", u.url)))?;
@@ -103,14 +104,21 @@ fn inputs_artifact(
                 size: u.size,
             });
         }
-        wanted.insert(
-            sha,
-            (u.name.clone(), "application/octet-stream".into(), u.size),
-        );
+        url_inputs.push((sha, u.name.clone(), u.size));
     }
     cache
         .fetch_all(&missing, ctx.progress)
         .map_err(|e| e.context("fetching the inputs to export"))?;
+    // A pin from upstream's checksum file has no size: the fetched file gives it.
+    for (sha, name, size) in url_inputs {
+        let size = match size {
+            Some(s) => s,
+            None => std::fs::metadata(cache.path(&sha))
+                .map_err(|e| Error::msg(format!("{}: {e}", cache.path(&sha).display())))?
+                .len(),
+        };
+        wanted.insert(sha, (name, "application/octet-stream".into(), size));
+    }
     let layers: Vec<serde_json::Value> = wanted
         .iter()
         .map(|(d, (title, media, size))| {

@@ -11,14 +11,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// One file to download: `url`, expected to be `size` bytes hashing to `sha256`.
+/// One file to download: `url`, expected to hash to `sha256` (and to be `size` bytes, when
+/// the pin knows the size).
 #[derive(Debug, Clone)]
 pub struct Download {
     /// What the user knows it as (`libc6 2.41-12 arm64`).
     pub name: String,
     pub url: String,
     pub sha256: Digest,
-    pub size: u64,
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +53,7 @@ impl Cache {
         if todo.is_empty() {
             return Ok(());
         }
-        let total: u64 = todo.iter().map(|d| d.size).sum();
+        let total: u64 = todo.iter().filter_map(|d| d.size).sum();
         let bar = progress::bytes(show_progress, total, "downloading");
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -120,17 +121,18 @@ impl Cache {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(FetchError::Transient(Error::msg(format!(
-                        "truncated download: the connection dropped after {} of {} bytes ({e})",
+                        "truncated download: the connection dropped after {} bytes{} ({e})",
                         w.n_bytes(),
-                        item.size
+                        item.size.map_or_else(String::new, |s| format!(" of {s}"))
                     ))));
                 }
             };
-            if w.n_bytes() + n as u64 > item.size {
-                return Err(FetchError::Fatal(Error::msg(format!(
-                    "the server sent more than the {} bytes the lock pins: the mirror serves a different file; check the mirror or run `cargo xtask lock`",
-                    item.size
-                ))));
+            if let Some(size) = item.size {
+                if w.n_bytes() + n as u64 > size {
+                    return Err(FetchError::Fatal(Error::msg(format!(
+                        "the server sent more than the {size} bytes the lock pins: the mirror serves a different file; check the mirror or run `cargo xtask lock`"
+                    ))));
+                }
             }
             w.write_all(&buf[..n]).map_err(|e| {
                 FetchError::Fatal(Error::msg(format!("writing {}: {e}", tmp_dir.display())))
@@ -138,11 +140,12 @@ impl Cache {
             on_bytes(n as u64);
         }
         let (buffered, digest, n_bytes) = w.finish();
-        if n_bytes != item.size {
-            return Err(FetchError::Transient(Error::msg(format!(
-                "truncated download: the server sent {n_bytes} of {} bytes",
-                item.size
-            ))));
+        if let Some(size) = item.size {
+            if n_bytes != size {
+                return Err(FetchError::Transient(Error::msg(format!(
+                    "truncated download: the server sent {n_bytes} of {size} bytes"
+                ))));
+            }
         }
         if digest != item.sha256 {
             return Err(FetchError::Fatal(Error::msg(format!(

@@ -21,6 +21,8 @@ pub const KEYRING_ENV: &str = "CAIRN_DEBIAN_KEYRING";
 #[derive(Debug, Clone, Default)]
 pub struct LockSummary {
     pub entries: Vec<(String, Arch, usize, u64)>,
+    /// Kubernetes inputs newly pinned from upstream's checksum files.
+    pub kubernetes: Vec<String>,
     pub changed: bool,
 }
 
@@ -91,7 +93,7 @@ fn index_download(suite: &Suite, component: &str, debian_arch: &str) -> Result<D
                 name: format!("{} {key}", suite.name),
                 url: format!("{}/dists/{}/{key}", suite.mirror, suite.name),
                 sha256: Digest::from_hex(sha).map_err(|e| Error::msg(e.to_string()))?,
-                size: *size,
+                size: Some(*size),
             });
         }
     }
@@ -304,7 +306,7 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
                         LockedUrl {
                             name: format!("{}/{}", spec.name, d.name),
                             url: url.clone(),
-                            size,
+                            size: Some(size),
                             sha256: digest.hex(),
                         }
                     }
@@ -313,15 +315,32 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
             }
         }
     }
-    // 6. The cluster's Kubernetes binaries are pinned by `cargo xtask prefetch`; their pins
-    // are kept.
-    for input in crate::kubernetes::all_inputs(&project.cluster, &Arch::ALL) {
+    // 6. The Kubernetes binaries of the nodes' arches: a pin is kept; a new one (a new
+    // version, a new arch) comes from upstream's checksum files, without downloading the
+    // binaries. Pins of versions and arches no node needs any more are dropped.
+    let mut arches: Vec<Arch> = project.nodes.iter().map(|n| n.arch).collect();
+    arches.sort();
+    arches.dedup();
+    let mut unpinned = Vec::new();
+    for input in crate::kubernetes::all_inputs(&project.cluster, &arches) {
         if lock.url.iter().any(|u| u.url == input.url) {
             continue;
         }
-        if let Some(u) = old.url.iter().find(|u| u.url == input.url) {
-            lock.url.push(u.clone());
+        match old.url.iter().find(|u| u.url == input.url) {
+            Some(u) => lock.url.push(u.clone()),
+            None => unpinned.push(input),
         }
+    }
+    if !unpinned.is_empty() {
+        spinner.set_message(format!(
+            "pinning Kubernetes {} from upstream's checksum files",
+            project.cluster.kubernetes.version
+        ));
+        let pinned = crate::kubernetes::pin_from_checksums(&project.cluster, &unpinned)?;
+        summary
+            .kubernetes
+            .extend(pinned.iter().map(|u| u.name.clone()));
+        lock.url.extend(pinned);
     }
     spinner.finish_and_clear();
     summary.changed = write_lock(ctx, &lock)?;

@@ -46,7 +46,10 @@ pub struct LockedImage {
 pub struct LockedUrl {
     pub name: String,
     pub url: String,
-    pub size: u64,
+    /// Unknown for a pin taken from upstream's published checksum files (`lock` pins
+    /// those without downloading the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     pub sha256: String,
 }
 
@@ -183,12 +186,14 @@ impl Lockfile {
         for u in &urls {
             let _ = write!(
                 out,
-                "\n[[url]]\nname = {}\nurl = {}\nsize = {}\nsha256 = {}\n",
+                "\n[[url]]\nname = {}\nurl = {}\n",
                 q(&u.name),
-                q(&u.url),
-                u.size,
-                q(&u.sha256)
+                q(&u.url)
             );
+            if let Some(size) = u.size {
+                let _ = writeln!(out, "size = {size}");
+            }
+            let _ = writeln!(out, "sha256 = {}", q(&u.sha256));
         }
         out
     }

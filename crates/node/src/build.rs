@@ -9,6 +9,7 @@ use crate::config::{self, BootFacts, Overlay, OverlayEntry};
 use crate::disk;
 use cairn_formats::Digest;
 use cairn_formats::cpio::CpioWriter;
+use cairn_inputs::fetch::Download;
 use cairn_inputs::lockfile::Lockfile;
 use cairn_os::base::{OsExtras, OsResult};
 use cairn_project::{Arch, BootMethod, NodeSpec, Project};
@@ -162,12 +163,21 @@ fn base(
     let extras = OsExtras {
         binaries: pins
             .into_iter()
-            .map(|(input, digest, size)| (input.path, digest, size, 0o755))
+            .map(|(input, sha256, size)| {
+                let download = Download {
+                    name: input.name,
+                    url: input.url,
+                    sha256,
+                    size,
+                };
+                (input.path, download, 0o755)
+            })
             .collect(),
         texts: crate::kubernetes::units(&project.cluster)
             .into_iter()
             .map(|(p, t)| (p.to_string(), t.to_string()))
             .collect(),
+        symlinks: crate::kubernetes::symlinks(&project.cluster),
     };
     cairn_os::base::build_os_with(ctx, project, lock, node.image.get_ref(), node.arch, &extras)
 }

@@ -225,47 +225,62 @@ pub fn render(
         0o644,
     );
 
-    // containerd: the cluster registry as mirror, its CA if given.
+    // The runtime's registry configuration: the cluster registry as mirror, its CA if given.
+    // kubeadm nodes run Debian's containerd; k3s nodes its bundled one, configured by
+    // registries.yaml.
     let registry = &cluster.registry;
-    let ca_line = if cluster_ca.is_some() {
+    if let Some(ca) = cluster_ca {
         o.file(
             "usr/local/share/ca-certificates/cairn-cluster-ca.crt",
-            cluster_ca.unwrap_or_default(),
+            ca,
             0o644,
         );
-        o.file(
-            "etc/containerd/certs.d/cluster-ca.crt",
-            cluster_ca.unwrap_or_default(),
-            0o644,
-        );
-        "ca = \"/etc/containerd/certs.d/cluster-ca.crt\"\n"
-    } else {
-        ""
-    };
-    o.file(
-        "etc/containerd/config.toml",
-        include_str!("files/containerd-config.toml"),
-        0o644,
-    );
-    o.file(
-        &format!("etc/containerd/certs.d/{}/hosts.toml", registry.host),
-        format!(
-            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  {ca_line}",
-            host = registry.host
-        ),
-        0o644,
-    );
-    // Every other registry is pulled through the cluster registry's proxy project first
-    // (Harbor's proxy cache serves `/v2/<project>/...`), then from upstream.
-    o.file(
-        "etc/containerd/certs.d/_default/hosts.toml",
-        format!(
-            "[host.\"https://{host}/v2/{project}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  {ca_line}",
-            host = registry.host,
-            project = registry.project
-        ),
-        0o644,
-    );
+    }
+    match cluster.kubernetes.distribution {
+        Distribution::Kubeadm => {
+            let ca_line = if let Some(ca) = cluster_ca {
+                o.file("etc/containerd/certs.d/cluster-ca.crt", ca, 0o644);
+                "ca = \"/etc/containerd/certs.d/cluster-ca.crt\"\n"
+            } else {
+                ""
+            };
+            o.file(
+                "etc/containerd/config.toml",
+                include_str!("files/containerd-config.toml"),
+                0o644,
+            );
+            o.file(
+                &format!("etc/containerd/certs.d/{}/hosts.toml", registry.host),
+                format!(
+                    "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  {ca_line}",
+                    host = registry.host
+                ),
+                0o644,
+            );
+            // Every other registry is pulled through the cluster registry's proxy project
+            // first (Harbor's proxy cache serves `/v2/<project>/...`), then from upstream.
+            o.file(
+                "etc/containerd/certs.d/_default/hosts.toml",
+                format!(
+                    "[host.\"https://{host}/v2/{project}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  {ca_line}",
+                    host = registry.host,
+                    project = registry.project
+                ),
+                0o644,
+            );
+        }
+        Distribution::K3s => {
+            let ca_file = cluster_ca.map(|ca| {
+                o.file("etc/rancher/k3s/cluster-ca.crt", ca, 0o644);
+                "/etc/rancher/k3s/cluster-ca.crt"
+            });
+            o.file(
+                "etc/rancher/k3s/registries.yaml",
+                crate::kubernetes::k3s_registries(cluster, ca_file),
+                0o644,
+            );
+        }
+    }
 
     // Kernel modules and sysctls Kubernetes needs.
     o.file(
@@ -366,7 +381,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const CLUSTER: &str = "name = \"lab\"\ndomain = \"lab.lan\"\n[kubernetes]\ndistribution = \"k3s\"\nversion = \"1.31.2+k3s1\"\ncontrol_plane_endpoint = \"10.0.0.10:6443\"\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ncni = \"flannel\"\n[registry]\nhost = \"registry.lab.lan:5000\"\nproject = \"lab\"\n";
+    const CLUSTER: &str = "name = \"lab\"\ndomain = \"lab.lan\"\n[kubernetes]\ndistribution = \"k3s\"\nversion = \"1.32.7+k3s1\"\ncontrol_plane_endpoint = \"10.0.0.10:6443\"\npod_cidr = \"10.42.0.0/16\"\nservice_cidr = \"10.43.0.0/16\"\ncni = \"flannel\"\n[registry]\nhost = \"registry.lab.lan:5000\"\nproject = \"lab\"\n";
     const NODE: &str = "hostname = \"w1\"\narch = \"aarch64\"\nboard = \"rpi4\"\nboot = \"sd\"\nrole = \"worker\"\nimage = \"node-os\"\nlabels = { \"lab/zone\" = \"a\" }\ntaints = [\"lab/gpu=true:NoSchedule\"]\n[network]\naddress = \"10.0.0.21/24\"\n";
 
     fn text(o: &Overlay, path: &str) -> String {
@@ -398,15 +413,45 @@ mod tests {
         );
         assert!(!o.contains_key("etc/cairn/kubeadm.yaml"));
         assert!(text(&o, "etc/cairn/node.env").contains("CAIRN_DISTRIBUTION=k3s\n"));
-        assert!(
-            text(
-                &o,
-                "etc/containerd/certs.d/registry.lab.lan:5000/hosts.toml"
-            )
-            .starts_with("server = \"https://registry.lab.lan:5000\"\n")
+        // k3s's bundled containerd reads registries.yaml; no Debian containerd config.
+        assert!(!o.keys().any(|k| k.starts_with("etc/containerd")));
+        assert_eq!(
+            text(&o, "etc/rancher/k3s/registries.yaml"),
+            "# Rendered by Cairn.\nmirrors:\n  \"registry.lab.lan:5000\":\n    endpoint:\n      - \"https://registry.lab.lan:5000\"\n  \"*\":\n    endpoint:\n      - \"https://registry.lab.lan:5000\"\n    rewrite:\n      \"^(.*)$\": \"lab/$1\"\n"
         );
         assert_eq!(o["root/.ssh"], OverlayEntry::Dir(0o700));
         assert!(!o.contains_key("etc/fstab"), "no boot partition given");
+
+        // A server with the cluster's own CNI and CA: no flannel, the CA trusted.
+        let cilium = ClusterSpec::parse(
+            Path::new("nodes/cluster.toml"),
+            &CLUSTER.replace("\"flannel\"", "\"cilium\""),
+        )
+        .unwrap();
+        let server = NodeSpec::parse(
+            Path::new("nodes/s1.toml"),
+            &NODE
+                .replace("\"w1\"", "\"s1\"")
+                .replace("\"worker\"", "\"control-plane\""),
+        )
+        .unwrap();
+        let o = render(
+            &cilium,
+            &server,
+            &id,
+            Some(b"-----BEGIN CERTIFICATE-----\n"),
+            &BootFacts {
+                boot_partition: None,
+            },
+        );
+        let config = text(&o, "etc/rancher/k3s/config.yaml");
+        assert!(!config.contains("server:"), "{config}");
+        assert!(config.contains("cluster-cidr: \"10.42.0.0/16\"\nservice-cidr: \"10.43.0.0/16\"\ntls-san:\n  - \"10.0.0.10\"\nwrite-kubeconfig-mode: \"0600\"\nflannel-backend: \"none\"\ndisable-network-policy: true\n"), "{config}");
+        assert!(text(&o, "etc/rancher/k3s/registries.yaml").ends_with("configs:\n  \"registry.lab.lan:5000\":\n    tls:\n      ca_file: \"/etc/rancher/k3s/cluster-ca.crt\"\n"));
+        assert_eq!(
+            text(&o, "etc/rancher/k3s/cluster-ca.crt"),
+            "-----BEGIN CERTIFICATE-----\n"
+        );
     }
 
     #[test]

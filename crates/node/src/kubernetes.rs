@@ -20,6 +20,18 @@ pub fn units(cluster: &ClusterSpec) -> Vec<(&'static str, &'static str)> {
     }
 }
 
+/// Links to the binary, for a node's users: k3s answers to the name it is called by, as its
+/// own install script sets it up.
+pub fn symlinks(cluster: &ClusterSpec) -> Vec<(String, String)> {
+    match cluster.kubernetes.distribution {
+        Distribution::Kubeadm => Vec::new(),
+        Distribution::K3s => ["kubectl", "crictl", "ctr"]
+            .iter()
+            .map(|n| (format!("/usr/local/bin/{n}"), "k3s".to_string()))
+            .collect(),
+    }
+}
+
 const KUBELET_UNIT: &str = include_str!("files/kubelet.service");
 
 const KUBELET_KUBEADM_DROPIN: &str = include_str!("files/10-kubeadm.conf");
@@ -118,20 +130,29 @@ pub(crate) fn render(o: &mut OverlayBuilder, cluster: &ClusterSpec, node: &NodeS
             );
             let _ = writeln!(y, "node-name: {}", yaml_str(&name));
             y.push_str("token-file: /run/cairn/k3s-token\n");
-            if node.role == Role::Worker || !k.control_plane_endpoint.is_empty() {
-                let _ = writeln!(
-                    y,
-                    "server: {}",
-                    yaml_str(&format!("https://{}", k.control_plane_endpoint))
-                );
-            }
-            if node.role == Role::ControlPlane {
-                let _ = writeln!(
-                    y,
-                    "cluster-cidr: {}\nservice-cidr: {}",
-                    yaml_str(&k.pod_cidr.to_string()),
-                    yaml_str(&k.service_cidr.to_string())
-                );
+            match node.role {
+                // Agents join through the API endpoint; the (single) server is the cluster.
+                Role::Worker => {
+                    let _ = writeln!(
+                        y,
+                        "server: {}",
+                        yaml_str(&format!("https://{}", k.control_plane_endpoint))
+                    );
+                }
+                Role::ControlPlane => {
+                    let host = endpoint_host(&k.control_plane_endpoint);
+                    let _ = writeln!(
+                        y,
+                        "cluster-cidr: {}\nservice-cidr: {}\ntls-san:\n  - {}\nwrite-kubeconfig-mode: \"0600\"",
+                        yaml_str(&k.pod_cidr.to_string()),
+                        yaml_str(&k.service_cidr.to_string()),
+                        yaml_str(host),
+                    );
+                    if k.cni != "flannel" {
+                        // The cluster brings its own CNI: k3s runs none.
+                        y.push_str("flannel-backend: \"none\"\ndisable-network-policy: true\n");
+                    }
+                }
             }
             if let Some(a) = node.network.address {
                 let _ = writeln!(y, "node-ip: {}", yaml_str(&a.address.to_string()));
@@ -151,4 +172,33 @@ pub(crate) fn render(o: &mut OverlayBuilder, cluster: &ClusterSpec, node: &NodeS
             o.file("etc/rancher/k3s/config.yaml", y, 0o644);
         }
     }
+}
+
+/// The host of a `host:port` endpoint (an IPv6 literal without its brackets).
+fn endpoint_host(endpoint: &str) -> &str {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// k3s's `registries.yaml`: its bundled containerd pulls the cluster's own images from the
+/// cluster registry, and every other registry through the registry's proxy project (Harbor's
+/// proxy cache serves `<project>/<upstream path>`), then from upstream.
+pub(crate) fn k3s_registries(cluster: &ClusterSpec, ca_file: Option<&str>) -> String {
+    let r = &cluster.registry;
+    let host = yaml_str(&r.host);
+    let endpoint = yaml_str(&format!("https://{}", r.host));
+    let mut y = format!(
+        "# Rendered by Cairn.\nmirrors:\n  {host}:\n    endpoint:\n      - {endpoint}\n  \"*\":\n    endpoint:\n      - {endpoint}\n    rewrite:\n      \"^(.*)$\": {}\n",
+        yaml_str(&format!("{}/$1", r.project))
+    );
+    if let Some(ca) = ca_file {
+        let _ = write!(
+            y,
+            "configs:\n  {host}:\n    tls:\n      ca_file: {}\n",
+            yaml_str(ca)
+        );
+    }
+    y
 }

@@ -32,14 +32,17 @@ pub struct OsResult {
     pub cached: bool,
 }
 
-/// What a node adds to its image's base OS: the cluster's Kubernetes binaries (from the
-/// download cache) and their units. Shared by every node of the cluster on that arch.
+/// What a node adds to its image's base OS: the cluster's Kubernetes binaries (pinned
+/// downloads, fetched into the download cache when missing) and their units. Shared by
+/// every node of the cluster on that arch.
 #[derive(Debug, Clone, Default)]
 pub struct OsExtras {
-    /// Path in the image, cached file's digest and size, mode.
-    pub binaries: Vec<(String, Digest, u64, u32)>,
+    /// Path in the image, the pinned download, mode.
+    pub binaries: Vec<(String, Download, u32)>,
     /// Path in the image and text (mode 0644).
     pub texts: Vec<(String, String)>,
+    /// Path in the image and target.
+    pub symlinks: Vec<(String, String)>,
 }
 
 impl OsResult {
@@ -171,12 +174,16 @@ pub fn assemble(
     for s in &spec.symlinks {
         fs.add_symlink(&s.path, &s.target)?;
     }
-    for (path, digest, _, mode) in &extras.binaries {
+    for (path, download, mode) in &extras.binaries {
+        let digest = &download.sha256;
         fs.add_file_from(path, &cache.path(digest), digest, *mode, 0, 0)
             .context(|| format!("adding {path}"))?;
     }
     for (path, text) in &extras.texts {
         fs.add_file(path, text.as_bytes(), 0o644, 0, 0)?;
+    }
+    for (path, target) in &extras.symlinks {
+        fs.add_symlink(path, target)?;
     }
     // After the spec's own files, which may add units.
     for unit in &spec.services {
@@ -229,7 +236,8 @@ fn step_key(
         "services": spec.services,
         "default_target": spec.default_target,
         "compression": "zstd",
-        "extra_binaries": extras.binaries.iter().map(|(p, d, size, mode)| format!("{p} {d} {size} {mode:o}")).collect::<Vec<_>>(),
+        "extra_binaries": extras.binaries.iter().map(|(p, d, mode)| format!("{p} {} {mode:o}", d.sha256)).collect::<Vec<_>>(),
+        "extra_symlinks": extras.symlinks.iter().map(|(p, t)| format!("{p} {t}")).collect::<Vec<_>>(),
         "extra_texts": extras.texts.iter().map(|(p, t)| format!("{p} {}", Digest::of(t.as_bytes()))).collect::<Vec<_>>(),
         "boot_files": "raspi-firmware+broadcom-dtbs",
     });
@@ -293,21 +301,24 @@ pub fn build_os_with(
                 name: format!("{} {} {}", p.name, p.version, p.arch),
                 url: format!("{mirror}/{}", p.path),
                 sha256: sha,
-                size: p.size,
+                size: Some(p.size),
             });
         }
     }
     cache.fetch_all(&downloads, ctx.progress)?;
+    let binaries: Vec<Download> = extras
+        .binaries
+        .iter()
+        .filter(|(_, d, _)| !cache.has(&d.sha256))
+        .map(|(_, d, _)| d.clone())
+        .collect();
+    cache.fetch_all(&binaries, ctx.progress).map_err(|e| {
+        Error::msg(format!(
+            "{e}\nwhere this machine cannot reach that URL, download the file elsewhere and add it with `cargo xtask prefetch URL --file PATH` (checked against the lock's sha256)"
+        ))
+    })?;
     let spinner =
         cairn_steps::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
-    for (path, digest, _, _) in &extras.binaries {
-        if !cache.has(digest) {
-            return Err(Error::msg(format!(
-                "{path} ({digest}) is pinned in inputs.lock but not in the download cache {}: run `cargo xtask prefetch URL --file PATH` again",
-                ctx.cache.display()
-            )));
-        }
-    }
     let mut fs = assemble(&store, &cache, spec, lock, arch, epoch, extras)
         .context(|| format!("assembling {image} for {arch}"))?;
     let kver = crate::initramfs::kernel_release(&fs, image, arch)?;

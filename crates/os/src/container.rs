@@ -140,7 +140,7 @@ struct PlannedDownload {
     url: String,
     path: String,
     sha256: Digest,
-    size: u64,
+    size: Option<u64>,
     mode: u32,
     uid: u64,
     gid: u64,
@@ -371,7 +371,7 @@ pub fn build_image(
                         name: format!("{} {} {}", pkg.name, pkg.version, pkg.arch),
                         url: format!("{mirror}/{}", pkg.path),
                         sha256: sha,
-                        size: pkg.size,
+                        size: Some(pkg.size),
                     });
                 }
             }

@@ -12,7 +12,8 @@ pub use image::{
     SymlinkSpec, UserSpec,
 };
 pub use node::{
-    Board, BootMethod, ClusterSpec, Distribution, KubernetesSpec, NetworkSpec, NodeSpec, Role,
+    Board, BootMethod, ClusterSpec, Distribution, KUBEADM_LAST_ARM_MINOR, KubernetesSpec,
+    NetworkSpec, NodeSpec, Role,
 };
 pub use values::{Arch, Cidr, Hostname, MacAddress, Mode, Name};
 
@@ -40,6 +41,7 @@ impl Project {
             }
             let node = NodeSpec::load(&path)?;
             node.check_image(&images)?;
+            node.check_cluster(&cluster, &images)?;
             nodes.push(node);
         }
         Ok(Project {

@@ -15,6 +15,15 @@ pub enum Distribution {
     K3s,
 }
 
+impl Distribution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distribution::Kubeadm => "kubeadm",
+            Distribution::K3s => "k3s",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
@@ -30,6 +39,55 @@ pub struct KubernetesSpec {
     /// a template with `{version}`, `{go_arch}` and `{name}` (kubeadm, kubelet, kubectl, k3s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_url: Option<String>,
+}
+
+/// The first Kubernetes minor release without `linux/arm` kubelet and kubeadm binaries
+/// (kubernetes PR 115742; only kubectl is still built for it).
+pub const KUBEADM_LAST_ARM_MINOR: u32 = 26;
+
+impl KubernetesSpec {
+    /// `(major, minor, patch)` of `version`, checked against the distribution's form:
+    /// `1.32.7` for kubeadm, `1.32.7+k3s1` for k3s.
+    pub fn parse_version(&self) -> Result<(u32, u32, u32), String> {
+        let v = &self.version;
+        let (core, suffix) = match v.split_once('+') {
+            Some((c, s)) => (c, Some(s)),
+            None => (v.as_str(), None),
+        };
+        let example = match self.distribution {
+            Distribution::Kubeadm => "\"1.32.7\" (no leading v)",
+            Distribution::K3s => "\"1.32.7+k3s1\" (no leading v)",
+        };
+        let bad = || {
+            format!(
+                "version {v:?} is not a {} release: write it like {example}",
+                self.distribution.as_str()
+            )
+        };
+        let parts: Vec<u32> = core
+            .split('.')
+            .map(|p| {
+                (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| p.parse().ok())
+                    .flatten()
+            })
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(bad)?;
+        let [major, minor, patch] = parts[..] else {
+            return Err(bad());
+        };
+        let suffix_ok = match (self.distribution, suffix) {
+            (Distribution::Kubeadm, None) => true,
+            (Distribution::K3s, Some(s)) => s
+                .strip_prefix("k3s")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            _ => false,
+        };
+        if !suffix_ok {
+            return Err(bad());
+        }
+        Ok((major, minor, patch))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -109,6 +167,9 @@ impl ClusterSpec {
                     k.service_cidr, k.pod_cidr
                 ),
             ));
+        }
+        if let Err(msg) = k.parse_version() {
+            return Err(err("version", msg));
         }
         if !valid_endpoint(&k.control_plane_endpoint) {
             return Err(err(
@@ -381,6 +442,63 @@ impl NodeSpec {
             }
         }
         Ok(node)
+    }
+
+    /// Checks what the node needs of the cluster's Kubernetes distribution: upstream builds
+    /// of it for the node's arch, and one container runtime in its image (k3s bundles its
+    /// own containerd; kubeadm needs the image's).
+    pub fn check_cluster(
+        &self,
+        cluster: &ClusterSpec,
+        images: &[ImageSpec],
+    ) -> Result<(), SpecError> {
+        let k = &cluster.kubernetes;
+        if k.distribution == Distribution::Kubeadm && self.arch == Arch::Armv7 {
+            let (major, minor, _) = k.parse_version().unwrap_or((1, u32::MAX, 0));
+            if major > 1 || minor > KUBEADM_LAST_ARM_MINOR {
+                return Err(SpecError::at(
+                    &self.path,
+                    &self.source,
+                    find_key(&self.source, "arch"),
+                    format!(
+                        "an armv7 node cannot run kubeadm {}: Kubernetes publishes no linux/arm kubelet or kubeadm since 1.27 (only kubectl). Use distribution = \"k3s\" in {} (k3s publishes k3s-armhf), or an aarch64 board (arch = \"aarch64\" on a Raspberry Pi 3 or 4)",
+                        k.version,
+                        cluster.path.display()
+                    ),
+                ));
+            }
+        }
+        let Some(image) = images.iter().find(|i| &i.name == self.image.get_ref()) else {
+            return Ok(());
+        };
+        let packages = image.packages_for(self.arch);
+        let has_containerd = packages
+            .iter()
+            .any(|p| p == "containerd" || p == "containerd.io");
+        let span = Some(self.image.span());
+        match k.distribution {
+            Distribution::K3s if has_containerd => Err(SpecError::at(
+                &self.path,
+                &self.source,
+                span,
+                format!(
+                    "image {:?} installs containerd, but k3s runs its own bundled containerd and a node runs one runtime: remove containerd (and containerd.service) from {}, or give the node an image without it",
+                    image.name,
+                    image.path.display()
+                ),
+            )),
+            Distribution::Kubeadm if !has_containerd => Err(SpecError::at(
+                &self.path,
+                &self.source,
+                span,
+                format!(
+                    "image {:?} has no container runtime, and kubeadm's kubelet needs one: add \"containerd\" and \"runc\" to `packages` and \"containerd.service\" to `services` in {}",
+                    image.name,
+                    image.path.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that the node's image exists, is an OS image and is built for the node's arch.

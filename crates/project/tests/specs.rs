@@ -1,4 +1,4 @@
-use cairn_project::{Arch, ImageKind, Project, Role};
+use cairn_project::{Arch, Distribution, ImageKind, Project, Role};
 use std::path::{Path, PathBuf};
 
 fn repo_root() -> PathBuf {
@@ -26,8 +26,17 @@ fn example_project_loads() {
     );
     assert_eq!(
         project.cluster.kubernetes.pod_cidr.to_string(),
-        "10.244.0.0/16"
+        "10.42.0.0/16"
     );
+    assert_eq!(project.cluster.kubernetes.distribution, Distribution::K3s);
+    assert_eq!(project.cluster.kubernetes.parse_version(), Ok((1, 32, 7)));
+    // The kubeadm example beside it loads too, with no armv7 node.
+    let kubeadm = Project::load(&repo_root().join("examples/kubeadm")).expect("kubeadm example");
+    assert_eq!(
+        kubeadm.cluster.kubernetes.distribution,
+        Distribution::Kubeadm
+    );
+    assert!(kubeadm.nodes.iter().all(|n| n.arch != Arch::Armv7));
     assert!(
         project
             .image("node-os")
@@ -39,6 +48,11 @@ fn example_project_loads() {
 
 /// A scratch project: the examples copied, with one file replaced.
 fn project_with(file: &str, text: &str) -> (tempfile::TempDir, String) {
+    project_with_files(&[(file, text)])
+}
+
+/// A scratch project: the examples copied, with files replaced; the error it loads with.
+fn project_with_files(replaced: &[(&str, &str)]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for sub in ["nodes", "images", "images/files"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -49,7 +63,9 @@ fn project_with(file: &str, text: &str) -> (tempfile::TempDir, String) {
             }
         }
     }
-    std::fs::write(dir.path().join(file), text).unwrap();
+    for (file, text) in replaced {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
     let err = Project::load(dir.path())
         .expect_err("the spec is invalid")
         .to_string();
@@ -180,7 +196,7 @@ fn bad_cluster_cidr_and_image_arch() {
     let cluster = std::fs::read_to_string(repo_root().join("nodes/cluster.toml")).unwrap();
     let (_d, err) = project_with(
         "nodes/cluster.toml",
-        &cluster.replace("10.96.0.0/12", "10.244.1.0/24"),
+        &cluster.replace("10.43.0.0/16", "10.42.1.0/24"),
     );
     assert!(
         err.contains("cluster.toml:")
@@ -190,7 +206,7 @@ fn bad_cluster_cidr_and_image_arch() {
     );
     let (_d, err) = project_with(
         "nodes/cluster.toml",
-        &cluster.replace("10.244.0.0/16", "10.244.0.0/x"),
+        &cluster.replace("10.42.0.0/16", "10.42.0.0/x"),
     );
     assert!(
         err.contains("key `kubernetes.pod_cidr`") && err.contains("invalid CIDR"),
@@ -234,7 +250,7 @@ fn errors_in_array_tables_and_multi_line_arrays_point_at_the_right_line() {
         &image.replace("\"ethtool\", ", "7, "),
     );
     assert!(
-        err.contains("node-os.toml:9:")
+        err.contains("node-os.toml:11:")
             && err.contains("key `packages`")
             && err.contains("invalid type: integer"),
         "{err}"
@@ -287,4 +303,115 @@ fn errors_in_array_tables_and_multi_line_arrays_point_at_the_right_line() {
         &haproxy.replace("suite = \"trixie\"", "suite = \"trixie/../x\""),
     );
     assert!(err.contains("key `suite`"), "{err}");
+}
+
+/// Kubernetes publishes no linux/arm kubelet or kubeadm since 1.27: an armv7 node in such a
+/// kubeadm cluster is refused at its `arch`, saying why and what to do.
+#[test]
+fn armv7_nodes_need_k3s_or_an_older_kubeadm() {
+    let cluster = std::fs::read_to_string(repo_root().join("nodes/cluster.toml")).unwrap();
+    let image = std::fs::read_to_string(repo_root().join("images/node-os.toml")).unwrap();
+    // kubeadm's node image carries containerd.
+    let kubeadm_image = image
+        .replace("\"udev\", ", "\"udev\", \"containerd\", \"runc\", ")
+        .replace(
+            "\"ssh.service\"]",
+            "\"ssh.service\", \"containerd.service\"]",
+        );
+    let kubeadm = |version: &str| {
+        cluster
+            .replace("distribution = \"k3s\"", "distribution = \"kubeadm\"")
+            .replace("1.32.7+k3s1", version)
+    };
+    let (_d, err) = project_with_files(&[
+        ("nodes/cluster.toml", &kubeadm("1.32.7")),
+        ("images/node-os.toml", &kubeadm_image),
+    ]);
+    assert_names(
+        &err,
+        "pi-legacy.toml",
+        3,
+        "arch",
+        "an armv7 node cannot run kubeadm 1.32.7: Kubernetes publishes no linux/arm kubelet or kubeadm since 1.27",
+    );
+    assert!(
+        err.contains("Use distribution = \"k3s\"") && err.contains("aarch64"),
+        "{err}"
+    );
+    let (_d, err) = project_with_files(&[
+        ("nodes/cluster.toml", &kubeadm("1.27.0")),
+        ("images/node-os.toml", &kubeadm_image),
+    ]);
+    assert!(
+        err.contains("pi-legacy.toml:3:") && err.contains("kubeadm 1.27.0"),
+        "{err}"
+    );
+    // 1.26 still had linux/arm builds.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["nodes", "images", "images/files"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo_root().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.path().join("nodes/cluster.toml"), kubeadm("1.26.15")).unwrap();
+    std::fs::write(dir.path().join("images/node-os.toml"), &kubeadm_image).unwrap();
+    Project::load(dir.path()).expect("kubeadm 1.26 on armv7 loads");
+}
+
+/// One container runtime per node: k3s bundles containerd, kubeadm needs the image's.
+#[test]
+fn a_node_runs_exactly_one_container_runtime() {
+    let image = std::fs::read_to_string(repo_root().join("images/node-os.toml")).unwrap();
+    let (_d, err) = project_with(
+        "images/node-os.toml",
+        &image.replace("\"udev\", ", "\"udev\", \"containerd\", "),
+    );
+    assert!(
+        err.contains("pi-control.toml:7:")
+            && err.contains("key `image`")
+            && err.contains(
+                "image \"node-os\" installs containerd, but k3s runs its own bundled containerd"
+            ),
+        "{err}"
+    );
+    let cluster = std::fs::read_to_string(repo_root().join("nodes/cluster.toml")).unwrap();
+    let no_armv7 = cluster
+        .replace("distribution = \"k3s\"", "distribution = \"kubeadm\"")
+        .replace("1.32.7+k3s1", "1.26.15");
+    let (_d, err) = project_with("nodes/cluster.toml", &no_armv7);
+    assert!(
+        err.contains("key `image`")
+            && err.contains(
+                "has no container runtime, and kubeadm's kubelet needs one: add \"containerd\""
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn kubernetes_versions_have_the_distribution_form() {
+    let cluster = std::fs::read_to_string(repo_root().join("nodes/cluster.toml")).unwrap();
+    for bad in [
+        "1.32.7",
+        "v1.32.7+k3s1",
+        "1.32+k3s1",
+        "1.32.7+rke2r1",
+        "1.32.7+k3s",
+    ] {
+        let (_d, err) = project_with(
+            "nodes/cluster.toml",
+            &cluster.replace("\"1.32.7+k3s1\"", &format!("\"{bad}\"")),
+        );
+        assert!(
+            err.contains("key `kubernetes.version`")
+                && err.contains(&format!(
+                    "version {bad:?} is not a k3s release: write it like \"1.32.7+k3s1\""
+                )),
+            "{bad}: {err}"
+        );
+    }
 }

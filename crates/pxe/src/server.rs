@@ -93,7 +93,7 @@ pub fn ipxe_files(
                 name: format!("ipxe {}", package.version),
                 url: format!("{mirror}/{}", package.path),
                 sha256: sha,
-                size: package.size,
+                size: Some(package.size),
             }],
             ctx.progress,
         )?;

@@ -24,6 +24,9 @@ k3s)
   : "${join_token:?the secrets file has no join_token}"
   umask 077
   printf '%s\n' "$join_token" > /run/cairn/k3s-token
-  exec systemctl start k3s.service
+  # k3s is the node's daemon (server or agent, with its own containerd): it runs on every
+  # boot and re-registers with the state it keeps under /var/lib/rancher/k3s. Not waited
+  # for: an agent is ready only once it reaches a server.
+  exec systemctl start --no-block k3s.service
   ;;
 esac

@@ -38,6 +38,16 @@ for arg in $(cat /proc/cmdline); do
       i=$((i+1))
     done
     echo "cairn-kubernetes: $(systemctl show -p ActiveState --value cairn-kubernetes.service) $(systemctl show -p Result --value cairn-kubernetes.service)"
+    if [ "$CAIRN_DISTRIBUTION" = k3s ]; then
+      # k3s was started, not waited for: let it report ready.
+      i=0
+      while [ $i -lt 120 ]; do
+        case "$(systemctl show -p ActiveState --value k3s.service)" in active | failed) break ;; esac
+        sleep 1
+        i=$((i+1))
+      done
+      echo "cairn-k3s: $(systemctl show -p ActiveState --value k3s.service) $(systemctl show -p SubState --value k3s.service)"
+    fi
     echo "cairn-journal: begin"
     journalctl -b --no-pager -o short-monotonic | tail -n 4000
     echo "cairn-journal: end"
