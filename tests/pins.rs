@@ -229,6 +229,23 @@ fn lock_pins_k3s_from_the_release_checksums_and_build_node_fetches_and_checks_it
         std::fs::read_to_string(p.join("inputs.lock")).unwrap(),
         lock
     );
+
+    // Pinned, but the binary's server cannot be reached at build time: the URL is named
+    // with the way around it.
+    set_download_url(
+        p,
+        &format!("{dead}/k3s/v{{version}}/{{asset}}"),
+        Some("1.32.7+k3s1"),
+    );
+    std::fs::write(p.join("inputs.lock"), lock.replace(&server.url, &dead)).unwrap();
+    let err = run_err(&mut build("pi-legacy"));
+    assert!(
+        err.contains(&format!(
+            "fetching kubernetes/k3s-arm from {dead}/k3s/v1.32.7+k3s1/k3s-armhf"
+        )) && err.contains("Connection refused")
+            && err.contains("add it with `cargo xtask prefetch URL --file PATH`"),
+        "{err}"
+    );
 }
 
 /// dl.k8s.io's form: a `.sha256` file holding only the hash, next to each binary.

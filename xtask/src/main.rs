@@ -55,7 +55,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Resolve every image's Debian packages per arch and pin them in inputs.lock
+    /// Resolve every image's Debian packages per arch, pin the nodes' Kubernetes binaries from upstream's checksum files, and write inputs.lock
     Lock(lock::Args),
     /// Build a container image (all its arches, or those given) into the store
     BuildImage(build_image::Args),
@@ -77,7 +77,7 @@ enum Command {
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
     Pull(pull::Args),
-    /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock, from the URL or a local file
+    /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock: fetched, from a local file, or to a published sha256
     Prefetch(prefetch::Args),
     /// Check or clean the store
     #[command(subcommand)]

@@ -121,7 +121,7 @@ impl Cache {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(FetchError::Transient(Error::msg(format!(
-                        "truncated download: the connection dropped after {} bytes{} ({e})",
+                        "truncated download: the connection dropped after {}{} bytes ({e})",
                         w.n_bytes(),
                         item.size.map_or_else(String::new, |s| format!(" of {s}"))
                     ))));
