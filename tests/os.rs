@@ -153,7 +153,7 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
     for needed in [
         "squashfs-root/usr/lib/systemd/systemd",
         "squashfs-root/usr/sbin/sshd",
-        "squashfs-root/usr/bin/socat",
+        "squashfs-root/usr/sbin/nft",
         "squashfs-root/usr/bin/busybox",
     ] {
         assert!(
