@@ -130,6 +130,14 @@ pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Standard base64 (as cosign's signature annotation holds it), decoded.
+pub fn b64decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {text}"))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     cairn_formats::Digest::of(bytes).hex()
 }

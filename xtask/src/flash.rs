@@ -27,6 +27,10 @@ pub struct Args {
     /// Pull the node from this registry and namespace first (e.g. harbor.example.lan/homelab)
     #[arg(long)]
     pub from: Option<String>,
+    /// With --from: refuse the node unless it carries a cosign signature by this public key
+    /// (PEM, as `cargo xtask keygen` or `cosign generate-key-pair` writes it)
+    #[arg(long, value_name = "KEY.pub", requires = "from")]
+    pub verify_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Print what was written as JSON
@@ -47,7 +51,12 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     if let Some(from) = &args.from {
         let project = crate::load_project(env).ok();
         let options = args.registry.options(from.clone(), project.as_ref())?;
-        cairn_deliver::publish::pull(&env.ctx, &args.node, &options)
+        let verify = args
+            .verify_key
+            .as_deref()
+            .map(cairn_deliver::publish::Verify::load)
+            .transpose()?;
+        cairn_deliver::publish::pull(&env.ctx, &args.node, &options, verify.as_ref())
             .map_err(|e| e.context(format!("pulling {} from {from}", args.node)))?;
     }
     let store = env.ctx.open_store()?;

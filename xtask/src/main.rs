@@ -11,6 +11,7 @@ mod build_os;
 mod export;
 mod flash;
 mod import;
+mod keygen;
 mod lock;
 mod prefetch;
 mod publish;
@@ -77,6 +78,8 @@ enum Command {
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
     Pull(pull::Args),
+    /// Make a signing key pair for `publish --sign` (PREFIX.key) and `--verify-key` (PREFIX.pub)
+    Keygen(keygen::Args),
     /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock: fetched, from a local file, or to a published sha256
     Prefetch(prefetch::Args),
     /// Check or clean the store
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
         Command::BuildNode(args) => build_node::run(&env, args),
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
+        Command::Keygen(args) => keygen::run(&env, args),
         Command::Flash(args) => flash::run(&env, args),
         Command::ServePxe(args) => serve_pxe::run(&env, args),
         Command::Export(args) => export::run(&env, args),

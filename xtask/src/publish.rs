@@ -17,6 +17,11 @@ pub struct Args {
     pub to: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Sign every manifest pushed, in cosign's format (tag sha256-<hex>.sig), with this key:
+    /// PKCS#8 PEM P-256 (`cargo xtask keygen`, openssl) or cosign's encrypted key (password
+    /// in COSIGN_PASSWORD)
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<std::path::PathBuf>,
     /// Print what was pushed (digests, blobs and bytes uploaded) as JSON
     #[arg(long)]
     pub json: bool,
@@ -39,10 +44,23 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let to = target(args.to.clone(), &project);
     let options = args.registry.options(to.clone(), Some(&project))?;
     let registry = to.split('/').next().unwrap_or(&to).to_string();
+    // The key is read before anything is built or pushed.
+    let key = args
+        .sign
+        .as_deref()
+        .map(cairn_deliver::sign::load_signing_key)
+        .transpose()?;
     let mut out = Vec::new();
     for name in &names {
-        let p = cairn_deliver::publish::publish(&env.ctx, &project, &lock, name, &options)
-            .map_err(|e| e.context(format!("publishing {name}")))?;
+        let p = cairn_deliver::publish::publish(
+            &env.ctx,
+            &project,
+            &lock,
+            name,
+            &options,
+            key.as_ref(),
+        )
+        .map_err(|e| e.context(format!("publishing {name}")))?;
         if !args.json {
             eprintln!(
                 "{name}: pushed {registry}/{}:{} ({}) {}: {} of {} blobs uploaded ({:.1} MiB), {} already there, {} mounted",
@@ -56,6 +74,13 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                 p.report.blobs_present,
                 p.report.blobs_mounted
             );
+            if !p.signatures.is_empty() {
+                eprintln!(
+                    "{name}: signed {} manifest(s) with {}",
+                    p.signatures.len(),
+                    key.as_ref().map(|k| k.public().id()).unwrap_or_default()
+                );
+            }
         }
         out.push(p.to_json(&registry));
     }

@@ -13,6 +13,10 @@ pub struct Args {
     pub from: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Refuse an image or node unless it carries a cosign signature by this public key
+    /// (PEM, as `cargo xtask keygen` or `cosign generate-key-pair` writes it)
+    #[arg(long, value_name = "KEY.pub")]
+    pub verify_key: Option<std::path::PathBuf>,
     /// Print what was pulled as JSON
     #[arg(long)]
     pub json: bool,
@@ -31,9 +35,14 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         }
     };
     let options = args.registry.options(from.clone(), project.as_ref().ok())?;
+    let verify = args
+        .verify_key
+        .as_deref()
+        .map(cairn_deliver::publish::Verify::load)
+        .transpose()?;
     let mut out = Vec::new();
     for name in &args.names {
-        let p = cairn_deliver::publish::pull(&env.ctx, name, &options)
+        let p = cairn_deliver::publish::pull(&env.ctx, name, &options, verify.as_ref())
             .map_err(|e| e.context(format!("pulling {name}")))?;
         if !args.json {
             eprintln!(
@@ -54,6 +63,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             "blobs_present": p.report.blobs_present,
             "bytes_downloaded": p.report.bytes_downloaded,
             "resumed": p.report.resumed,
+            "verified_by": verify.as_ref().map(|v| v.key.id()),
         }));
     }
     if args.json {

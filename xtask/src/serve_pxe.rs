@@ -37,6 +37,10 @@ pub struct Args {
     /// when the server starts (so a missing or bad node fails before a machine boots)
     #[arg(long)]
     pub from: Option<String>,
+    /// With --from: refuse a node unless it carries a cosign signature by this public key
+    /// (PEM, as `cargo xtask keygen` or `cosign generate-key-pair` writes it)
+    #[arg(long, value_name = "KEY.pub", requires = "from")]
+    pub verify_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -67,6 +71,11 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         )),
         None => None,
     };
+    let verify = args
+        .verify_key
+        .as_deref()
+        .map(cairn_deliver::publish::Verify::load)
+        .transpose()?;
     let mut nodes = Vec::new();
     for name in &names {
         let spec = project
@@ -82,7 +91,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .ok_or_else(|| Error::msg(format!("node {name} has no MAC address")))?;
         let result = match &pull_options {
             Some((from, options)) => {
-                cairn_deliver::publish::pull(&env.ctx, name, options)
+                cairn_deliver::publish::pull(&env.ctx, name, options, verify.as_ref())
                     .map_err(|e| e.context(format!("pulling {name} from {from}")))?;
                 None
             }

@@ -130,16 +130,16 @@ pub fn run(ctx: &Context, image: &str, node: Option<&str>) -> Result<PushBench, 
 
     let ours = start_registry()?;
     let start = Instant::now();
-    let first = publish(&ctx, &project, &lock, image, &options(&ours.host))?;
+    let first = publish(&ctx, &project, &lock, image, &options(&ours.host), None)?;
     let cairn_time = start.elapsed();
     let start = Instant::now();
-    let again = publish(&ctx, &project, &lock, image, &options(&ours.host))?;
+    let again = publish(&ctx, &project, &lock, image, &options(&ours.host), None)?;
     let repeated = start.elapsed();
 
     let (mut node_push_s, mut node_bytes) = (None, None);
     if let Some(n) = node {
         let start = Instant::now();
-        let p = publish(&ctx, &project, &lock, n, &options(&ours.host))?;
+        let p = publish(&ctx, &project, &lock, n, &options(&ours.host), None)?;
         node_push_s = Some((start.elapsed().as_secs_f64() * 100.0).round() / 100.0);
         node_bytes = Some(p.report.bytes_uploaded);
     }

@@ -37,6 +37,8 @@ pub struct Published {
     pub tag: String,
     pub digest: Digest,
     pub report: PushReport,
+    /// The signature tags (`sha256-<hex>.sig`) pushed with `--sign`, one per manifest.
+    pub signatures: Vec<String>,
 }
 
 impl Published {
@@ -52,17 +54,20 @@ impl Published {
             "blobs_mounted": self.report.blobs_mounted,
             "bytes_uploaded": self.report.bytes_uploaded,
             "manifests": self.report.manifests,
+            "signatures": self.signatures,
         })
     }
 }
 
-/// Builds `name` (an image or a node) if needed and pushes it.
+/// Builds `name` (an image or a node) if needed and pushes it; with `sign`, signs every
+/// manifest pushed (an image's index and per-arch manifests, a node's artifact manifest).
 pub fn publish(
     ctx: &Context,
     project: &Project,
     lock: &Lockfile,
     name: &str,
     options: &RegistryOptions,
+    sign: Option<&cairn_trust::SigningKey>,
 ) -> Result<Published, Error> {
     let (client, namespace) = options.client()?;
     let (kind, root) = if let Some(image) = project.image(name) {
@@ -129,6 +134,16 @@ pub fn publish(
         )
     })?;
     bars.clear();
+    let mut signatures = Vec::new();
+    if let Some(key) = sign {
+        let bytes = store.read_blob(&root.digest)?;
+        let (manifests, _) = cairn_registry::push::children(&bytes)?;
+        for digest in std::iter::once(root.digest).chain(manifests.iter().map(|m| m.digest)) {
+            let (tag, _) = crate::sign::sign(&client, &store, &repo, &digest, key)
+                .context(|| format!("signing {name} {digest} in {}/{repo}", client.config.host))?;
+            signatures.push(tag);
+        }
+    }
     Ok(Published {
         name: name.to_string(),
         kind,
@@ -136,6 +151,7 @@ pub fn publish(
         tag: options.tag.clone(),
         digest: root.digest,
         report,
+        signatures,
     })
 }
 
@@ -270,13 +286,43 @@ pub struct Pulled {
     pub report: cairn_registry::pull::PullReport,
 }
 
-/// Pulls `name` from the registry into the store and tags it `name`.
-pub fn pull(ctx: &Context, name: &str, options: &RegistryOptions) -> Result<Pulled, Error> {
+/// A public key a pull must find a signature of.
+pub struct Verify {
+    pub key: cairn_trust::PublicKey,
+    pub path: std::path::PathBuf,
+}
+
+impl Verify {
+    pub fn load(path: &std::path::Path) -> Result<Verify, Error> {
+        Ok(Verify {
+            key: crate::sign::load_public_key(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Pulls `name` from the registry into the store and tags it `name`. With `verify`, the
+/// tag's manifest must carry a signature of that key, checked before anything is pulled.
+pub fn pull(
+    ctx: &Context,
+    name: &str,
+    options: &RegistryOptions,
+    verify: Option<&Verify>,
+) -> Result<Pulled, Error> {
     let (client, namespace) = options.client()?;
     let repo = repository(&namespace, name);
     let store = ctx.open_store()?;
+    let mut reference = options.tag.clone();
+    if let Some(v) = verify {
+        let (root, _) = cairn_registry::pull::get_manifest(&client, &repo, &options.tag)
+            .map_err(Error::from)
+            .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
+        crate::sign::verify(&client, &store, &repo, &root.digest, &v.key, &v.path)?;
+        // Pull what was verified, whatever the tag points at by now.
+        reference = root.digest.to_string();
+    }
     let bars = cairn_steps::progress::BlobBars::new(ctx.progress, "pulling");
-    let (root, report) = cairn_registry::pull::pull(&client, &store, &repo, &options.tag, &bars)
+    let (root, report) = cairn_registry::pull::pull(&client, &store, &repo, &reference, &bars)
         .map_err(Error::from)
         .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
     bars.clear();

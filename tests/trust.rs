@@ -1,0 +1,533 @@
+//! Signed publishing, in cosign's format, against Debian's docker-registry on 127.0.0.1:
+//! `keygen`, `publish --sign` (a Cairn key and an openssl key on the same manifests),
+//! an independent check of each signature with skopeo (which fetches the payload) and
+//! `openssl dgst -verify`, and `pull --verify-key` refusing what is unsigned, signed by
+//! another key, signed for another digest, or altered.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::registry::{Auth, Registry, b64std};
+use support::{copy_project, json, require_tool, run_err, run_ok, xtask};
+
+const USER: &str = "ci-robot";
+const PASSWORD: &str = "s3cret-robot-pw";
+
+struct Site {
+    reg: Registry,
+    dir: tempfile::TempDir,
+    auth_file: std::path::PathBuf,
+}
+
+impl Site {
+    fn xtask(&self, root: &Path) -> Command {
+        let mut c = xtask(root);
+        c.env("REGISTRY_AUTH_FILE", &self.auth_file);
+        c
+    }
+
+    fn target(&self) -> String {
+        format!("{}/homelab", self.reg.host)
+    }
+
+    fn skopeo(&self, args: &[&str]) -> String {
+        run_ok(
+            Command::new(require_tool("skopeo", "skopeo"))
+                .args(args)
+                .arg("--authfile")
+                .arg(&self.auth_file),
+        )
+    }
+
+    /// curl against the registry's API with the robot's credentials.
+    fn curl(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
+        let file = self.dir.path().join("curl-body");
+        std::fs::write(&file, body).unwrap();
+        run_ok(
+            Command::new(require_tool("curl", "curl"))
+                .args(["-fsS", "-X", method, "-u", &format!("{USER}:{PASSWORD}")])
+                .args(["-H", &format!("Content-Type: {content_type}")])
+                .arg("--data-binary")
+                .arg(format!("@{}", file.display()))
+                .arg(format!("http://{}/v2/{path}", self.reg.host)),
+        )
+    }
+
+    /// Uploads a blob to `repo`: POST starts an upload, PUT to its Location ends it.
+    fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = format!("sha256:{}", support::sha256_hex(bytes));
+        let headers = run_ok(
+            Command::new(require_tool("curl", "curl"))
+                .args([
+                    "-fsS",
+                    "-o",
+                    "/dev/null",
+                    "-D",
+                    "-",
+                    "-X",
+                    "POST",
+                    "-u",
+                    &format!("{USER}:{PASSWORD}"),
+                ])
+                .arg(format!("http://{}/v2/{repo}/blobs/uploads/", self.reg.host)),
+        );
+        let location = headers
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Location: ")
+                    .or_else(|| l.strip_prefix("location: "))
+            })
+            .unwrap_or_else(|| panic!("no Location in {headers}"))
+            .trim()
+            .to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = if location.starts_with("http") {
+            format!("{location}{sep}digest={digest}")
+        } else {
+            format!("http://{}{location}{sep}digest={digest}", self.reg.host)
+        };
+        let file = self.dir.path().join("blob-body");
+        std::fs::write(&file, bytes).unwrap();
+        run_ok(
+            Command::new(require_tool("curl", "curl"))
+                .args(["-fsS", "-X", "PUT", "-u", &format!("{USER}:{PASSWORD}")])
+                .args([
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", file.display()))
+                .arg(url),
+        );
+        digest
+    }
+}
+
+fn openssl() -> std::path::PathBuf {
+    require_tool("openssl", "openssl")
+}
+
+/// Checks a signature manifest's layer the way an outsider would: skopeo copies the
+/// signature "image" (payload blob included) to a directory, openssl verifies the
+/// annotation's signature over the payload bytes with the public key.
+fn openssl_verifies(site: &Site, repo: &str, digest: &str, public: &Path) -> Vec<bool> {
+    let tag = format!("sha256-{}.sig", &digest[7..]);
+    let out = site.dir.path().join(format!("sig-{}", &digest[7..19]));
+    let _ = std::fs::remove_dir_all(&out);
+    site.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/{repo}:{tag}", site.reg.host),
+        &format!("dir:{}", out.display()),
+    ]);
+    let manifest = json(&std::fs::read_to_string(out.join("manifest.json")).unwrap());
+    let mut results = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.dev.cosign.simplesigning.v1+json"
+        );
+        let payload = out.join(&layer["digest"].as_str().unwrap()[7..]);
+        let claims = json(&std::fs::read_to_string(&payload).unwrap());
+        assert_eq!(
+            claims["critical"]["image"]["docker-manifest-digest"],
+            digest
+        );
+        assert_eq!(
+            claims["critical"]["type"],
+            "cosign container image signature"
+        );
+        assert_eq!(
+            claims["critical"]["identity"]["docker-reference"],
+            format!("{}/{repo}", site.reg.host)
+        );
+        let sig = support::b64decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        );
+        let sig_file = out.join("sig.der");
+        std::fs::write(&sig_file, sig).unwrap();
+        let o = Command::new(openssl())
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(public)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&payload)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.success(), said.contains("Verified OK"), "{said}");
+        results.push(o.status.success());
+    }
+    results
+}
+
+#[test]
+fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_cover() {
+    let reg = Registry::start(Auth::Basic {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            reg.host,
+            b64std(format!("{USER}:{PASSWORD}").as_bytes())
+        ),
+    )
+    .unwrap();
+    let site = Site {
+        reg,
+        dir,
+        auth_file,
+    };
+    let project = site.dir.path().join("project");
+    copy_project(&project);
+    let keys = site.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+
+    // Cairn's key, and an openssl one (PKCS#8 PEM P-256) as a CI would bring.
+    let id = run_ok(
+        site.xtask(&project)
+            .args(["keygen", "--output"])
+            .arg(keys.join("cairn")),
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let mode = std::fs::metadata(keys.join("cairn.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let err = run_err(
+        site.xtask(&project)
+            .args(["keygen", "--output"])
+            .arg(keys.join("cairn")),
+    );
+    assert!(err.contains("exists: refusing to replace a key"), "{err}");
+    let ci_key = keys.join("ci.pem");
+    run_ok(
+        Command::new(openssl())
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(&ci_key),
+    );
+    run_ok(
+        Command::new(openssl())
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&ci_key)
+            .arg("-out")
+            .arg(keys.join("ci.pub")),
+    );
+    run_ok(
+        Command::new(openssl())
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(keys.join("stranger.pem")),
+    );
+    run_ok(
+        Command::new(openssl())
+            .args(["pkey", "-pubout", "-in"])
+            .arg(keys.join("stranger.pem"))
+            .arg("-out")
+            .arg(keys.join("stranger.pub")),
+    );
+    // The key is read before anything is built or pushed.
+    let err = run_err(
+        site.xtask(&project)
+            .args([
+                "publish",
+                "haproxy",
+                "--to",
+                &site.target(),
+                "--insecure",
+                "--sign",
+            ])
+            .arg(keys.join("cairn.pub")),
+    );
+    assert!(
+        err.contains("holds no private key") && err.contains("cairn.pub"),
+        "{err}"
+    );
+
+    let publish = |key: &Path| {
+        json(&run_ok(
+            site.xtask(&project)
+                .args([
+                    "publish",
+                    "haproxy",
+                    "--to",
+                    &site.target(),
+                    "--insecure",
+                    "--json",
+                    "--sign",
+                ])
+                .arg(key),
+        ))
+    };
+    let first = publish(&keys.join("cairn.key"));
+    let p = &first["published"][0];
+    let index = p["digest"].as_str().unwrap().to_string();
+    let signatures: Vec<&str> = p["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        signatures.len(),
+        4,
+        "the index and its three manifests: {signatures:?}"
+    );
+    assert_eq!(signatures[0], format!("sha256-{}.sig", &index[7..]));
+    assert_eq!(
+        openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("cairn.pub")),
+        [true]
+    );
+    // Every per-arch manifest is signed too.
+    let raw = json(&site.skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/homelab/haproxy:latest", site.reg.host),
+    ]));
+    for m in raw["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap();
+        assert_eq!(
+            openssl_verifies(&site, "homelab/haproxy", d, &keys.join("cairn.pub")),
+            [true]
+        );
+    }
+
+    // A second key adds its signature beside the first; signing again adds nothing.
+    publish(&ci_key);
+    assert_eq!(
+        openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("ci.pub")),
+        [false, true]
+    );
+    assert_eq!(
+        openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("cairn.pub")),
+        [true, false]
+    );
+    publish(&ci_key);
+    assert_eq!(
+        openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("ci.pub")).len(),
+        2
+    );
+
+    // pull --verify-key into an empty checkout: either key is accepted, a stranger's not.
+    let offline = site.dir.path().join("offline");
+    copy_project(&offline);
+    let pull = |name: &str, key: &str| {
+        let mut c = site.xtask(&offline);
+        c.args([
+            "pull",
+            name,
+            "--from",
+            &site.target(),
+            "--insecure",
+            "--json",
+            "--verify-key",
+        ])
+        .arg(keys.join(key));
+        c
+    };
+    let out = json(&run_ok(&mut pull("haproxy", "cairn.pub")));
+    assert_eq!(out["pulled"][0]["digest"], index.as_str());
+    run_ok(&mut pull("haproxy", "ci.pub"));
+    let err = run_err(&mut pull("haproxy", "stranger.pub"));
+    assert!(
+        err.contains(&format!(
+            "{}/homelab/haproxy@{index} is not signed by",
+            site.reg.host
+        )) && err.contains("stranger.pub")
+            && err.contains("2 signature(s)")
+            && err.contains("does not verify"),
+        "{err}"
+    );
+
+    // Unsigned: refused, and nothing of it tagged in the store.
+    let unsigned = json(&run_ok(site.xtask(&project).args([
+        "publish",
+        "keepalived",
+        "--to",
+        &site.target(),
+        "--insecure",
+        "--json",
+    ])));
+    let keepalived = unsigned["published"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        unsigned["published"][0]["signatures"],
+        serde_json::json!([])
+    );
+    let err = run_err(&mut pull("keepalived", "cairn.pub"));
+    assert!(
+        err.contains(&format!(
+            "homelab/keepalived@{keepalived} is not signed (there is no sha256-{}.sig)",
+            &keepalived[7..]
+        )),
+        "{err}"
+    );
+    let index_json = std::fs::read_to_string(offline.join("artifacts/index.json")).unwrap();
+    assert!(
+        !index_json.contains("keepalived"),
+        "a refused pull tags nothing"
+    );
+
+    // A valid signature replayed onto another digest: haproxy's signature manifest under
+    // keepalived's signature tag (its blobs uploaded to keepalived's repository).
+    let sig_dir = site.dir.path().join(format!("sig-{}", &index[7..19]));
+    let sig_manifest = std::fs::read(sig_dir.join("manifest.json")).unwrap();
+    let m = json(&String::from_utf8(sig_manifest.clone()).unwrap());
+    for blob in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+        let bytes = std::fs::read(sig_dir.join(&blob["digest"].as_str().unwrap()[7..])).unwrap();
+        site.put_blob("homelab/keepalived", &bytes);
+    }
+    let keepalived_sig = format!(
+        "homelab/keepalived/manifests/sha256-{}.sig",
+        &keepalived[7..]
+    );
+    site.curl(
+        "PUT",
+        &keepalived_sig,
+        "application/vnd.oci.image.manifest.v1+json",
+        &sig_manifest,
+    );
+    let err = run_err(&mut pull("keepalived", "cairn.pub"));
+    assert!(
+        err.contains(&format!("it signs {index}, not {keepalived}")),
+        "{err}"
+    );
+
+    // An altered payload (the claim rewritten to keepalived's digest) under the original
+    // signature: the signature no longer verifies.
+    let layer = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            let payload = std::fs::read(sig_dir.join(&l["digest"].as_str().unwrap()[7..])).unwrap();
+            let sig = support::b64decode(
+                l["annotations"]["dev.cosignproject.cosign/signature"]
+                    .as_str()
+                    .unwrap(),
+            );
+            let f = site.dir.path().join("check.der");
+            std::fs::write(&f, sig).unwrap();
+            let p = site.dir.path().join("check.payload");
+            std::fs::write(&p, payload).unwrap();
+            Command::new(openssl())
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(keys.join("cairn.pub"))
+                .arg("-signature")
+                .arg(&f)
+                .arg(&p)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        })
+        .unwrap()
+        .clone();
+    let payload = std::fs::read(sig_dir.join(&layer["digest"].as_str().unwrap()[7..])).unwrap();
+    let altered = String::from_utf8(payload)
+        .unwrap()
+        .replace(&index, &keepalived)
+        .replace("homelab/haproxy", "homelab/keepalived")
+        .into_bytes();
+    let altered_digest = site.put_blob("homelab/keepalived", &altered);
+    let mut forged = m.clone();
+    forged["layers"] = serde_json::json!([{
+        "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+        "size": altered.len(),
+        "digest": altered_digest,
+        "annotations": layer["annotations"],
+    }]);
+    site.curl(
+        "PUT",
+        &keepalived_sig,
+        "application/vnd.oci.image.manifest.v1+json",
+        forged.to_string().as_bytes(),
+    );
+    let err = run_err(&mut pull("keepalived", "cairn.pub"));
+    assert!(
+        err.contains("is not signed by") && err.contains("its signature does not verify with key"),
+        "{err}"
+    );
+    let index_json = std::fs::read_to_string(offline.join("artifacts/index.json")).unwrap();
+    assert!(!index_json.contains("keepalived"));
+    // cosign's encrypted key format, password from COSIGN_PASSWORD: signing keeps the
+    // (forged) signature already there and adds a good one, which pull then accepts.
+    run_ok(
+        site.xtask(&project)
+            .env("COSIGN_PASSWORD", "pw 1")
+            .args(["keygen", "--encrypt", "--output"])
+            .arg(keys.join("enc")),
+    );
+    let enc = std::fs::read_to_string(keys.join("enc.key")).unwrap();
+    assert!(
+        enc.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"),
+        "{enc}"
+    );
+    let sign_keepalived = |password: Option<&str>| {
+        let mut c = site.xtask(&project);
+        c.env_remove("COSIGN_PASSWORD");
+        if let Some(p) = password {
+            c.env("COSIGN_PASSWORD", p);
+        }
+        c.args([
+            "publish",
+            "keepalived",
+            "--to",
+            &site.target(),
+            "--insecure",
+            "--json",
+            "--sign",
+        ])
+        .arg(keys.join("enc.key"));
+        c
+    };
+    let err = run_err(&mut sign_keepalived(None));
+    assert!(err.contains("set COSIGN_PASSWORD"), "{err}");
+    let err = run_err(&mut sign_keepalived(Some("pw 2")));
+    assert!(err.contains("does not open it"), "{err}");
+    run_ok(&mut sign_keepalived(Some("pw 1")));
+    assert_eq!(
+        openssl_verifies(
+            &site,
+            "homelab/keepalived",
+            &keepalived,
+            &keys.join("enc.pub")
+        ),
+        [false, true]
+    );
+    let out = json(&run_ok(&mut pull("keepalived", "enc.pub")));
+    assert_eq!(out["pulled"][0]["digest"], keepalived.as_str());
+
+    // The key never went anywhere but its file.
+    let key_text = std::fs::read_to_string(keys.join("cairn.key")).unwrap();
+    let body: String = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!site.reg.log().contains(&body[..40]));
+}
