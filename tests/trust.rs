@@ -2,7 +2,9 @@
 //! `keygen`, `publish --sign` (a Cairn key and an openssl key on the same manifests),
 //! an independent check of each signature with skopeo (which fetches the payload) and
 //! `openssl dgst -verify`, and `pull --verify-key` refusing what is unsigned, signed by
-//! another key, signed for another digest, or altered.
+//! another key, signed for another digest, or altered; and a build cache whose entries
+//! are signed when published and substituted only when the right key signed them for the
+//! step.
 
 mod support;
 
@@ -530,4 +532,159 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
         .filter(|l| !l.starts_with("-----"))
         .collect();
     assert!(!site.reg.log().contains(&body[..40]));
+}
+
+/// The action keys a store recorded (`cache/actions/<hex>.json`).
+fn action_keys(store: &Path) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(store.join("cache/actions"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A registry build cache that anyone with push rights could fill: with a key, entries are
+/// signed when published, and substituted only when that key signed them for that step.
+#[test]
+fn the_build_cache_substitutes_only_entries_its_key_signed_for_the_step() {
+    let reg = Registry::start(Auth::Basic {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            reg.host,
+            b64std(format!("{USER}:{PASSWORD}").as_bytes())
+        ),
+    )
+    .unwrap();
+    let site = Site {
+        reg,
+        dir,
+        auth_file,
+    };
+    let project = site.dir.path().join("project");
+    copy_project(&project);
+    let keys = site.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["a", "b"] {
+        run_ok(
+            site.xtask(&project)
+                .args(["keygen", "--output"])
+                .arg(keys.join(k)),
+        );
+    }
+    let stores = site.dir.path().join("stores");
+    let build = |store: &str, trust: &[&str], image: &str| {
+        let mut c = support::xtask_store(&project, &stores.join(store));
+        c.env("REGISTRY_AUTH_FILE", &site.auth_file).args([
+            "--cache",
+            &site.target(),
+            "--cache-insecure",
+        ]);
+        for t in trust {
+            c.arg(t.replace("KEYS", keys.to_str().unwrap()));
+        }
+        let out = c.args(["build-image", image, "--json"]).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{stderr}");
+        (json(&String::from_utf8(out.stdout).unwrap()), stderr)
+    };
+    let cached = |out: &serde_json::Value| -> Vec<bool> {
+        out["manifests"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|m| m["cached"] == true)
+            .collect()
+    };
+
+    // Signed when published.
+    let (signed, _) = build("one", &["--cache-sign", "KEYS/a.key"], "haproxy");
+    assert_eq!(cached(&signed), [false, false, false]);
+    let tags = site.curl(
+        "GET",
+        "homelab/cairn-cache/tags/list",
+        "application/json",
+        b"",
+    );
+    let haproxy_keys = action_keys(&stores.join("one"));
+    for k in &haproxy_keys {
+        assert!(
+            tags.contains(&format!("\"{k}\"")),
+            "entry {k} published: {tags}"
+        );
+    }
+    assert!(
+        tags.matches(".sig\"").count() >= haproxy_keys.len(),
+        "every entry signed: {tags}"
+    );
+
+    // Substituted with that key's public half.
+    let (b, err) = build("two", &["--cache-verify-key", "KEYS/a.pub"], "haproxy");
+    assert_eq!(cached(&b), [true, true, true], "{err}");
+    assert_eq!(b["index"], signed["index"]);
+    assert!(!err.contains("warning"), "{err}");
+
+    // Another key: every entry ignored with a warning, every step built, same digests.
+    let (c, err) = build("three", &["--cache-verify-key", "KEYS/b.pub"], "haproxy");
+    assert_eq!(cached(&c), [false, false, false]);
+    assert_eq!(c["index"], signed["index"]);
+    assert!(
+        err.contains("warning: ignoring build-cache entry")
+            && err.contains("is not signed by")
+            && err.contains("b.pub"),
+        "{err}"
+    );
+
+    // Unsigned entries (pushed by anyone with push rights): ignored.
+    build("four", &[], "keepalived");
+    let (e, err) = build("five", &["--cache-verify-key", "KEYS/a.pub"], "keepalived");
+    assert_eq!(cached(&e), [false, false, false]);
+    assert!(err.contains("is not signed (there is no sha256-"), "{err}");
+
+    // A signed entry replayed under another step's tag: ignored, since the signature covers
+    // the step it names.
+    let victim = action_keys(&stores.join("four"));
+    let (_, manifest) = {
+        let raw = site.skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!(
+                "docker://{}/homelab/cairn-cache:{}",
+                site.reg.host, haproxy_keys[0]
+            ),
+        ]);
+        ((), raw)
+    };
+    for k in &victim {
+        site.curl(
+            "PUT",
+            &format!("homelab/cairn-cache/manifests/{k}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.trim_end().as_bytes(),
+        );
+    }
+    let (f, err) = build("six", &["--cache-verify-key", "KEYS/a.pub"], "keepalived");
+    assert_eq!(cached(&f), [false, false, false]);
+    assert!(
+        err.contains(&format!(
+            "it is not the entry of this step (its dev.cairn.action is {})",
+            haproxy_keys[0]
+        )),
+        "{err}"
+    );
+    assert_eq!(f["index"], e["index"]);
 }

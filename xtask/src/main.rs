@@ -47,6 +47,20 @@ struct Cli {
     /// Reach the --cache registry over plain HTTP (no TLS)
     #[arg(long, global = true)]
     cache_insecure: bool,
+    /// Sign every step published to the --cache registry with this key (PKCS#8 PEM P-256, or
+    /// cosign's encrypted key with COSIGN_PASSWORD); its public key then also decides
+    /// which entries are used
+    #[arg(long, global = true, env = "CAIRN_CACHE_SIGN", value_name = "KEY")]
+    cache_sign: Option<PathBuf>,
+    /// Use only --cache entries this public key signed for the step; others are ignored with
+    /// a warning and the step is built
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_CACHE_VERIFY_KEY",
+        value_name = "KEY.pub"
+    )]
+    cache_verify_key: Option<PathBuf>,
     /// No progress bars
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -120,6 +134,14 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::Flash(a) if a.json)
         || matches!(&cli.command, Command::Export(a) if a.json)
         || matches!(&cli.command, Command::Import(a) if a.json);
+    let cache_trust = match cache_trust(cli.cache_sign.as_deref(), cli.cache_verify_key.as_deref())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ctx = cairn_steps::Context {
         store: cli.store.unwrap_or_else(|| root.join("artifacts")),
         cache: cli
@@ -138,6 +160,7 @@ fn main() -> ExitCode {
         }),
         substituted: Default::default(),
         remote_cache_off: Default::default(),
+        cache_trust,
         root,
     };
     let env = Env { ctx };
@@ -169,6 +192,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The build cache's signing key and the key whose signatures count (the signing key's own
+/// unless `--cache-verify-key` names another).
+fn cache_trust(
+    sign: Option<&std::path::Path>,
+    verify: Option<&std::path::Path>,
+) -> Result<cairn_steps::cache::Trust, String> {
+    use std::sync::Arc;
+    let sign = sign
+        .map(cairn_trust::SigningKey::load)
+        .transpose()
+        .map_err(|e| format!("--cache-sign: {}", e.0))?;
+    let verify = match verify {
+        Some(path) => Some((
+            cairn_trust::PublicKey::load(path)
+                .map_err(|e| format!("--cache-verify-key: {}", e.0))?,
+            path.to_path_buf(),
+        )),
+        None => sign
+            .as_ref()
+            .map(|k| (k.public(), PathBuf::from("the --cache-sign key"))),
+    };
+    Ok(cairn_steps::cache::Trust {
+        sign: sign.map(Arc::new),
+        verify: verify.map(Arc::new),
+    })
 }
 
 /// The project root when `--root` is not given: from where `cargo xtask` runs, upwards, the

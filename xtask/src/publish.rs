@@ -48,8 +48,9 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let key = args
         .sign
         .as_deref()
-        .map(cairn_deliver::sign::load_signing_key)
-        .transpose()?;
+        .map(cairn_trust::SigningKey::load)
+        .transpose()
+        .map_err(|e| Error::msg(e.0))?;
     let mut out = Vec::new();
     for name in &names {
         let p = cairn_deliver::publish::publish(

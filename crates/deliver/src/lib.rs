@@ -10,4 +10,3 @@ pub mod boot;
 pub mod bundle;
 pub mod flash;
 pub mod publish;
-pub mod sign;

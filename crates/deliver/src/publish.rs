@@ -139,8 +139,10 @@ pub fn publish(
         let bytes = store.read_blob(&root.digest)?;
         let (manifests, _) = cairn_registry::push::children(&bytes)?;
         for digest in std::iter::once(root.digest).chain(manifests.iter().map(|m| m.digest)) {
-            let (tag, _) = crate::sign::sign(&client, &store, &repo, &digest, key)
-                .context(|| format!("signing {name} {digest} in {}/{repo}", client.config.host))?;
+            let (tag, _) = cairn_registry::signatures::sign(&client, &store, &repo, &digest, key)
+                .context(|| {
+                format!("signing {name} {digest} in {}/{repo}", client.config.host)
+            })?;
             signatures.push(tag);
         }
     }
@@ -295,7 +297,7 @@ pub struct Verify {
 impl Verify {
     pub fn load(path: &std::path::Path) -> Result<Verify, Error> {
         Ok(Verify {
-            key: crate::sign::load_public_key(path)?,
+            key: cairn_trust::PublicKey::load(path).map_err(|e| Error::msg(e.0))?,
             path: path.to_path_buf(),
         })
     }
@@ -317,7 +319,7 @@ pub fn pull(
         let (root, _) = cairn_registry::pull::get_manifest(&client, &repo, &options.tag)
             .map_err(Error::from)
             .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
-        crate::sign::verify(&client, &store, &repo, &root.digest, &v.key, &v.path)?;
+        cairn_registry::signatures::verify(&client, &store, &repo, &root.digest, &v.key, &v.path)?;
         // Pull what was verified, whatever the tag points at by now.
         reference = root.digest.to_string();
     }

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod error;
 pub mod pull;
 pub mod push;
+pub mod signatures;
 
 pub use client::{Client, RegistryConfig};
 pub use credentials::{CredentialSources, Credentials};

@@ -3,11 +3,32 @@
 //! artifact whose config is the record and whose layers are the record's blobs. With
 //! `--cache`, a step missing from the local action cache is looked up there first, pulled
 //! and verified like any pull; a step that had to be built is offered back.
+//!
+//! Anyone who can push to the cache repository could otherwise have their bytes used in
+//! every later build: with a signing key (`--cache-sign`) each entry is signed in cosign's
+//! format, and with a public key (`--cache-verify-key`, or the signing key's own) an entry
+//! is substituted only when that key signed it for this very step (the manifest names the
+//! step's key); any other entry is ignored with a warning and the step is built.
 
 use crate::{Context, Error, RegistryOptions};
 use cairn_formats::Digest;
 use cairn_registry::{Client, Descriptor, PushOptions};
 use cairn_store::{ActionRecord, Store};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Who signs and whose signatures count, for the remote build cache.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Signs every entry this process publishes.
+    pub sign: Option<Arc<cairn_trust::SigningKey>>,
+    /// Substitutes only entries this key signed (and the file it came from, for messages).
+    pub verify: Option<Arc<(cairn_trust::PublicKey, PathBuf)>>,
+}
+
+/// The manifest annotation naming the step an entry is for: a signature covers it, so a
+/// signed entry cannot be replayed under another step's tag.
+pub const ACTION_ANNOTATION: &str = "dev.cairn.action";
 
 pub const CACHE_REPOSITORY: &str = "cairn-cache";
 pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.action.v1";
@@ -34,7 +55,7 @@ pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
     {
         return None;
     }
-    match fetch(store, key, options) {
+    match fetch(store, key, options, &ctx.cache_trust) {
         Ok(Some(record)) => {
             if store.action_put(key, &record).is_ok() {
                 ctx.substituted
@@ -67,7 +88,7 @@ pub fn put(ctx: &Context, store: &Store, key: &Digest, record: &ActionRecord) ->
         {
             return Ok(());
         }
-        if let Err(e) = upload(store, key, record, options) {
+        if let Err(e) = upload(store, key, record, options, &ctx.cache_trust) {
             ctx.remote_cache_off
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!(
@@ -88,17 +109,46 @@ fn fetch(
     store: &Store,
     key: &Digest,
     options: &RegistryOptions,
+    trust: &Trust,
 ) -> Result<Option<ActionRecord>, Error> {
     let (client, namespace) = client(options)?;
     let repo = repository(&namespace);
     let tag = key.hex();
-    match cairn_registry::pull::get_manifest(&client, &repo, &tag) {
+    let (found, bytes) = match cairn_registry::pull::get_manifest(&client, &repo, &tag) {
         Err(cairn_registry::RegistryError::Http { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
-        Ok(_) => {}
+        Ok(m) => m,
+    };
+    if let Some(v) = &trust.verify {
+        let ignore = |why: String| {
+            eprintln!(
+                "warning: ignoring build-cache entry {}/{repo}:{tag}: {why}; building the step instead",
+                client.config.host
+            );
+            Ok(None)
+        };
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let names = manifest["annotations"][ACTION_ANNOTATION].as_str();
+        if names != Some(tag.as_str()) {
+            return ignore(format!(
+                "it is not the entry of this step (its {ACTION_ANNOTATION} is {})",
+                names.unwrap_or("missing")
+            ));
+        }
+        if let Err(e) =
+            cairn_registry::signatures::verify(&client, store, &repo, &found.digest, &v.0, &v.1)
+        {
+            return ignore(e.to_string());
+        }
     }
-    let (root, _) =
-        cairn_registry::pull::pull(&client, store, &repo, &tag, &cairn_registry::NoProgress)?;
+    // What was checked, whatever the tag points at by now.
+    let (root, _) = cairn_registry::pull::pull(
+        &client,
+        store,
+        &repo,
+        &found.digest.to_string(),
+        &cairn_registry::NoProgress,
+    )?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&root.digest)?)
         .map_err(|e| Error::msg(format!("{repo}:{tag}: {e}")))?;
     if manifest["artifactType"] != ARTIFACT_TYPE {
@@ -125,6 +175,7 @@ fn upload(
     key: &Digest,
     record: &ActionRecord,
     options: &RegistryOptions,
+    trust: &Trust,
 ) -> Result<(), Error> {
     let (client, namespace) = client(options)?;
     let repo = repository(&namespace);
@@ -147,7 +198,7 @@ fn upload(
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": RECORD_MEDIA, "digest": config.to_string(), "size": record_bytes.len()},
         "layers": layers,
-        "annotations": {"dev.cairn.step": record.step},
+        "annotations": {"dev.cairn.step": record.step, ACTION_ANNOTATION: key.hex()},
     });
     let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
     let digest = store.write_blob(&bytes)?;
@@ -167,5 +218,8 @@ fn upload(
         },
         &cairn_registry::NoProgress,
     )?;
+    if let Some(signer) = &trust.sign {
+        cairn_registry::signatures::sign(&client, store, &repo, &digest, signer)?;
+    }
     Ok(())
 }

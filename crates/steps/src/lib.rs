@@ -38,6 +38,8 @@ pub struct Context {
     pub substituted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Set after the remote cache failed once: it is not asked again in this process.
     pub remote_cache_off: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Signing and verification of the remote cache's entries.
+    pub cache_trust: cache::Trust,
 }
 
 impl Context {

@@ -84,6 +84,15 @@ fn pem(kind: &str, der: &[u8]) -> String {
 }
 
 impl SigningKey {
+    /// Reads a key file: PKCS#8 PEM, or cosign's encrypted key with its password in
+    /// `COSIGN_PASSWORD`.
+    pub fn load(path: &std::path::Path) -> Result<SigningKey, TrustError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrustError(format!("signing key {}: {e}", path.display())))?;
+        let password = std::env::var_os(PASSWORD_ENV).map(|p| p.into_encoded_bytes());
+        SigningKey::from_pem(&text, password.as_deref(), &path.display().to_string())
+    }
+
     /// A new random key.
     pub fn generate() -> Result<SigningKey, TrustError> {
         loop {
@@ -177,6 +186,12 @@ impl SigningKey {
 }
 
 impl PublicKey {
+    pub fn load(path: &std::path::Path) -> Result<PublicKey, TrustError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrustError(format!("public key {}: {e}", path.display())))?;
+        PublicKey::from_pem(&text, &path.display().to_string())
+    }
+
     pub fn from_pem(text: &str, what: &str) -> Result<PublicKey, TrustError> {
         for (kind, der) in pem_blocks(text) {
             if kind == "PUBLIC KEY" {
