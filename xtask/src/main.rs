@@ -17,6 +17,7 @@ mod prefetch;
 mod publish;
 mod pull;
 mod registry_args;
+mod sbom;
 mod serve_pxe;
 mod store;
 mod test;
@@ -92,6 +93,8 @@ enum Command {
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
     Pull(pull::Args),
+    /// Write the SPDX 2.3 SBOM of an image or node, from the lock
+    Sbom(sbom::Args),
     /// Make a signing key pair for `publish --sign` (PREFIX.key) and `--verify-key` (PREFIX.pub)
     Keygen(keygen::Args),
     /// Pin a URL input (e.g. a Kubernetes binary) in inputs.lock: fetched, from a local file, or to a published sha256
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::BootTest(args) => boot_test::run(&env, args),
         Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Keygen(args) => keygen::run(&env, args),
+        Command::Sbom(args) => sbom::run(&env, args),
         Command::Flash(args) => flash::run(&env, args),
         Command::ServePxe(args) => serve_pxe::run(&env, args),
         Command::Export(args) => export::run(&env, args),

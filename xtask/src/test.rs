@@ -50,6 +50,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("dnsmasq", "dnsmasq-base"),
     ("ip", "iproute2"),
     ("curl", "curl"),
+    ("python3", "python3"),
     ("systemd-analyze", "systemd"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",
@@ -161,6 +162,55 @@ fn add_bookworm_backports() -> Result<bool, Error> {
     Ok(true)
 }
 
+/// The SPDX project's validator (`pyspdxtools`, from PyPI) that the SBOM tests run, in a
+/// virtual environment under `target/`; made on first use. Returns its `bin` directory.
+const SPDX_TOOLS: &str = "spdx-tools==0.8.5";
+
+fn spdx_tools(root: &Path, can_install: bool) -> Result<std::path::PathBuf, Error> {
+    let venv = root.join("target/test-tools/spdx");
+    let bin = venv.join("bin");
+    if bin.join("pyspdxtools").is_file() {
+        return Ok(bin);
+    }
+    let make_venv = || {
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !make_venv() {
+        // Debian splits venv (ensurepip) out of python3.
+        if !can_install {
+            return Err(Error::msg(
+                "the SBOM tests need a Python virtual environment: install it with `apt-get install python3-venv`",
+            ));
+        }
+        install(&["python3-venv"])?;
+        if !make_venv() {
+            return Err(Error::msg(format!(
+                "`python3 -m venv {}` failed even with python3-venv installed",
+                venv.display()
+            )));
+        }
+    }
+    eprintln!(
+        "installing {SPDX_TOOLS} (the SPDX validator) into {}",
+        venv.display()
+    );
+    let ok = Command::new(bin.join("python"))
+        .args(["-m", "pip", "install", "--quiet", SPDX_TOOLS])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || !bin.join("pyspdxtools").is_file() {
+        return Err(Error::msg(format!(
+            "could not install {SPDX_TOOLS} from the Python package index into {}: the SBOM tests validate with its pyspdxtools",
+            venv.display()
+        )));
+    }
+    Ok(bin)
+}
+
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let missing = missing_packages();
     if !missing.is_empty() {
@@ -185,6 +235,17 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         Error::msg(format!("{e}\n(the tests lock against a real Debian mirror: on Ubuntu or other hosts set CAIRN_DEBIAN_MIRROR to a Debian mirror URL)"))
     })?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if !args.update_digests {
+        let can_install = !args.no_install && present("apt-get") && (is_root() || present("sudo"));
+        let bin = spdx_tools(&env.ctx.root, can_install)?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin];
+        paths.extend(std::env::split_paths(&path));
+        cargo.env(
+            "PATH",
+            std::env::join_paths(paths).map_err(|e| Error::msg(format!("PATH: {e}")))?,
+        );
+    }
     if args.update_digests {
         // Only the two tests that build the examples and compare with the file.
         cargo

@@ -10,3 +10,4 @@ pub mod boot;
 pub mod bundle;
 pub mod flash;
 pub mod publish;
+pub mod sbom;

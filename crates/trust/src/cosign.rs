@@ -179,7 +179,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), || {}).unwrap();
-        let (m, _) = write_manifest(&store, &[s.clone()]).unwrap();
+        let (m, _) = write_manifest(&store, std::slice::from_ref(&s)).unwrap();
         let ls = layers(&store.read_blob(&m).unwrap()).unwrap();
         assert_eq!(ls.len(), 1);
         assert_eq!(ls[0].0, Digest::of(&s.payload));
