@@ -166,6 +166,68 @@ fn openssl_verifies(site: &Site, repo: &str, digest: &str, public: &Path) -> Vec
     results
 }
 
+/// The attestations on `digest`, each checked by openssl: the envelope's signature over
+/// the DSSE pre-authentication encoding, with `public`. Returns (predicate type, statement).
+fn attestations(
+    site: &Site,
+    repo: &str,
+    digest: &str,
+    public: &Path,
+) -> Vec<(String, serde_json::Value)> {
+    let out = site.dir.path().join(format!("att-{}", &digest[7..19]));
+    let _ = std::fs::remove_dir_all(&out);
+    site.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!(
+            "docker://{}/{repo}:sha256-{}.att",
+            site.reg.host,
+            &digest[7..]
+        ),
+        &format!("dir:{}", out.display()),
+    ]);
+    let manifest = json(&std::fs::read_to_string(out.join("manifest.json")).unwrap());
+    let mut found = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.dsse.envelope.v1+json");
+        let predicate = layer["annotations"]["predicateType"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let envelope = json(
+            &std::fs::read_to_string(out.join(&layer["digest"].as_str().unwrap()[7..])).unwrap(),
+        );
+        assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
+        let body = support::b64decode(envelope["payload"].as_str().unwrap());
+        let mut pae =
+            format!("DSSEv1 28 application/vnd.in-toto+json {} ", body.len()).into_bytes();
+        pae.extend_from_slice(&body);
+        let pae_file = out.join("pae");
+        std::fs::write(&pae_file, &pae).unwrap();
+        let sig_file = out.join("sig.der");
+        std::fs::write(
+            &sig_file,
+            support::b64decode(envelope["signatures"][0]["sig"].as_str().unwrap()),
+        )
+        .unwrap();
+        let o = Command::new(openssl())
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(public)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&pae_file)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Verified OK"),
+            "{predicate}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        found.push((predicate, json(&String::from_utf8(body).unwrap())));
+    }
+    found
+}
+
 #[test]
 fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_cover() {
     let reg = Registry::start(Auth::Basic {
@@ -317,6 +379,59 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
         );
     }
 
+    // The SBOM and the provenance, attached as DSSE envelopes signed with the same key:
+    // openssl checks each signature over the PAE bytes; the SPDX document validates.
+    assert_eq!(p["attestations"], format!("sha256-{}.att", &index[7..]));
+    let statements = attestations(&site, "homelab/haproxy", &index, &keys.join("cairn.pub"));
+    assert_eq!(statements.len(), 2, "{statements:?}");
+    for (predicate, statement) in &statements {
+        assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+        assert_eq!(statement["predicateType"], predicate.as_str());
+        assert_eq!(statement["subject"][0]["digest"]["sha256"], &index[7..]);
+        assert_eq!(
+            statement["subject"][0]["name"],
+            format!("{}/homelab/haproxy", site.reg.host)
+        );
+        match predicate.as_str() {
+            "https://spdx.dev/Document" => {
+                let file = site.dir.path().join("attested.spdx.json");
+                std::fs::write(&file, statement["predicate"].to_string()).unwrap();
+                let tool = std::env::var_os("PATH")
+                    .into_iter()
+                    .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .map(|d| d.join("pyspdxtools"))
+                    .find(|p| p.is_file())
+                    .expect("pyspdxtools: `cargo xtask test` installs it");
+                let o = Command::new(tool).arg("-i").arg(&file).output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                assert!(
+                    statement["predicate"]["packages"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == "libc6")
+                );
+            }
+            "https://slsa.dev/provenance/v1" => {
+                let lock = std::fs::read(project.join("inputs.lock")).unwrap();
+                let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+                    .as_array()
+                    .unwrap();
+                assert!(deps.contains(&serde_json::json!({"uri": "inputs.lock", "digest": {"sha256": support::sha256_hex(&lock)}})), "{deps:?}");
+                let spec = std::fs::read(project.join("images/haproxy.toml")).unwrap();
+                assert!(deps.contains(&serde_json::json!({"uri": "images/haproxy.toml", "digest": {"sha256": support::sha256_hex(&spec)}})));
+                assert_eq!(
+                    statement["predicate"]["runDetails"]["builder"]["id"],
+                    format!(
+                        "https://cairn.invalid/builder/{}",
+                        cairn_steps::BUILDER_VERSION
+                    )
+                );
+            }
+            other => panic!("unexpected predicate {other}"),
+        }
+    }
+
     // A second key adds its signature beside the first; signing again adds nothing.
     publish(&ci_key);
     assert_eq!(
@@ -330,6 +445,12 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
     publish(&ci_key);
     assert_eq!(
         openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("ci.pub")).len(),
+        2
+    );
+    // The attestations are the latest signer's (same predicate types replace, as cosign's
+    // --replace does).
+    assert_eq!(
+        attestations(&site, "homelab/haproxy", &index, &keys.join("ci.pub")).len(),
         2
     );
 

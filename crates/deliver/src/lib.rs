@@ -6,6 +6,7 @@
 //! It reads what the earlier stages built (and builds it through them when missing); it
 //! never changes how an artifact is made, so nothing here can change a digest.
 
+pub mod attest;
 pub mod boot;
 pub mod bundle;
 pub mod flash;

@@ -39,6 +39,8 @@ pub struct Published {
     pub report: PushReport,
     /// The signature tags (`sha256-<hex>.sig`) pushed with `--sign`, one per manifest.
     pub signatures: Vec<String>,
+    /// The attestation tag (`sha256-<hex>.att`: SBOM and provenance) pushed with `--sign`.
+    pub attestations: Option<String>,
 }
 
 impl Published {
@@ -55,6 +57,7 @@ impl Published {
             "bytes_uploaded": self.report.bytes_uploaded,
             "manifests": self.report.manifests,
             "signatures": self.signatures,
+            "attestations": self.attestations,
         })
     }
 }
@@ -135,6 +138,7 @@ pub fn publish(
     })?;
     bars.clear();
     let mut signatures = Vec::new();
+    let mut attestations = None;
     if let Some(key) = sign {
         let bytes = store.read_blob(&root.digest)?;
         let (manifests, _) = cairn_registry::push::children(&bytes)?;
@@ -145,6 +149,21 @@ pub fn publish(
             })?;
             signatures.push(tag);
         }
+        attestations = Some(
+            crate::attest::attach(
+                ctx,
+                project,
+                lock,
+                &client,
+                &store,
+                &repo,
+                name,
+                kind,
+                &root.digest,
+                key,
+            )
+            .context(|| format!("attaching the SBOM and provenance of {name}"))?,
+        );
     }
     Ok(Published {
         name: name.to_string(),
@@ -154,6 +173,7 @@ pub fn publish(
         digest: root.digest,
         report,
         signatures,
+        attestations,
     })
 }
 

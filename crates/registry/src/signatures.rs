@@ -121,3 +121,74 @@ pub fn verify(
         }
     )))
 }
+
+/// Attaches `attestations` (DSSE envelopes with their predicate types) to `digest` in
+/// `repo`, under cosign's `sha256-<hex>.att` tag: an existing attestation of the same
+/// predicate type is replaced, others are kept.
+pub fn attest(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    digest: &Digest,
+    attestations: &[(Vec<u8>, String)],
+) -> Result<String, RegistryError> {
+    let tag = cosign::attestation_tag(digest);
+    let mut all: Vec<(Vec<u8>, String)> = Vec::new();
+    for (envelope, predicate) in fetch_attestations(client, store, repo, digest)? {
+        if !attestations.iter().any(|(_, p)| *p == predicate) {
+            all.push((envelope, predicate));
+        }
+    }
+    all.extend(attestations.iter().cloned());
+    let (manifest, size) =
+        cosign::write_attestations(store, &all).map_err(|e| RegistryError::other(e.0))?;
+    let root = Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: manifest,
+        size,
+    };
+    crate::push::push(
+        client,
+        store,
+        repo,
+        &root,
+        &tag,
+        &PushOptions::default(),
+        &crate::NoProgress,
+    )?;
+    Ok(tag)
+}
+
+/// The attestations attached to `digest` in `repo`: (DSSE envelope, predicate type).
+pub fn fetch_attestations(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Vec<(Vec<u8>, String)>, RegistryError> {
+    let tag = cosign::attestation_tag(digest);
+    let (_, bytes) = match crate::pull::get_manifest(client, repo, &tag) {
+        Ok(m) => m,
+        Err(RegistryError::Http { status: 404, .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for (layer, size, predicate) in
+        cosign::attestation_layers(&bytes).map_err(|e| RegistryError::other(e.0))?
+    {
+        if size > 64 << 20 {
+            return Err(RegistryError::other(format!(
+                "{repo}:{tag} has an attestation of {size} bytes: refusing it"
+            )));
+        }
+        let d = Descriptor {
+            media_type: cairn_trust::dsse::ENVELOPE_MEDIA.into(),
+            digest: layer,
+            size,
+        };
+        let mut report = crate::pull::PullReport::default();
+        crate::pull::fetch_blob(client, store, repo, &d, &mut report, &crate::NoProgress)?;
+        out.push((store.read_blob(&layer)?, predicate));
+    }
+    Ok(out)
+}

@@ -106,17 +106,84 @@ pub fn write_manifest(
     store: &Store,
     signatures: &[Signature],
 ) -> Result<(Digest, u64), TrustError> {
+    let layers: Vec<(Vec<u8>, &str, serde_json::Value)> = signatures
+        .iter()
+        .map(|s| {
+            (
+                s.payload.clone(),
+                SIMPLE_SIGNING_MEDIA,
+                serde_json::json!({SIGNATURE_ANNOTATION: s.signature}),
+            )
+        })
+        .collect();
+    write_layers(store, &layers)
+}
+
+/// The annotation of an attestation layer naming its predicate type.
+pub const PREDICATE_ANNOTATION: &str = "predicateType";
+
+/// The tag that holds the attestations of `digest`.
+pub fn attestation_tag(digest: &Digest) -> String {
+    format!("sha256-{}.att", digest.hex())
+}
+
+/// Writes an attestation manifest (cosign's `.att`): one DSSE envelope per layer, each
+/// annotated with its predicate type.
+pub fn write_attestations(
+    store: &Store,
+    attestations: &[(Vec<u8>, String)],
+) -> Result<(Digest, u64), TrustError> {
+    let layers: Vec<(Vec<u8>, &str, serde_json::Value)> = attestations
+        .iter()
+        .map(|(envelope, predicate)| {
+            (
+                envelope.clone(),
+                crate::dsse::ENVELOPE_MEDIA,
+                serde_json::json!({SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: predicate}),
+            )
+        })
+        .collect();
+    write_layers(store, &layers)
+}
+
+/// An attestation manifest's layers: (envelope digest, size, predicate type).
+pub fn attestation_layers(manifest: &[u8]) -> Result<Vec<(Digest, u64, String)>, TrustError> {
+    let v: serde_json::Value = serde_json::from_slice(manifest)
+        .map_err(|e| TrustError(format!("an attestation manifest is not JSON: {e}")))?;
+    let mut out = Vec::new();
+    for l in v["layers"].as_array().into_iter().flatten() {
+        let digest = l["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| TrustError(format!("an attestation layer without a digest: {l}")))?;
+        out.push((
+            digest,
+            l["size"].as_u64().unwrap_or(0),
+            l["annotations"][PREDICATE_ANNOTATION]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes layers (bytes, media type, annotations) with cosign's config into the store.
+fn write_layers(
+    store: &Store,
+    layers: &[(Vec<u8>, &str, serde_json::Value)],
+) -> Result<(Digest, u64), TrustError> {
     let err = |e: cairn_store::StoreError| TrustError(format!("writing a signature: {e}"));
-    let mut layers = Vec::new();
+    let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();
-    for s in signatures {
-        let digest = store.write_blob(&s.payload).map_err(err)?;
-        layers.push(serde_json::json!({
-            "mediaType": SIMPLE_SIGNING_MEDIA,
-            "size": s.payload.len(),
+    for (bytes, media, annotations) in layers {
+        let digest = store.write_blob(bytes).map_err(err)?;
+        descriptors.push(serde_json::json!({
+            "mediaType": media,
+            "size": bytes.len(),
             "digest": digest.to_string(),
-            "annotations": {SIGNATURE_ANNOTATION: s.signature},
+            "annotations": annotations,
         }));
         diff_ids.push(digest.to_string());
         history.push(serde_json::json!({"created": ZERO_TIME}));
@@ -135,7 +202,7 @@ pub fn write_manifest(
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA,
         "config": {"mediaType": CONFIG_MEDIA, "size": config.len(), "digest": config_digest.to_string()},
-        "layers": layers,
+        "layers": descriptors,
     });
     let manifest = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
     let digest = store.write_blob(&manifest).map_err(err)?;

@@ -1,8 +1,10 @@
 //! Trust in what Cairn publishes: signing keys (PKCS#8 P-256 or cosign's encrypted key
 //! files) and cosign's signature format, so `cosign verify` and Harbor read Cairn's
-//! signatures and Cairn reads theirs.
+//! signatures and Cairn reads theirs; DSSE envelopes for in-toto attestations (SBOM,
+//! provenance).
 
 pub mod cosign;
+pub mod dsse;
 pub mod keys;
 
 pub use keys::{PublicKey, SigningKey};
