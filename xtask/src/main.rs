@@ -21,6 +21,7 @@ mod sbom;
 mod serve_pxe;
 mod store;
 mod test;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -93,6 +94,8 @@ enum Command {
     Publish(publish::Args),
     /// Pull images and nodes from a registry into the store
     Pull(pull::Args),
+    /// Rebuild an image or node from the lock and compare it with the store (or a registry)
+    Verify(verify::Args),
     /// Write the SPDX 2.3 SBOM of an image or node, from the lock
     Sbom(sbom::Args),
     /// Make a signing key pair for `publish --sign` (PREFIX.key) and `--verify-key` (PREFIX.pub)
@@ -136,7 +139,8 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::Pull(a) if a.json)
         || matches!(&cli.command, Command::Flash(a) if a.json)
         || matches!(&cli.command, Command::Export(a) if a.json)
-        || matches!(&cli.command, Command::Import(a) if a.json);
+        || matches!(&cli.command, Command::Import(a) if a.json)
+        || matches!(&cli.command, Command::Verify(a) if a.json);
     let cache_trust = match cache_trust(cli.cache_sign.as_deref(), cli.cache_verify_key.as_deref())
     {
         Ok(t) => t,
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         Command::Prefetch(args) => prefetch::run(&env, args),
         Command::Keygen(args) => keygen::run(&env, args),
         Command::Sbom(args) => sbom::run(&env, args),
+        Command::Verify(args) => verify::run(&env, args),
         Command::Flash(args) => flash::run(&env, args),
         Command::ServePxe(args) => serve_pxe::run(&env, args),
         Command::Export(args) => export::run(&env, args),

@@ -12,3 +12,4 @@ pub mod bundle;
 pub mod flash;
 pub mod publish;
 pub mod sbom;
+pub mod verify;
