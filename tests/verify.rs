@@ -6,6 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use support::{copy_project, json, pin_stand_ins, run_ok, xtask};
 
@@ -86,9 +87,7 @@ fn rebuilds_match_and_differences_are_named_inside_the_artifact() {
     tar_bytes[at + 16] = b'9';
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&tar_bytes).unwrap();
-    let mut perms = std::fs::metadata(&layer).unwrap().permissions();
-    perms.set_readonly(false);
-    std::fs::set_permissions(&layer, perms).unwrap();
+    std::fs::set_permissions(&layer, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&layer, gz.finish().unwrap()).unwrap();
     let (ok, doc) = verify(dir, "haproxy");
     assert!(!ok);
@@ -131,9 +130,7 @@ fn rebuilds_match_and_differences_are_named_inside_the_artifact() {
     );
     let mut bytes = std::fs::read(&img).unwrap();
     bytes[(4 << 20) + 100_000] ^= 0xff;
-    let mut perms = std::fs::metadata(&img).unwrap().permissions();
-    perms.set_readonly(false);
-    std::fs::set_permissions(&img, perms).unwrap();
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&img, &bytes).unwrap();
     let (ok, doc) = verify(dir, "pi-worker");
     assert!(!ok);
