@@ -184,8 +184,42 @@ fn offline_reinstall_from_a_bundle_boots_with_its_secrets() {
     ));
     assert_eq!(
         imported["tags"],
-        serde_json::json!(["pi-worker", "haproxy"])
+        serde_json::json!(["pi-worker", "haproxy", "pi-worker.sbom", "haproxy.sbom"])
     );
+    // Each artifact's SBOM came along, as an SPDX artifact whose subject is the artifact.
+    let index = json(&std::fs::read_to_string(store.join("index.json")).unwrap());
+    let entry = |tag: &str| {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("no {tag}"))
+            .clone()
+    };
+    let sbom_manifest = json(
+        &std::fs::read_to_string(
+            store
+                .join("blobs/sha256")
+                .join(&entry("pi-worker.sbom")["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(sbom_manifest["artifactType"], "application/spdx+json");
+    assert_eq!(
+        sbom_manifest["subject"]["digest"],
+        entry("pi-worker")["digest"]
+    );
+    let spdx = json(
+        &std::fs::read_to_string(
+            store
+                .join("blobs/sha256")
+                .join(&sbom_manifest["layers"][0]["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    assert_eq!(spdx["packages"][0]["name"], "pi-worker");
     let again = json(&run_ok(
         offline(site.path()).args(["import", "--json"]).arg(&bundle),
     ));

@@ -97,6 +97,12 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                     keep.insert(cairn_os::container::subset_tag(&image.name, &arches));
                 }
             }
+            // An imported bundle's SBOMs stay as long as what they describe.
+            let sboms: Vec<String> = keep
+                .iter()
+                .map(|t| format!("{t}{}", cairn_deliver::bundle::SBOM_TAG_SUFFIX))
+                .collect();
+            keep.extend(sboms);
             let store = open(env)?;
             let report = store.gc(&keep)?;
             if json {

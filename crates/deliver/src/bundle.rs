@@ -26,6 +26,9 @@ pub const INPUTS_ARTIFACT_TYPE: &str = "application/vnd.cairn.inputs.v1";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const TITLE: &str = "org.opencontainers.image.title";
 const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
+/// An SPDX JSON document, and the tag suffix of an artifact's SBOM in a bundle.
+pub const SBOM_MEDIA: &str = "application/spdx+json";
+pub const SBOM_TAG_SUFFIX: &str = ".sbom";
 const META: EntryMeta = EntryMeta {
     mode: 0o644,
     uid: 0,
@@ -179,6 +182,42 @@ pub fn export(
             })
         })
         .collect();
+    // Each artifact's SBOM beside it, tagged `NAME.sbom`, pointing at it as its subject.
+    for t in &tags {
+        let sbom = crate::sbom::sbom(ctx, project, lock, &t.name, &[])
+            .map_err(|e| e.context(format!("exporting the SBOM of {}", t.name)))?;
+        let sbom_digest = store.write_blob(&sbom)?;
+        store.write_blob(cairn_node::build::EMPTY_CONFIG)?;
+        let manifest = cairn_formats::json::to_canonical_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA,
+            "artifactType": SBOM_MEDIA,
+            "config": {
+                "mediaType": cairn_node::build::EMPTY_MEDIA,
+                "digest": Digest::of(cairn_node::build::EMPTY_CONFIG).to_string(),
+                "size": cairn_node::build::EMPTY_CONFIG.len(),
+            },
+            "layers": [{
+                "mediaType": SBOM_MEDIA, "digest": sbom_digest.to_string(), "size": sbom.len(),
+                "annotations": {TITLE: format!("{}.spdx.json", t.name)},
+            }],
+            "subject": {"mediaType": t.media_type, "digest": t.digest.to_string(), "size": t.size},
+        }))
+        .expect("json");
+        let digest = store.write_blob(&manifest)?;
+        for d in [
+            digest,
+            sbom_digest,
+            Digest::of(cairn_node::build::EMPTY_CONFIG),
+        ] {
+            blobs.insert(d);
+        }
+        index.push(serde_json::json!({
+            "mediaType": MANIFEST_MEDIA, "digest": digest.to_string(), "size": manifest.len(),
+            "artifactType": SBOM_MEDIA,
+            "annotations": {REF_NAME: format!("{}{SBOM_TAG_SUFFIX}", t.name)},
+        }));
+    }
     // Blob path by digest: the store's, or the download cache's for inputs.
     let mut paths: BTreeMap<Digest, PathBuf> =
         blobs.iter().map(|d| (*d, store.blob_path(d))).collect();
