@@ -23,6 +23,30 @@ struct Site {
 }
 
 impl Site {
+    /// docker-registry with the robot's basic auth, and an auth file that logs in to it.
+    fn start() -> Site {
+        let reg = Registry::start(Auth::Basic {
+            user: USER.into(),
+            password: PASSWORD.into(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let auth_file = dir.path().join("auth.json");
+        std::fs::write(
+            &auth_file,
+            format!(
+                "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+                reg.host,
+                b64std(format!("{USER}:{PASSWORD}").as_bytes())
+            ),
+        )
+        .unwrap();
+        Site {
+            reg,
+            dir,
+            auth_file,
+        }
+    }
+
     fn xtask(&self, root: &Path) -> Command {
         let mut c = xtask(root);
         c.env("REGISTRY_AUTH_FILE", &self.auth_file);
@@ -230,26 +254,7 @@ fn attestations(
 
 #[test]
 fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_cover() {
-    let reg = Registry::start(Auth::Basic {
-        user: USER.into(),
-        password: PASSWORD.into(),
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let auth_file = dir.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(
-            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
-            reg.host,
-            b64std(format!("{USER}:{PASSWORD}").as_bytes())
-        ),
-    )
-    .unwrap();
-    let site = Site {
-        reg,
-        dir,
-        auth_file,
-    };
+    let site = Site::start();
     let project = site.dir.path().join("project");
     copy_project(&project);
     let keys = site.dir.path().join("keys");
@@ -675,26 +680,7 @@ fn action_keys(store: &Path) -> Vec<String> {
 /// signed when published, and substituted only when that key signed them for that step.
 #[test]
 fn the_build_cache_substitutes_only_entries_its_key_signed_for_the_step() {
-    let reg = Registry::start(Auth::Basic {
-        user: USER.into(),
-        password: PASSWORD.into(),
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let auth_file = dir.path().join("auth.json");
-    std::fs::write(
-        &auth_file,
-        format!(
-            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
-            reg.host,
-            b64std(format!("{USER}:{PASSWORD}").as_bytes())
-        ),
-    )
-    .unwrap();
-    let site = Site {
-        reg,
-        dir,
-        auth_file,
-    };
+    let site = Site::start();
     let project = site.dir.path().join("project");
     copy_project(&project);
     let keys = site.dir.path().join("keys");

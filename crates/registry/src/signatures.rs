@@ -65,22 +65,8 @@ pub fn sign(
         return Ok((tag, false));
     }
     all.push(ours);
-    let (manifest, size) =
-        cosign::write_manifest(store, &all).map_err(|e| RegistryError::other(e.0))?;
-    let root = Descriptor {
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        digest: manifest,
-        size,
-    };
-    crate::push::push(
-        client,
-        store,
-        repo,
-        &root,
-        &tag,
-        &PushOptions::default(),
-        &crate::NoProgress,
-    )?;
+    let written = cosign::write_manifest(store, &all);
+    push_manifest(client, store, repo, &tag, written)?;
     Ok((tag, true))
 }
 
@@ -140,22 +126,8 @@ pub fn attest(
         }
     }
     all.extend(attestations.iter().cloned());
-    let (manifest, size) =
-        cosign::write_attestations(store, &all).map_err(|e| RegistryError::other(e.0))?;
-    let root = Descriptor {
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        digest: manifest,
-        size,
-    };
-    crate::push::push(
-        client,
-        store,
-        repo,
-        &root,
-        &tag,
-        &PushOptions::default(),
-        &crate::NoProgress,
-    )?;
+    let written = cosign::write_attestations(store, &all);
+    push_manifest(client, store, repo, &tag, written)?;
     Ok(tag)
 }
 
@@ -191,4 +163,30 @@ pub fn fetch_attestations(
         out.push((store.read_blob(&layer)?, predicate));
     }
     Ok(out)
+}
+
+/// Pushes a signature or attestation manifest just written into the store under `tag`.
+fn push_manifest(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    tag: &str,
+    written: Result<(Digest, u64), cairn_trust::TrustError>,
+) -> Result<(), RegistryError> {
+    let (digest, size) = written.map_err(|e| RegistryError::other(e.0))?;
+    let root = Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest,
+        size,
+    };
+    crate::push::push(
+        client,
+        store,
+        repo,
+        &root,
+        tag,
+        &PushOptions::default(),
+        &crate::NoProgress,
+    )?;
+    Ok(())
 }
