@@ -795,3 +795,246 @@ fn the_build_cache_substitutes_only_entries_its_key_signed_for_the_step() {
     );
     assert_eq!(f["index"], e["index"]);
 }
+
+/// The digests `oras discover` lists as referrers of `reference`, by artifact type.
+fn referrers(reference: &str) -> Vec<(String, String)> {
+    let out = run_ok(
+        Command::new(require_tool(
+            "oras",
+            "oras (Debian trixie's; `cargo xtask test` installs it)",
+        ))
+        .args(["discover", "--plain-http", "--format", "json"])
+        .args(["-u", USER, "-p", PASSWORD])
+        .arg(reference),
+    );
+    let v = json(&out);
+    let mut found: Vec<(String, String)> = v["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no manifests in {out}"))
+        .iter()
+        .map(|m| {
+            (
+                m["artifactType"].as_str().unwrap_or_default().to_string(),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn signatures_are_referrers_travel_with_pulls_and_bundles_and_are_checked_offline() {
+    let site = Site::start();
+    let project = site.dir.path().join("project");
+    copy_project(&project);
+    support::pin_stand_ins(&project);
+    let keys = site.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for k in ["cairn", "stranger"] {
+        run_ok(
+            site.xtask(&project)
+                .args(["keygen", "--output"])
+                .arg(keys.join(k)),
+        );
+    }
+    let published = json(&run_ok(
+        site.xtask(&project)
+            .args([
+                "publish",
+                "pi-worker",
+                "--to",
+                &site.target(),
+                "--insecure",
+                "--json",
+                "--sign",
+            ])
+            .arg(keys.join("cairn.key")),
+    ));
+    let signed = published["published"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The signature and the attestations name the node as their subject; docker-registry
+    // has no referrers API, so Cairn keeps the referrers tag schema's index, which oras
+    // reads: exactly the manifests under cosign's .sig and .att tags.
+    let tag_digest = |tag: &str| {
+        let raw = run_ok(
+            Command::new(require_tool("skopeo", "skopeo"))
+                .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+                .arg("--authfile")
+                .arg(&site.auth_file)
+                .arg(format!(
+                    "docker://{}/homelab/pi-worker:{tag}",
+                    site.reg.host
+                )),
+        );
+        raw.trim().to_string()
+    };
+    let sig = tag_digest(&format!("sha256-{}.sig", &signed[7..]));
+    let att = tag_digest(&format!("sha256-{}.att", &signed[7..]));
+    let reference = format!("{}/homelab/pi-worker@{signed}", site.reg.host);
+    assert_eq!(
+        referrers(&reference),
+        [
+            (
+                "application/vnd.dev.cosign.artifact.att.v1+json".to_string(),
+                att.clone()
+            ),
+            (
+                "application/vnd.dev.cosign.artifact.sig.v1+json".to_string(),
+                sig.clone()
+            ),
+        ]
+    );
+    // A second signer supersedes the listed signature manifest (it holds both signatures).
+    run_ok(
+        site.xtask(&project)
+            .args([
+                "publish",
+                "pi-worker",
+                "--to",
+                &site.target(),
+                "--insecure",
+                "--sign",
+            ])
+            .arg(keys.join("stranger.key")),
+    );
+    let sig2 = tag_digest(&format!("sha256-{}.sig", &signed[7..]));
+    assert_ne!(sig2, sig);
+    let listed = referrers(&reference);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.contains(&(
+        "application/vnd.dev.cosign.artifact.sig.v1+json".to_string(),
+        sig2
+    )));
+
+    // An unsigned image beside it, published from the same store.
+    run_ok(
+        site.xtask(&project)
+            .args(["publish", "haproxy", "--to", &site.target(), "--insecure"]),
+    );
+
+    // The publishing store keeps the signatures beside the node: export carries them,
+    // and import --verify-key checks them with no network.
+    let bundle = site.dir.path().join("pi-worker.tar");
+    run_ok(
+        site.xtask(&project)
+            .args(["export", "pi-worker", "--output"])
+            .arg(&bundle),
+    );
+    let empty = |name: &str| {
+        let dir = site.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let import = |dir: &Path, bundle: &Path, key: &str| {
+        let mut c = support::xtask_store(dir, &dir.join("artifacts"));
+        c.args(["import", "--json", "--verify-key"])
+            .arg(keys.join(key))
+            .arg(bundle);
+        c
+    };
+    let offline = empty("offline");
+    let out = json(&run_ok(&mut import(&offline, &bundle, "cairn.pub")));
+    let tags: Vec<&str> = out["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["pi-worker", "pi-worker.sbom", "pi-worker.sig"]);
+    // Both keys signed it.
+    run_ok(&mut import(&empty("offline-2"), &bundle, "stranger.pub"));
+    // A key that signed nothing of it: refused, naming the node and its digest; nothing lands.
+    run_ok(
+        site.xtask(&project)
+            .args(["keygen", "--output"])
+            .arg(keys.join("third")),
+    );
+    let refused = empty("refused");
+    let err = run_err(&mut import(&refused, &bundle, "third.pub"));
+    let node_manifest = {
+        let index = std::fs::read_to_string(offline.join("artifacts/index.json")).unwrap();
+        let v = json(&index);
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "pi-worker")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        err.contains(&format!("pi-worker ({node_manifest}) in bundle"))
+            && err.contains("is not signed by")
+            && err.contains("third.pub")
+            && err.contains("none of its 2 signature(s) is by key")
+            && err.contains("nothing was imported"),
+        "{err}"
+    );
+    let index = std::fs::read_to_string(refused.join("artifacts/index.json")).unwrap_or_default();
+    assert!(!index.contains("pi-worker"), "{index}");
+
+    // A bundle with an unsigned image in it: refused as a whole.
+    let mixed = site.dir.path().join("mixed.tar");
+    run_ok(
+        site.xtask(&project)
+            .args(["export", "pi-worker", "haproxy", "--output"])
+            .arg(&mixed),
+    );
+    let err = run_err(&mut import(&empty("mixed"), &mixed, "cairn.pub"));
+    assert!(
+        err.contains("haproxy (sha256:") && err.contains("carries no signatures"),
+        "{err}"
+    );
+
+    // flash --verify-key on the offline store: written with the right key, refused (and
+    // no card written) with another.
+    let flash = |dir: &Path, key: &str, card: &Path| {
+        let mut c = support::xtask_store(dir, &dir.join("artifacts"));
+        c.args(["flash", "pi-worker", "--json", "--file"])
+            .arg(card)
+            .arg("--verify-key")
+            .arg(keys.join(key));
+        c
+    };
+    let card = site.dir.path().join("card.img");
+    let report = json(&run_ok(&mut flash(&offline, "cairn.pub", &card)));
+    assert!(report["bytes_written"].as_u64().unwrap() > 0, "{report}");
+    let other = site.dir.path().join("other.img");
+    let err = run_err(&mut flash(&offline, "third.pub", &other));
+    assert!(
+        err.contains(&format!("pi-worker ({node_manifest}) in the store"))
+            && err.contains("is not signed by"),
+        "{err}"
+    );
+    assert!(!other.exists(), "a refused flash writes nothing");
+
+    // A plain pull (no key) brings the signatures too, so the puller can flash --verify-key
+    // later with no network; a store without them is refused.
+    let puller = empty("puller");
+    run_ok(
+        support::xtask_store(&puller, &puller.join("artifacts"))
+            .env("REGISTRY_AUTH_FILE", &site.auth_file)
+            .args(["pull", "pi-worker", "--from", &site.target(), "--insecure"]),
+    );
+    run_ok(&mut flash(&puller, "cairn.pub", &puller.join("card.img")));
+    // Without its signatures (the NAME.sig tag taken out of the store's index): refused.
+    let index_path = puller.join("artifacts/index.json");
+    let mut index = json(&std::fs::read_to_string(&index_path).unwrap());
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != "pi-worker.sig");
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let err = run_err(&mut flash(&puller, "cairn.pub", &puller.join("again.img")));
+    assert!(
+        err.contains(&format!("pi-worker ({node_manifest}) in the store"))
+            && err.contains("carries no signatures"),
+        "{err}"
+    );
+}

@@ -27,9 +27,11 @@ pub struct Args {
     /// Pull the node from this registry and namespace first (e.g. harbor.example.lan/homelab)
     #[arg(long)]
     pub from: Option<String>,
-    /// With --from: refuse the node unless it carries a cosign signature by this public key
-    /// (PEM, as `cargo xtask keygen` or `cosign generate-key-pair` writes it)
-    #[arg(long, value_name = "KEY.pub", requires = "from")]
+    /// Refuse the node unless it carries a cosign signature by this public key (PEM, as
+    /// `cargo xtask keygen` or `cosign generate-key-pair` writes it): checked in the registry
+    /// before pulling with --from, and always offline against the signatures the store
+    /// keeps beside the node (from a signed publish, a pull or an imported bundle)
+    #[arg(long, value_name = "KEY.pub")]
     pub verify_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -48,16 +50,20 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         }
         None => None,
     };
+    let verify = args
+        .verify_key
+        .as_deref()
+        .map(cairn_deliver::signed::Verify::load)
+        .transpose()?;
     if let Some(from) = &args.from {
         let project = crate::load_project(env).ok();
         let options = args.registry.options(from.clone(), project.as_ref())?;
-        let verify = args
-            .verify_key
-            .as_deref()
-            .map(cairn_deliver::publish::Verify::load)
-            .transpose()?;
         cairn_deliver::publish::pull(&env.ctx, &args.node, &options, verify.as_ref())
             .map_err(|e| e.context(format!("pulling {} from {from}", args.node)))?;
+    }
+    if let Some(v) = &verify {
+        cairn_deliver::signed::verify_stored(&env.ctx, &args.node, v)
+            .map_err(|e| e.context(format!("flashing {}", args.node)))?;
     }
     let store = env.ctx.open_store()?;
     let image = NodeImage::from_store(&store, &args.node)?;

@@ -97,12 +97,17 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                     keep.insert(cairn_os::container::subset_tag(&image.name, &arches));
                 }
             }
-            // An imported bundle's SBOMs stay as long as what they describe.
-            let sboms: Vec<String> = keep
+            // SBOMs and signatures stay as long as what they describe.
+            let beside: Vec<String> = keep
                 .iter()
-                .map(|t| format!("{t}{}", cairn_deliver::bundle::SBOM_TAG_SUFFIX))
+                .flat_map(|t| {
+                    [
+                        format!("{t}{}", cairn_deliver::bundle::SBOM_TAG_SUFFIX),
+                        cairn_trust::record::tag(t),
+                    ]
+                })
                 .collect();
-            keep.extend(sboms);
+            keep.extend(beside);
             let store = open(env)?;
             let report = store.gc(&keep)?;
             if json {

@@ -211,6 +211,53 @@ fn spdx_tools(root: &Path, can_install: bool) -> Result<std::path::PathBuf, Erro
     Ok(bin)
 }
 
+/// ORAS, the OCI registry client the referrers tests read with (`oras discover`): not in
+/// bookworm, so trixie's .deb, pinned here by the sha256 of the mirror's Packages entry,
+/// fetched from the host's Debian mirror and unpacked under `target/`. Returns its `bin`.
+const ORAS_DEB: (&str, &str) = (
+    "pool/main/o/oras/oras_1.2.0-1+b9_amd64.deb",
+    "5f138419f0e4bc128ee4717b06190dc5770cf120ab7e3a991e5b3e9158f3189e",
+);
+
+fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
+    let bin = env.ctx.root.join("target/test-tools/oras/bin");
+    if bin.join("oras").is_file() {
+        return Ok(bin);
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return Err(Error::msg(format!(
+            "the referrers tests read with oras, pinned for amd64 hosts only: install oras (Debian trixie's) on this {} host",
+            std::env::consts::ARCH
+        )));
+    }
+    let (path, sha256) = ORAS_DEB;
+    let mirror = cairn_inputs::mirror::resolve(None)?;
+    let cache = cairn_inputs::fetch::Cache::new(&env.ctx.cache);
+    let download = cairn_inputs::fetch::Download {
+        name: "oras (test tool)".into(),
+        url: format!("{mirror}/{path}"),
+        sha256: cairn_formats::Digest::from_hex(sha256).expect("pinned hex"),
+        size: None,
+    };
+    let deb = cache.fetch(&download, &|_| ())?;
+    std::fs::create_dir_all(&bin).map_err(|e| Error::msg(format!("{}: {e}", bin.display())))?;
+    let file =
+        std::fs::File::open(&deb).map_err(|e| Error::msg(format!("{}: {e}", deb.display())))?;
+    let tmp = bin.join(".oras.tmp");
+    cairn_debian::deb::unpack_data(file, "oras", |entry, r| {
+        if entry.path == "usr/bin/oras" {
+            let mut out = std::fs::File::create(&tmp)?;
+            std::io::copy(r, &mut out)?;
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::msg(format!("unpacking {path}: {e}")))?;
+    std::fs::rename(&tmp, bin.join("oras"))
+        .map_err(|e| Error::msg(format!("{path} holds no usr/bin/oras: {e}")))?;
+    Ok(bin)
+}
+
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let missing = missing_packages();
     if !missing.is_empty() {
@@ -239,7 +286,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         let can_install = !args.no_install && present("apt-get") && (is_root() || present("sudo"));
         let bin = spdx_tools(&env.ctx.root, can_install)?;
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![bin];
+        let mut paths = vec![bin, oras_tool(env)?];
         paths.extend(std::env::split_paths(&path));
         cargo.env(
             "PATH",

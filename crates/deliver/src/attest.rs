@@ -103,9 +103,10 @@ pub fn attach(
     repo: &str,
     name: &str,
     kind: &str,
-    digest: &Digest,
+    subject: &cairn_registry::Descriptor,
     key: &cairn_trust::SigningKey,
 ) -> Result<String, Error> {
+    let digest = &subject.digest;
     let repository = format!("{}/{repo}", client.config.host);
     let sbom: Value = serde_json::from_slice(&crate::sbom::sbom(ctx, project, lock, name, &[])?)
         .expect("the SBOM is JSON");
@@ -127,7 +128,7 @@ pub fn attach(
         client,
         store,
         repo,
-        digest,
+        subject,
         &attestations,
     )?)
 }

@@ -218,6 +218,36 @@ pub fn export(
             "annotations": {REF_NAME: format!("{}{SBOM_TAG_SUFFIX}", t.name)},
         }));
     }
+    // Each artifact's signatures (`NAME.sig`, recorded by a signed publish or a pull), so
+    // `import --verify-key` checks them offline; a record of an older build stays behind.
+    for t in &tags {
+        let Some(sig) = store.tag(&cairn_trust::record::tag(&t.name))? else {
+            continue;
+        };
+        let read = |d: &Digest| store.read_blob(d).ok();
+        let current = cairn_trust::record::read(&store.read_blob(&sig.digest)?, &read)
+            .and_then(|r| cairn_trust::record::covers(&r, &t.digest));
+        if let Err(e) = current {
+            eprintln!(
+                "warning: not exporting the signatures of {} ({}): {e}",
+                t.name, t.digest
+            );
+            continue;
+        }
+        let (reached, missing) = store.reachable(&[sig.digest]);
+        if let Some(d) = missing.first() {
+            return Err(Error::msg(format!(
+                "the signatures of {} lack blob {d}: pull {} again",
+                t.name, t.name
+            )));
+        }
+        blobs.extend(reached);
+        index.push(serde_json::json!({
+            "mediaType": sig.media_type, "digest": sig.digest.to_string(), "size": sig.size,
+            "artifactType": cairn_trust::record::ARTIFACT_TYPE,
+            "annotations": {REF_NAME: sig.name},
+        }));
+    }
     // Blob path by digest: the store's, or the download cache's for inputs.
     let mut paths: BTreeMap<Digest, PathBuf> =
         blobs.iter().map(|d| (*d, store.blob_path(d))).collect();
@@ -328,8 +358,13 @@ pub struct Imported {
 }
 
 /// Reads `bundle` into the store (and its inputs into the download cache), verifying
-/// everything before anything lands.
-pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
+/// everything before anything lands. With `verify`, every image and node in it must carry
+/// a signature by that key (the bundle's `NAME.sig`), or nothing lands.
+pub fn import(
+    ctx: &Context,
+    bundle: &Path,
+    verify: Option<&crate::signed::Verify>,
+) -> Result<Imported, Error> {
     let store = ctx.open_store()?;
     let name = bundle.display().to_string();
     let bad = |what: String| Error::msg(format!("bundle {name}: {what}"));
@@ -503,6 +538,21 @@ pub fn import(ctx: &Context, bundle: &Path) -> Result<Imported, Error> {
                 )));
             }
             inputs.insert(d);
+        }
+    }
+    if let Some(v) = verify {
+        let place = format!("bundle {name}");
+        for t in &tags {
+            let n = t.name.as_str();
+            if n.ends_with(SBOM_TAG_SUFFIX) || n.ends_with(cairn_trust::record::TAG_SUFFIX) {
+                continue;
+            }
+            let record = tags
+                .iter()
+                .find(|r| r.name == cairn_trust::record::tag(n))
+                .and_then(|r| read(&r.digest));
+            crate::signed::check(n, &t.digest, record.as_deref(), &read, v, &place)
+                .map_err(|e| Error::msg(format!("{e}; nothing was imported")))?;
         }
     }
     // Blobs the tags reach belong in the store, even when they are inputs too.

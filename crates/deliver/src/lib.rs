@@ -12,4 +12,5 @@ pub mod bundle;
 pub mod flash;
 pub mod publish;
 pub mod sbom;
+pub mod signed;
 pub mod verify;

@@ -142,25 +142,25 @@ pub fn publish(
     if let Some(key) = sign {
         let bytes = store.read_blob(&root.digest)?;
         let (manifests, _) = cairn_registry::push::children(&bytes)?;
-        for digest in std::iter::once(root.digest).chain(manifests.iter().map(|m| m.digest)) {
-            let (tag, _) = cairn_registry::signatures::sign(&client, &store, &repo, &digest, key)
-                .context(|| {
-                format!("signing {name} {digest} in {}/{repo}", client.config.host)
-            })?;
-            signatures.push(tag);
+        for (i, d) in std::iter::once(&root).chain(manifests.iter()).enumerate() {
+            let signed =
+                cairn_registry::signatures::sign(&client, &store, &repo, d, key).context(|| {
+                    format!(
+                        "signing {name} {} in {}/{repo}",
+                        d.digest, client.config.host
+                    )
+                })?;
+            if i == 0 {
+                // Kept beside the artifact in the store, so export carries it and import
+                // and flash check it offline.
+                let carried = (kind == "node").then(|| bytes.clone());
+                crate::signed::record(&store, name, root.digest, carried, signed.signatures)?;
+            }
+            signatures.push(signed.tag);
         }
         attestations = Some(
             crate::attest::attach(
-                ctx,
-                project,
-                lock,
-                &client,
-                &store,
-                &repo,
-                name,
-                kind,
-                &root.digest,
-                key,
+                ctx, project, lock, &client, &store, &repo, name, kind, &root, key,
             )
             .context(|| format!("attaching the SBOM and provenance of {name}"))?,
         );
@@ -308,23 +308,11 @@ pub struct Pulled {
     pub report: cairn_registry::pull::PullReport,
 }
 
-/// A public key a pull must find a signature of.
-pub struct Verify {
-    pub key: cairn_trust::PublicKey,
-    pub path: std::path::PathBuf,
-}
+pub use crate::signed::Verify;
 
-impl Verify {
-    pub fn load(path: &std::path::Path) -> Result<Verify, Error> {
-        Ok(Verify {
-            key: cairn_trust::PublicKey::load(path).map_err(|e| Error::msg(e.0))?,
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-/// Pulls `name` from the registry into the store and tags it `name`. With `verify`, the
-/// tag's manifest must carry a signature of that key, checked before anything is pulled.
+/// Pulls `name` from the registry into the store and tags it `name`, with its signatures
+/// (tag `NAME.sig`) when it has any. With `verify`, the tag's manifest must carry a
+/// signature of that key, checked before anything is pulled.
 pub fn pull(
     ctx: &Context,
     name: &str,
@@ -370,6 +358,16 @@ pub fn pull(
         ..tag
     };
     store.set_tag(tag)?;
+    // Its signatures come along (checked whenever they are used, not here), so `export`
+    // carries them and `import`/`flash --verify-key` check them offline.
+    if let Some(signatures) =
+        cairn_registry::signatures::existing(&client, &store, &repo, &root.digest)
+            .map_err(Error::from)
+            .context(|| format!("reading the signatures of {}/{repo}", client.config.host))?
+    {
+        let carried = (kind == "node").then_some(bytes);
+        crate::signed::record(&store, name, root.digest, carried, signatures)?;
+    }
     Ok(Pulled {
         name: name.into(),
         kind,

@@ -56,7 +56,7 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type.contains("manifest") || media_type.ends_with("image.index.v1+json")
 }
 
-fn scope(repo: &str) -> String {
+pub(crate) fn scope(repo: &str) -> String {
     format!("repository:{repo}:pull,push")
 }
 

@@ -1,11 +1,16 @@
 //! Signatures in a registry, in cosign's format: a manifest's signatures live under the tag
 //! `sha256-<hex>.sig` of its repository. Signing keeps the signatures other keys made;
 //! verifying looks for one of a given key that claims the manifest's digest.
+//!
+//! Signature and attestation manifests also name their subject (OCI 1.1), so a registry
+//! with the referrers API lists them under the signed manifest. One without it (the
+//! distribution 2.8 engine) gets the referrers tag schema the OCI distribution spec gives
+//! clients: an index under the tag `sha256-<hex>` listing them, which `oras discover` reads.
 
 use crate::{Client, Descriptor, PushOptions, RegistryError};
 use cairn_formats::Digest;
 use cairn_store::Store;
-use cairn_trust::cosign::{self, Signature};
+use cairn_trust::cosign::{self, Signature, Subject};
 use cairn_trust::{PublicKey, SigningKey};
 use std::path::Path;
 
@@ -47,27 +52,55 @@ pub fn existing(
     Ok(Some(out))
 }
 
-/// Signs `digest` (a manifest pushed to `repo` on `client`'s registry) with `key` and pushes
-/// the signature manifest, keeping the signatures other keys made. Returns the tag, and
-/// whether anything was pushed (a manifest this key signed already is left as it is).
+/// What signing a manifest did.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The signature tag, `sha256-<hex>.sig`.
+    pub tag: String,
+    /// Whether a new signature manifest was pushed (not when this key had signed already).
+    pub pushed: bool,
+    /// Every signature the manifest now carries, this key's and others'.
+    pub signatures: Vec<Signature>,
+}
+
+/// Signs `subject` (a manifest pushed to `repo` on `client`'s registry) with `key` and
+/// pushes the signature manifest, keeping the signatures other keys made; a manifest this
+/// key signed already is left as it is.
 pub fn sign(
     client: &Client,
     store: &Store,
     repo: &str,
-    digest: &Digest,
+    subject: &Descriptor,
     key: &SigningKey,
-) -> Result<(String, bool), RegistryError> {
+) -> Result<Signed, RegistryError> {
+    let digest = &subject.digest;
     let reference = format!("{}/{repo}", client.config.host);
     let ours = Signature::new(key, &reference, digest);
     let tag = cosign::signature_tag(digest);
     let mut all = existing(client, store, repo, digest)?.unwrap_or_default();
     if all.contains(&ours) {
-        return Ok((tag, false));
+        return Ok(Signed {
+            tag,
+            pushed: false,
+            signatures: all,
+        });
     }
     all.push(ours);
-    let written = cosign::write_manifest(store, &all);
-    push_manifest(client, store, repo, &tag, written)?;
-    Ok((tag, true))
+    let written = cosign::write_manifest(store, &all, Some(&as_subject(subject)));
+    push_manifest(client, store, repo, &tag, subject, written)?;
+    Ok(Signed {
+        tag,
+        pushed: true,
+        signatures: all,
+    })
+}
+
+fn as_subject(d: &Descriptor) -> Subject {
+    Subject {
+        media_type: d.media_type.clone(),
+        digest: d.digest,
+        size: d.size,
+    }
 }
 
 /// Checks that `digest` in `repo` carries a signature by `key`; the error names the
@@ -115,9 +148,10 @@ pub fn attest(
     client: &Client,
     store: &Store,
     repo: &str,
-    digest: &Digest,
+    subject: &Descriptor,
     attestations: &[(Vec<u8>, String)],
 ) -> Result<String, RegistryError> {
+    let digest = &subject.digest;
     let tag = cosign::attestation_tag(digest);
     let mut all: Vec<(Vec<u8>, String)> = Vec::new();
     for (envelope, predicate) in fetch_attestations(client, store, repo, digest)? {
@@ -126,8 +160,8 @@ pub fn attest(
         }
     }
     all.extend(attestations.iter().cloned());
-    let written = cosign::write_attestations(store, &all);
-    push_manifest(client, store, repo, &tag, written)?;
+    let written = cosign::write_attestations(store, &all, Some(&as_subject(subject)));
+    push_manifest(client, store, repo, &tag, subject, written)?;
     Ok(tag)
 }
 
@@ -165,17 +199,19 @@ pub fn fetch_attestations(
     Ok(out)
 }
 
-/// Pushes a signature or attestation manifest just written into the store under `tag`.
+/// Pushes a signature or attestation manifest just written into the store under `tag`,
+/// then makes sure the registry lists it among `subject`'s referrers.
 fn push_manifest(
     client: &Client,
     store: &Store,
     repo: &str,
     tag: &str,
+    subject: &Descriptor,
     written: Result<(Digest, u64), cairn_trust::TrustError>,
 ) -> Result<(), RegistryError> {
     let (digest, size) = written.map_err(|e| RegistryError::other(e.0))?;
     let root = Descriptor {
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        media_type: MANIFEST_MEDIA.into(),
         digest,
         size,
     };
@@ -188,5 +224,72 @@ fn push_manifest(
         &PushOptions::default(),
         &crate::NoProgress,
     )?;
-    Ok(())
+    let bytes = store.read_blob(&digest)?;
+    let artifact_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["artifactType"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    if referrers_api(client, repo, &subject.digest)? {
+        return Ok(());
+    }
+    refer_by_tag(client, repo, &subject.digest, &root, &artifact_type)
+}
+
+const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX_MEDIA: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Whether the registry answers the OCI 1.1 referrers API for `digest` (it then indexes
+/// pushed manifests by their subject itself); one without it answers 404.
+pub fn referrers_api(client: &Client, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
+    let url = client.url(&format!("{repo}/referrers/{digest}"));
+    let resp = client.request(
+        "GET",
+        &url,
+        &crate::push::scope(repo),
+        &[("Accept", INDEX_MEDIA)],
+        crate::client::Body::Empty,
+        true,
+    )?;
+    let status = resp.status().as_u16();
+    let json =
+        crate::client::header(&resp, "content-type").is_some_and(|t| t.starts_with(INDEX_MEDIA));
+    Ok(status == 200 && json)
+}
+
+/// The referrers tag schema: the index under `sha256-<hex>` lists `referrer` (replacing
+/// an older referrer of the same artifact type, which a new signature manifest supersedes).
+fn refer_by_tag(
+    client: &Client,
+    repo: &str,
+    subject: &Digest,
+    referrer: &Descriptor,
+    artifact_type: &str,
+) -> Result<(), RegistryError> {
+    let tag = format!("sha256-{}", subject.hex());
+    let mut entries: Vec<serde_json::Value> = match crate::pull::get_manifest(client, repo, &tag) {
+        Ok((_, bytes)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["manifests"].as_array().cloned())
+            .unwrap_or_default(),
+        Err(RegistryError::Http { status: 404, .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let ours = serde_json::json!({
+        "mediaType": referrer.media_type,
+        "digest": referrer.digest.to_string(),
+        "size": referrer.size,
+        "artifactType": artifact_type,
+    });
+    if entries.contains(&ours) {
+        return Ok(());
+    }
+    entries.retain(|e| e["artifactType"] != artifact_type);
+    entries.push(ours);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA,
+        "manifests": entries,
+    });
+    let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json");
+    crate::push::put_manifest(client, repo, &tag, INDEX_MEDIA, &bytes)
 }

@@ -202,15 +202,16 @@ fn upload(
     });
     let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
     let digest = store.write_blob(&bytes)?;
+    let root = Descriptor {
+        media_type: MANIFEST_MEDIA.into(),
+        digest,
+        size: bytes.len() as u64,
+    };
     cairn_registry::push::push(
         &client,
         store,
         &repo,
-        &Descriptor {
-            media_type: MANIFEST_MEDIA.into(),
-            digest,
-            size: bytes.len() as u64,
-        },
+        &root,
         &key.hex(),
         &PushOptions {
             parallel: options.parallel,
@@ -219,7 +220,7 @@ fn upload(
         &cairn_registry::NoProgress,
     )?;
     if let Some(signer) = &trust.sign {
-        cairn_registry::signatures::sign(&client, store, &repo, &digest, signer)?;
+        cairn_registry::signatures::sign(&client, store, &repo, &root, signer)?;
     }
     Ok(())
 }

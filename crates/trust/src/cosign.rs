@@ -18,6 +18,19 @@ const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_MEDIA: &str = "application/vnd.oci.image.config.v1+json";
 /// The time cosign writes into a signature's config unless told to record one.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// The artifact types cosign gives signature and attestation manifests that name their
+/// subject (OCI 1.1 referrers); Harbor shows such referrers as the subject's accessories.
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+pub const ATTESTATION_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
+
+/// The manifest a signature or attestation manifest is about: with one, the manifest
+/// carries `artifactType` and `subject`, so a registry with the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
 
 /// The tag that holds the signatures of `digest`.
 pub fn signature_tag(digest: &Digest) -> String {
@@ -105,6 +118,7 @@ pub fn layers(manifest: &[u8]) -> Result<Vec<(Digest, u64, String)>, TrustError>
 pub fn write_manifest(
     store: &Store,
     signatures: &[Signature],
+    subject: Option<&Subject>,
 ) -> Result<(Digest, u64), TrustError> {
     let layers: Vec<(Vec<u8>, &str, serde_json::Value)> = signatures
         .iter()
@@ -116,7 +130,11 @@ pub fn write_manifest(
             )
         })
         .collect();
-    write_layers(store, &layers)
+    write_layers(
+        store,
+        &layers,
+        subject.map(|s| (SIGNATURE_ARTIFACT_TYPE, s)),
+    )
 }
 
 /// The annotation of an attestation layer naming its predicate type.
@@ -132,6 +150,7 @@ pub fn attestation_tag(digest: &Digest) -> String {
 pub fn write_attestations(
     store: &Store,
     attestations: &[(Vec<u8>, String)],
+    subject: Option<&Subject>,
 ) -> Result<(Digest, u64), TrustError> {
     let layers: Vec<(Vec<u8>, &str, serde_json::Value)> = attestations
         .iter()
@@ -143,7 +162,11 @@ pub fn write_attestations(
             )
         })
         .collect();
-    write_layers(store, &layers)
+    write_layers(
+        store,
+        &layers,
+        subject.map(|s| (ATTESTATION_ARTIFACT_TYPE, s)),
+    )
 }
 
 /// An attestation manifest's layers: (envelope digest, size, predicate type).
@@ -168,10 +191,12 @@ pub fn attestation_layers(manifest: &[u8]) -> Result<Vec<(Digest, u64, String)>,
     Ok(out)
 }
 
-/// Writes layers (bytes, media type, annotations) with cosign's config into the store.
+/// Writes layers (bytes, media type, annotations) with cosign's config into the store;
+/// with a subject, also the artifact type and the subject.
 fn write_layers(
     store: &Store,
     layers: &[(Vec<u8>, &str, serde_json::Value)],
+    subject: Option<(&str, &Subject)>,
 ) -> Result<(Digest, u64), TrustError> {
     let err = |e: cairn_store::StoreError| TrustError(format!("writing a signature: {e}"));
     let mut descriptors = Vec::new();
@@ -198,12 +223,18 @@ fn write_layers(
     });
     let config = cairn_formats::json::to_canonical_vec(&config).expect("json");
     let config_digest = store.write_blob(&config).map_err(err)?;
-    let manifest = serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA,
         "config": {"mediaType": CONFIG_MEDIA, "size": config.len(), "digest": config_digest.to_string()},
         "layers": descriptors,
     });
+    if let Some((artifact_type, s)) = subject {
+        manifest["artifactType"] = artifact_type.into();
+        manifest["subject"] = serde_json::json!({
+            "mediaType": s.media_type, "digest": s.digest.to_string(), "size": s.size,
+        });
+    }
     let manifest = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
     let digest = store.write_blob(&manifest).map_err(err)?;
     Ok((digest, manifest.len() as u64))
@@ -246,12 +277,29 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), || {}).unwrap();
-        let (m, _) = write_manifest(&store, std::slice::from_ref(&s)).unwrap();
+        let (m, _) = write_manifest(&store, std::slice::from_ref(&s), None).unwrap();
         let ls = layers(&store.read_blob(&m).unwrap()).unwrap();
         assert_eq!(ls.len(), 1);
         assert_eq!(ls[0].0, Digest::of(&s.payload));
         assert_eq!(ls[0].2, s.signature);
         // The same signatures make the same manifest.
-        assert_eq!(write_manifest(&store, &[s]).unwrap().0, m);
+        assert_eq!(
+            write_manifest(&store, std::slice::from_ref(&s), None)
+                .unwrap()
+                .0,
+            m
+        );
+        // With a subject, a referrer: the artifact type cosign gives it, and the subject.
+        let subject = Subject {
+            media_type: MANIFEST_MEDIA.into(),
+            digest: d,
+            size: 123,
+        };
+        let (r, _) = write_manifest(&store, &[s], Some(&subject)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&store.read_blob(&r).unwrap()).unwrap();
+        assert_eq!(v["artifactType"], SIGNATURE_ARTIFACT_TYPE);
+        assert_eq!(v["subject"]["digest"], d.to_string());
+        assert_eq!(v["subject"]["size"], 123);
+        assert_eq!(layers(&store.read_blob(&r).unwrap()).unwrap(), ls);
     }
 }

@@ -6,6 +6,7 @@
 pub mod cosign;
 pub mod dsse;
 pub mod keys;
+pub mod record;
 
 pub use keys::{PublicKey, SigningKey};
 
