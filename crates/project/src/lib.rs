@@ -42,6 +42,7 @@ impl Project {
             let node = NodeSpec::load(&path)?;
             node.check_image(&images)?;
             node.check_cluster(&cluster, &images)?;
+            node.check_unique(&nodes)?;
             nodes.push(node);
         }
         Ok(Project {

@@ -420,6 +420,14 @@ impl NodeSpec {
                     ));
                 }
                 if let Some(gw) = net.gateway {
+                    if gw == address.address {
+                        return Err(err(
+                            "gateway",
+                            format!(
+                                "gateway {gw} is the node's own address: the gateway is the router of {address}'s network"
+                            ),
+                        ));
+                    }
                     if !address.contains(gw) {
                         return Err(err(
                             "gateway",
@@ -499,6 +507,40 @@ impl NodeSpec {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Checks that no node loaded before this one has its hostname, MAC address or static
+    /// address (a node file copied and only partly edited); the error names both files.
+    pub fn check_unique(&self, earlier: &[NodeSpec]) -> Result<(), SpecError> {
+        let ip = |n: &NodeSpec| n.network.address.map(|a| a.address);
+        for other in earlier {
+            let clash = if other
+                .hostname
+                .as_str()
+                .eq_ignore_ascii_case(self.hostname.as_str())
+            {
+                Some(("hostname", format!("hostname {:?}", self.hostname.as_str())))
+            } else if self.mac.is_some() && other.mac == self.mac {
+                Some(("mac", format!("MAC address {}", self.mac.expect("checked"))))
+            } else if ip(self).is_some() && ip(other) == ip(self) {
+                Some(("address", format!("address {}", ip(self).expect("checked"))))
+            } else {
+                None
+            };
+            if let Some((key, what)) = clash {
+                return Err(SpecError::at(
+                    &self.path,
+                    &self.source,
+                    find_key(&self.source, key),
+                    format!(
+                        "{what} is also node {}'s ({}): every node needs its own; change `{key}` in one of them",
+                        other.name,
+                        other.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks that the node's image exists, is an OS image and is built for the node's arch.

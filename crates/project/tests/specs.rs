@@ -415,3 +415,97 @@ fn kubernetes_versions_have_the_distribution_form() {
         );
     }
 }
+
+#[test]
+fn nodes_need_their_own_hostname_mac_and_address() {
+    // As a new user adds a node: pi-worker.toml copied, only its MAC changed.
+    let worker = std::fs::read_to_string(repo_root().join("nodes/pi-worker.toml")).unwrap();
+    let copy = worker.replace("dc:a6:32:00:10:21", "dc:a6:32:00:10:29");
+    assert_ne!(copy, worker);
+    let (_, err) = project_with("nodes/pi-worker2.toml", &copy);
+    assert_names(
+        &err,
+        "pi-worker2.toml",
+        2,
+        "hostname",
+        "hostname \"pi-worker\" is also node pi-worker's (",
+    );
+    assert!(
+        err.contains("nodes/pi-worker.toml)"),
+        "names both files: {err}"
+    );
+    // The hostname changed too: the address is next.
+    let copy2 = copy.replace("hostname = \"pi-worker\"", "hostname = \"pi-worker2\"");
+    let (_, err) = project_with("nodes/pi-worker2.toml", &copy2);
+    assert_names(
+        &err,
+        "pi-worker2.toml",
+        12,
+        "network.address",
+        "address 10.0.10.21 is also node pi-worker's",
+    );
+    // Another address (another prefix does not make it another address).
+    let (_, err) = project_with(
+        "nodes/pi-worker2.toml",
+        &copy2.replace("10.0.10.21/24", "10.0.10.21/25"),
+    );
+    assert!(err.contains("address 10.0.10.21 is also"), "{err}");
+    // Only the MAC kept.
+    let copy3 = worker
+        .replace("hostname = \"pi-worker\"", "hostname = \"pi-worker3\"")
+        .replace("10.0.10.21/24", "10.0.10.29/24");
+    let (_, err) = project_with("nodes/pi-worker3.toml", &copy3);
+    assert_names(
+        &err,
+        "pi-worker3.toml",
+        8,
+        "mac",
+        "MAC address dc:a6:32:00:10:21 is also node pi-worker's",
+    );
+    // Hostnames compare as DNS does, without case.
+    let (_, err) = project_with(
+        "nodes/pi-worker2.toml",
+        &copy
+            .replace("\"pi-worker\"", "\"PI-WORKER\"")
+            .replace("10.0.10.21", "10.0.10.29"),
+    );
+    assert!(err.contains("is also node pi-worker's"), "{err}");
+    // All three changed: it loads.
+    let ok = copy3.replace("dc:a6:32:00:10:21", "dc:a6:32:00:10:29");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["nodes", "images", "images/files"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo_root().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.path().join("nodes/pi-worker3.toml"), ok).unwrap();
+    assert_eq!(Project::load(dir.path()).unwrap().nodes.len(), 5);
+}
+
+#[test]
+fn a_gateway_is_not_the_nodes_own_address_and_pxe_nodes_have_a_mac() {
+    let err = bad_node("10.0.10.1\"", "10.0.10.21\"");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        10,
+        "network.gateway",
+        "gateway 10.0.10.21 is the node's own address",
+    );
+    let x86 = std::fs::read_to_string(repo_root().join("nodes/x86-storage.toml")).unwrap();
+    let no_mac: String = x86
+        .lines()
+        .filter(|l| !l.starts_with("mac ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (_, err) = project_with("nodes/x86-storage.toml", &no_mac);
+    assert!(
+        err.contains("x86-storage.toml")
+            && err.contains("key `mac` is missing: a PXE node is matched by its MAC address"),
+        "{err}"
+    );
+}
