@@ -357,9 +357,32 @@ fn independent_tools_read_every_output() {
             "squashfs-root/usr/bin/awk",
             "squashfs-root/usr/sbin/iptables",
             "squashfs-root/etc/alternatives/iptables",
+            // The dynamic linker's cache, written at build time, and ldconfig itself.
+            "squashfs-root/etc/ld.so.cache",
+            "squashfs-root/usr/sbin/ldconfig",
         ] {
             assert!(listing.lines().any(|l| l == path), "{name}: {path} missing");
         }
+        let work = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new(&unsquashfs)
+                .arg("-d")
+                .arg(work.path().join("root"))
+                .arg(&squashfs)
+                .arg("/etc/ld.so.cache"),
+        );
+        let cache = std::fs::read(work.path().join("root/etc/ld.so.cache")).unwrap();
+        assert_eq!(&cache[..20], b"glibc-ld.so.cache1.1", "{name}");
+        let n_libs = u32::from_le_bytes(cache[20..24].try_into().unwrap());
+        let libc = match node["arch"].as_str().unwrap() {
+            "x86_64" => "/lib/x86_64-linux-gnu/libc.so.6",
+            "armv7" => "/lib/arm-linux-gnueabihf/libc.so.6",
+            _ => "/lib/aarch64-linux-gnu/libc.so.6",
+        };
+        assert!(
+            n_libs > 50 && cache.windows(libc.len()).any(|w| w == libc.as_bytes()),
+            "{name}: {n_libs} libraries, {libc} among them"
+        );
 
         // One runtime: k3s's bundled containerd, none of Debian's, and no kubeadm units.
         for absent in [
@@ -839,6 +862,24 @@ fn boot(built: &Built, name: &str, reboot: bool) -> (serde_json::Value, String) 
         "the CA hash is on the console"
     );
     assert!(log.contains("cairn-node: powering off"));
+    let failed = log
+        .lines()
+        .find_map(|l| l.split_once("cairn-failed-units: ").map(|(_, u)| u.trim()))
+        .expect("the node lists its failed units");
+    if failed != "none" {
+        let about: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                failed
+                    .split_whitespace()
+                    .any(|u| l.contains(u.trim_end_matches(".service")))
+            })
+            .collect();
+        panic!(
+            "units failed on {name}: {failed}; what the journal says of them:\n{}",
+            about.join("\n")
+        );
+    }
     (report, log)
 }
 

@@ -6,9 +6,11 @@
 pub mod bmap;
 pub mod cpio;
 pub mod digest;
+pub mod elf;
 pub mod fat;
 pub mod gzip;
 pub mod json;
+pub mod ldcache;
 pub mod mbr;
 pub mod oci;
 pub mod tar;

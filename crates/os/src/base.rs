@@ -185,6 +185,8 @@ pub fn assemble(
     for (path, target) in &extras.symlinks {
         fs.add_symlink(path, target)?;
     }
+    // After every file is in place, as dpkg's ldconfig trigger runs last.
+    crate::ldconfig::add_ld_so_cache(&mut fs, arch)?;
     // After the spec's own files, which may add units.
     for unit in &spec.services {
         enable_unit(&mut fs, unit)?;

@@ -249,6 +249,7 @@ fn build_layer(
     }
     fs.add_merged_usr_links();
     fs.add_ca_bundle()?;
+    crate::ldconfig::add_ld_so_cache(&mut fs, plan.arch)?;
     let blob = store.blob_writer()?;
     let diff = HashingWriter::new(gzip::writer(blob));
     let diff = fs.write_tar(diff, epoch)?;

@@ -10,6 +10,7 @@
 pub mod base;
 pub mod container;
 pub mod initramfs;
+pub mod ldconfig;
 pub mod maintainer;
 pub mod modules;
 pub mod rootfs;

@@ -96,6 +96,23 @@ impl Rootfs {
         &self.nodes
     }
 
+    /// The real location of `path` (relative), every symlink on the way followed, the last
+    /// one included; `None` when it does not exist or a link leads out of the root.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let mut current = merged_usr(path).unwrap_or_else(|| path.to_string());
+        for _ in 0..40 {
+            current = self.resolve_parents(&current).ok()?;
+            match &self.nodes.get(&current)?.kind {
+                Kind::Symlink(target) => {
+                    let next = join_link(&current, target)?;
+                    current = merged_usr(&next).unwrap_or(next);
+                }
+                _ => return Some(current),
+            }
+        }
+        None
+    }
+
     /// Follows symlinks in the parents of `path` (as dpkg would on the target), returning the
     /// real location. A link that leads out of the root is an error.
     fn resolve_parents(&self, path: &str) -> Result<String, String> {

@@ -48,6 +48,8 @@ for arg in $(cat /proc/cmdline); do
       done
       echo "cairn-k3s: $(systemctl show -p ActiveState --value k3s.service) $(systemctl show -p SubState --value k3s.service)"
     fi
+    failed=$(systemctl list-units --failed --plain --no-legend --no-pager | while read -r unit _; do printf '%s ' "$unit"; done)
+    echo "cairn-failed-units: ${failed:-none}"
     echo "cairn-journal: begin"
     journalctl -b --no-pager -o short-monotonic | tail -n 4000
     echo "cairn-journal: end"
