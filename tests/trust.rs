@@ -53,6 +53,22 @@ impl Site {
         c
     }
 
+    /// A copy of the example project, and `keygen` key pairs of `names` under `keys/`.
+    fn project_with_keys(&self, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let project = self.dir.path().join("project");
+        copy_project(&project);
+        let keys = self.dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for k in names {
+            run_ok(
+                self.xtask(&project)
+                    .args(["keygen", "--output"])
+                    .arg(keys.join(k)),
+            );
+        }
+        (project, keys)
+    }
+
     fn target(&self) -> String {
         format!("{}/homelab", self.reg.host)
     }
@@ -681,17 +697,7 @@ fn action_keys(store: &Path) -> Vec<String> {
 #[test]
 fn the_build_cache_substitutes_only_entries_its_key_signed_for_the_step() {
     let site = Site::start();
-    let project = site.dir.path().join("project");
-    copy_project(&project);
-    let keys = site.dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    for k in ["a", "b"] {
-        run_ok(
-            site.xtask(&project)
-                .args(["keygen", "--output"])
-                .arg(keys.join(k)),
-        );
-    }
+    let (project, keys) = site.project_with_keys(&["a", "b"]);
     let stores = site.dir.path().join("stores");
     let build = |store: &str, trust: &[&str], image: &str| {
         let mut c = support::xtask_store(&project, &stores.join(store));
@@ -826,18 +832,8 @@ fn referrers(reference: &str) -> Vec<(String, String)> {
 #[test]
 fn signatures_are_referrers_travel_with_pulls_and_bundles_and_are_checked_offline() {
     let site = Site::start();
-    let project = site.dir.path().join("project");
-    copy_project(&project);
+    let (project, keys) = site.project_with_keys(&["cairn", "stranger"]);
     support::pin_stand_ins(&project);
-    let keys = site.dir.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    for k in ["cairn", "stranger"] {
-        run_ok(
-            site.xtask(&project)
-                .args(["keygen", "--output"])
-                .arg(keys.join(k)),
-        );
-    }
     let published = json(&run_ok(
         site.xtask(&project)
             .args([

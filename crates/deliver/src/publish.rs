@@ -323,11 +323,19 @@ pub fn pull(
     let repo = repository(&namespace, name);
     let store = ctx.open_store()?;
     let mut reference = options.tag.clone();
+    let mut verified = None;
     if let Some(v) = verify {
         let (root, _) = cairn_registry::pull::get_manifest(&client, &repo, &options.tag)
             .map_err(Error::from)
             .context(|| format!("pulling {}/{repo}:{}", client.config.host, options.tag))?;
-        cairn_registry::signatures::verify(&client, &store, &repo, &root.digest, &v.key, &v.path)?;
+        verified = Some(cairn_registry::signatures::verify(
+            &client,
+            &store,
+            &repo,
+            &root.digest,
+            &v.key,
+            &v.path,
+        )?);
         // Pull what was verified, whatever the tag points at by now.
         reference = root.digest.to_string();
     }
@@ -360,11 +368,13 @@ pub fn pull(
     store.set_tag(tag)?;
     // Its signatures come along (checked whenever they are used, not here), so `export`
     // carries them and `import`/`flash --verify-key` check them offline.
-    if let Some(signatures) =
-        cairn_registry::signatures::existing(&client, &store, &repo, &root.digest)
+    let signatures = match verified {
+        Some(signatures) => Some(signatures),
+        None => cairn_registry::signatures::existing(&client, &store, &repo, &root.digest)
             .map_err(Error::from)
-            .context(|| format!("reading the signatures of {}/{repo}", client.config.host))?
-    {
+            .context(|| format!("reading the signatures of {}/{repo}", client.config.host))?,
+    };
+    if let Some(signatures) = signatures {
         let carried = (kind == "node").then_some(bytes);
         crate::signed::record(&store, name, root.digest, carried, signatures)?;
     }

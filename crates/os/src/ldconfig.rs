@@ -8,6 +8,7 @@ use crate::rootfs::{Kind, Rootfs};
 use cairn_formats::ldcache::{self, Entry};
 use cairn_project::Arch;
 use cairn_steps::Error;
+use std::collections::BTreeMap;
 
 fn triplet(arch: Arch) -> &'static str {
     match arch {
@@ -31,7 +32,10 @@ fn conf_dirs(fs: &mut Rootfs, file: &str, depth: u32, out: &mut Vec<String>) -> 
         if line.is_empty() {
             continue;
         }
-        if let Some(pattern) = line.strip_prefix("include") {
+        let include = line
+            .strip_prefix("include")
+            .filter(|rest| rest.starts_with(char::is_whitespace));
+        if let Some(pattern) = include {
             let pattern = pattern.trim();
             let pattern = if pattern.starts_with('/') {
                 pattern.to_string()
@@ -44,26 +48,22 @@ fn conf_dirs(fs: &mut Rootfs, file: &str, depth: u32, out: &mut Vec<String>) -> 
             let Some(real) = fs.resolve(dir.trim_start_matches('/')) else {
                 continue;
             };
-            let (prefix, suffix) = name.split_once('*').unwrap_or((name, ""));
-            let exact = !name.contains('*');
-            let mut matches: Vec<String> = fs
-                .nodes()
-                .range(format!("{real}/")..)
-                .take_while(|(p, _)| p.starts_with(&format!("{real}/")))
-                .filter_map(|(p, _)| p[real.len() + 1..].to_string().into())
-                .filter(|n: &String| !n.contains('/'))
-                .filter(|n| {
-                    if exact {
-                        n == name
-                    } else {
-                        n.starts_with(prefix)
-                            && n.ends_with(suffix)
-                            && n.len() >= prefix.len() + suffix.len()
-                    }
-                })
+            let matches = |n: &str| match name.split_once('*') {
+                Some((prefix, suffix)) => {
+                    n.len() >= prefix.len() + suffix.len()
+                        && n.starts_with(prefix)
+                        && n.ends_with(suffix)
+                }
+                None => n == name,
+            };
+            // Sorted by name, as ldconfig's glob gives them.
+            let included: Vec<String> = fs
+                .entries_in(&real)
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| matches(n))
                 .collect();
-            matches.sort();
-            for m in matches {
+            for m in included {
                 conf_dirs(fs, &format!("{dir}/{m}"), depth + 1, out)?;
             }
         } else if !line.starts_with("hwcap") {
@@ -97,6 +97,8 @@ pub fn ld_so_cache(fs: &mut Rootfs, arch: Arch) -> Result<(Vec<u8>, usize), Erro
     dirs.push(format!("/usr/lib/{t}"));
     let mut seen_real = Vec::new();
     let mut entries = Vec::new();
+    // A library reached by its file and by its links is read and parsed once.
+    let mut parsed: BTreeMap<String, Option<cairn_formats::elf::Shared>> = BTreeMap::new();
     for dir in dirs {
         let Some(real) = fs.resolve(dir.trim_start_matches('/')) else {
             continue;
@@ -105,28 +107,23 @@ pub fn ld_so_cache(fs: &mut Rootfs, arch: Arch) -> Result<(Vec<u8>, usize), Erro
             continue;
         }
         seen_real.push(real.clone());
-        let prefix = format!("{real}/");
-        let names: Vec<(String, Kind)> = fs
-            .nodes()
-            .range(prefix.clone()..)
-            .take_while(|(p, _)| p.starts_with(&prefix))
-            .filter(|(p, _)| !p[prefix.len()..].contains('/'))
-            .map(|(p, n)| (p[prefix.len()..].to_string(), n.kind.clone()))
-            .collect();
-        for (name, kind) in names {
+        for (name, kind) in fs.entries_in(&real) {
             if !(name.starts_with("lib") || name.starts_with("ld-")) || !name.contains(".so") {
                 continue;
             }
             let Some(target) = fs.resolve(&format!("{real}/{name}")) else {
                 continue; // a dangling link
             };
-            let Some(bytes) = fs.read_file(&target)? else {
-                continue;
-            };
-            let Some(elf) = cairn_formats::elf::read_shared(&bytes) else {
+            if !parsed.contains_key(&target) {
+                let elf = fs
+                    .read_file(&target)?
+                    .and_then(|bytes| cairn_formats::elf::read_shared(&bytes));
+                parsed.insert(target.clone(), elf);
+            }
+            let Some(elf) = &parsed[&target] else {
                 continue; // a linker script, or not a library
             };
-            let Some(flags) = ldcache::flags_of(&elf) else {
+            let Some(flags) = ldcache::flags_of(elf) else {
                 continue;
             };
             let soname = elf.soname.clone().unwrap_or_else(|| name.clone());

@@ -311,6 +311,17 @@ impl Rootfs {
         Ok(Some(out))
     }
 
+    /// The names and kinds of the entries directly in `dir` (relative, sorted by name).
+    pub fn entries_in(&self, dir: &str) -> Vec<(String, Kind)> {
+        let start = format!("{dir}/");
+        self.nodes
+            .range(start.clone()..)
+            .take_while(|(p, _)| p.starts_with(&start))
+            .filter(|(p, _)| !p[start.len()..].contains('/'))
+            .map(|(p, n)| (p[start.len()..].to_string(), n.kind.clone()))
+            .collect()
+    }
+
     /// Paths of the regular files under `prefix/` (relative, sorted).
     pub fn files_under(&self, prefix: &str) -> Vec<String> {
         let start = format!("{prefix}/");

@@ -51,8 +51,8 @@ fn project_with(file: &str, text: &str) -> (tempfile::TempDir, String) {
     project_with_files(&[(file, text)])
 }
 
-/// A scratch project: the examples copied, with files replaced; the error it loads with.
-fn project_with_files(replaced: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+/// A scratch project: the examples copied, with files replaced (or added).
+fn scratch_project(replaced: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for sub in ["nodes", "images", "images/files"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -66,6 +66,12 @@ fn project_with_files(replaced: &[(&str, &str)]) -> (tempfile::TempDir, String) 
     for (file, text) in replaced {
         std::fs::write(dir.path().join(file), text).unwrap();
     }
+    dir
+}
+
+/// A scratch project with files replaced, and the error it loads with.
+fn project_with_files(replaced: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = scratch_project(replaced);
     let err = Project::load(dir.path())
         .expect_err("the spec is invalid")
         .to_string();
@@ -472,17 +478,7 @@ fn nodes_need_their_own_hostname_mac_and_address() {
     assert!(err.contains("is also node pi-worker's"), "{err}");
     // All three changed: it loads.
     let ok = copy3.replace("dc:a6:32:00:10:21", "dc:a6:32:00:10:29");
-    let dir = tempfile::tempdir().unwrap();
-    for sub in ["nodes", "images", "images/files"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for entry in std::fs::read_dir(repo_root().join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
-            }
-        }
-    }
-    std::fs::write(dir.path().join("nodes/pi-worker3.toml"), ok).unwrap();
+    let dir = scratch_project(&[("nodes/pi-worker3.toml", &ok)]);
     assert_eq!(Project::load(dir.path()).unwrap().nodes.len(), 5);
 }
 

@@ -23,33 +23,58 @@ pub fn existing(
     digest: &Digest,
 ) -> Result<Option<Vec<Signature>>, RegistryError> {
     let tag = cosign::signature_tag(digest);
-    let (_, bytes) = match crate::pull::get_manifest(client, repo, &tag) {
-        Ok(m) => m,
-        Err(RegistryError::Http { status: 404, .. }) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(bytes) = optional_manifest(client, repo, &tag)? else {
+        return Ok(None);
     };
     let mut out = Vec::new();
     for (payload, size, signature) in
         cosign::layers(&bytes).map_err(|e| RegistryError::other(e.0))?
     {
-        if size > 1 << 20 {
-            return Err(RegistryError::other(format!(
-                "{repo}:{tag} has a signature payload of {size} bytes: not a signature"
-            )));
-        }
-        let d = Descriptor {
+        let payload = Descriptor {
             media_type: cosign::SIMPLE_SIGNING_MEDIA.into(),
             digest: payload,
             size,
         };
-        let mut report = crate::pull::PullReport::default();
-        crate::pull::fetch_blob(client, store, repo, &d, &mut report, &crate::NoProgress)?;
         out.push(Signature {
-            payload: store.read_blob(&payload)?,
+            payload: small_blob(client, store, repo, &tag, &payload, 1 << 20)?,
             signature,
         });
     }
     Ok(Some(out))
+}
+
+/// The manifest under `tag`, or `None` when the registry has no such tag.
+fn optional_manifest(
+    client: &Client,
+    repo: &str,
+    tag: &str,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    match crate::pull::get_manifest(client, repo, tag) {
+        Ok((_, bytes)) => Ok(Some(bytes)),
+        Err(RegistryError::Http { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A blob a signature or attestation manifest under `tag` names, fetched (verified by
+/// digest) into the store and read; one over `limit` bytes is refused unread.
+fn small_blob(
+    client: &Client,
+    store: &Store,
+    repo: &str,
+    tag: &str,
+    d: &Descriptor,
+    limit: u64,
+) -> Result<Vec<u8>, RegistryError> {
+    if d.size > limit {
+        return Err(RegistryError::other(format!(
+            "{repo}:{tag} names a {} of {} bytes: refusing it",
+            d.media_type, d.size
+        )));
+    }
+    let mut report = crate::pull::PullReport::default();
+    crate::pull::fetch_blob(client, store, repo, d, &mut report, &crate::NoProgress)?;
+    Ok(store.read_blob(&d.digest)?)
 }
 
 /// What signing a manifest did.
@@ -87,7 +112,15 @@ pub fn sign(
     }
     all.push(ours);
     let written = cosign::write_manifest(store, &all, Some(&as_subject(subject)));
-    push_manifest(client, store, repo, &tag, subject, written)?;
+    push_manifest(
+        client,
+        store,
+        repo,
+        &tag,
+        subject,
+        cosign::SIGNATURE_ARTIFACT_TYPE,
+        written,
+    )?;
     Ok(Signed {
         tag,
         pushed: true,
@@ -103,8 +136,8 @@ fn as_subject(d: &Descriptor) -> Subject {
     }
 }
 
-/// Checks that `digest` in `repo` carries a signature by `key`; the error names the
-/// digest, the key and what each signature found was.
+/// Checks that `digest` in `repo` carries a signature by `key`, and returns every
+/// signature it carries; the error names the digest, the key and what each one found was.
 pub fn verify(
     client: &Client,
     store: &Store,
@@ -112,7 +145,7 @@ pub fn verify(
     digest: &Digest,
     key: &PublicKey,
     key_path: &Path,
-) -> Result<(), RegistryError> {
+) -> Result<Vec<Signature>, RegistryError> {
     let tag = cosign::signature_tag(digest);
     let where_ = format!("{}/{repo}", client.config.host);
     let Some(signatures) = existing(client, store, repo, digest)? else {
@@ -124,7 +157,7 @@ pub fn verify(
     let mut seen = Vec::new();
     for s in &signatures {
         match s.verify(key, digest) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(signatures),
             Err(e) => seen.push(e.0),
         }
     }
@@ -161,7 +194,15 @@ pub fn attest(
     }
     all.extend(attestations.iter().cloned());
     let written = cosign::write_attestations(store, &all, Some(&as_subject(subject)));
-    push_manifest(client, store, repo, &tag, subject, written)?;
+    push_manifest(
+        client,
+        store,
+        repo,
+        &tag,
+        subject,
+        cosign::ATTESTATION_ARTIFACT_TYPE,
+        written,
+    )?;
     Ok(tag)
 }
 
@@ -173,28 +214,22 @@ pub fn fetch_attestations(
     digest: &Digest,
 ) -> Result<Vec<(Vec<u8>, String)>, RegistryError> {
     let tag = cosign::attestation_tag(digest);
-    let (_, bytes) = match crate::pull::get_manifest(client, repo, &tag) {
-        Ok(m) => m,
-        Err(RegistryError::Http { status: 404, .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(bytes) = optional_manifest(client, repo, &tag)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for (layer, size, predicate) in
         cosign::attestation_layers(&bytes).map_err(|e| RegistryError::other(e.0))?
     {
-        if size > 64 << 20 {
-            return Err(RegistryError::other(format!(
-                "{repo}:{tag} has an attestation of {size} bytes: refusing it"
-            )));
-        }
-        let d = Descriptor {
+        let envelope = Descriptor {
             media_type: cairn_trust::dsse::ENVELOPE_MEDIA.into(),
             digest: layer,
             size,
         };
-        let mut report = crate::pull::PullReport::default();
-        crate::pull::fetch_blob(client, store, repo, &d, &mut report, &crate::NoProgress)?;
-        out.push((store.read_blob(&layer)?, predicate));
+        out.push((
+            small_blob(client, store, repo, &tag, &envelope, 64 << 20)?,
+            predicate,
+        ));
     }
     Ok(out)
 }
@@ -207,6 +242,7 @@ fn push_manifest(
     repo: &str,
     tag: &str,
     subject: &Descriptor,
+    artifact_type: &str,
     written: Result<(Digest, u64), cairn_trust::TrustError>,
 ) -> Result<(), RegistryError> {
     let (digest, size) = written.map_err(|e| RegistryError::other(e.0))?;
@@ -224,15 +260,10 @@ fn push_manifest(
         &PushOptions::default(),
         &crate::NoProgress,
     )?;
-    let bytes = store.read_blob(&digest)?;
-    let artifact_type = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["artifactType"].as_str().map(str::to_string))
-        .unwrap_or_default();
     if referrers_api(client, repo, &subject.digest)? {
         return Ok(());
     }
-    refer_by_tag(client, repo, &subject.digest, &root, &artifact_type)
+    refer_by_tag(client, repo, &subject.digest, &root, artifact_type)
 }
 
 const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -266,14 +297,10 @@ fn refer_by_tag(
     artifact_type: &str,
 ) -> Result<(), RegistryError> {
     let tag = format!("sha256-{}", subject.hex());
-    let mut entries: Vec<serde_json::Value> = match crate::pull::get_manifest(client, repo, &tag) {
-        Ok((_, bytes)) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["manifests"].as_array().cloned())
-            .unwrap_or_default(),
-        Err(RegistryError::Http { status: 404, .. }) => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let mut entries: Vec<serde_json::Value> = optional_manifest(client, repo, &tag)?
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v["manifests"].as_array().cloned())
+        .unwrap_or_default();
     let ours = serde_json::json!({
         "mediaType": referrer.media_type,
         "digest": referrer.digest.to_string(),
