@@ -99,6 +99,54 @@ fn example_images_are_bit_for_bit_reproducible() {
     }
 }
 
+/// Layers are compressed on every core the build may use, as gzip members of fixed-size
+/// pieces: a build pinned to one core (`taskset -c 0`) gives the bytes a build on all
+/// cores gave, and the layers really are several members.
+#[test]
+fn layers_do_not_depend_on_the_core_count() {
+    let taskset = require_tool("taskset", "util-linux");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        cores >= 2,
+        "this test compares one core with several; the machine has {cores}"
+    );
+    let first = &first_builds()["haproxy"];
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    let one_core = json(&run_ok(
+        Command::new(taskset)
+            .args(["-c", "0"])
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["--quiet", "build-image", "haproxy", "--json"])
+            .env_remove("CAIRN_STORE"),
+    ));
+    assert_eq!(one_core["manifests"]["x86_64"]["cached"], false);
+    assert_eq!(
+        digests(first),
+        digests(&one_core),
+        "one core against {cores}"
+    );
+    // Count the gzip members of the x86_64 layer: a member starts at each header that
+    // follows the previous member's 8-byte trailer; decoding them one by one finds them.
+    let layer = one_core["manifests"]["x86_64"]["layer"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let bytes = std::fs::read(dir.path().join("artifacts/blobs/sha256").join(layer)).unwrap();
+    let mut members = 0;
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        std::io::copy(&mut d, &mut std::io::sink()).unwrap();
+        rest = d.into_inner();
+        members += 1;
+    }
+    assert!(members > 4, "the layer is {members} gzip members");
+}
+
 /// The example images hash to what `tests/expected-digests.toml` says (a cross-machine
 /// check: CI builds on a different machine every run).
 #[test]

@@ -327,6 +327,15 @@ fn aarch64_initramfs_holds_init_busybox_and_modules() {
         &format!("lib/modules/{kver}/kernel/fs/squashfs/squashfs.ko.xz"),
         &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci-iproc.ko.xz"),
         &format!("lib/modules/{kver}/kernel/drivers/mmc/host/sdhci.ko.xz"),
+        // e2fsprogs for the data partition, with the dynamic linker and what they link.
+        "usr/sbin/mke2fs",
+        "usr/sbin/e2fsck",
+        "lib/ld-linux-aarch64.so.1",
+        "usr/lib/aarch64-linux-gnu/libc.so.6",
+        "usr/lib/aarch64-linux-gnu/libext2fs.so.2",
+        "usr/lib/aarch64-linux-gnu/libcom_err.so.2",
+        "etc/mke2fs.conf",
+        "etc/e2fsck.conf",
     ] {
         assert!(
             listing.lines().any(|l| l == needed),

@@ -76,7 +76,7 @@ fn rebuilds_match_and_differences_are_named_inside_the_artifact() {
         json(&std::fs::read_to_string(blob(dir, manifest["digest"].as_str().unwrap())).unwrap());
     let layer = blob(dir, manifest_doc["layers"][0]["digest"].as_str().unwrap());
     let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&layer).unwrap())
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&layer).unwrap())
         .read_to_end(&mut tar_bytes)
         .unwrap();
     let needle = b"timeout connect 5s";

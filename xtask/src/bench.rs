@@ -30,7 +30,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         r.layer_tar_bytes as f64 / 1e6
     );
     println!(
-        "  gzip -6: cairn          {:>9.1} MB/s -> {} bytes (single stream, independent of cores)",
+        "  gzip -6: cairn          {:>9.1} MB/s -> {} bytes (1 MiB members on every core, the same bytes on any number)",
         r.gzip_cairn_mb_s, r.gzip_cairn_bytes
     );
     println!(

@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_deliver::boot::{BootConfig, boot_test};
+use cairn_deliver::boot::{BootConfig, Machine, boot_test};
 use cairn_steps::Error;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,9 +29,31 @@ pub struct Args {
     /// on its console or in its journal. Without it, the node must report secrets=absent
     #[arg(long)]
     pub secrets: Option<std::path::PathBuf>,
+    /// SD nodes: boot this card file (written by `cargo xtask flash NODE --file FILE`, or
+    /// left by an earlier boot test) as it is, data partition included, instead of a fresh
+    /// card; it is grown (sparse) to the test card's size. --secrets then says what the
+    /// card holds
+    #[arg(long, value_name = "FILE")]
+    pub card: Option<std::path::PathBuf>,
+    /// SD nodes: boot once writing to the data partition and kill QEMU at a random moment
+    /// (a power cut), then boot again: the data partition must be checked and kept, with
+    /// the last synced write whole
+    #[arg(long)]
+    pub power_cut: bool,
+    /// SD nodes: the QEMU machine. `virt`: the generic one, the card as a virtio disk.
+    /// `board`: the node's own board (raspi2b, raspi3b, raspi4b) with the card on its SD
+    /// controller and the kernel, initramfs and device tree read from the card
+    #[arg(long, value_enum, default_value = "virt")]
+    pub machine: MachineArg,
     /// Print each node's report (hostname, addresses, role, seconds, log) as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MachineArg {
+    Virt,
+    Board,
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
@@ -58,6 +80,12 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         log_dir: env.ctx.store.join("logs/boot"),
         echo: args.console,
         reboot: args.reboot,
+        card: args.card.clone(),
+        power_cut: args.power_cut,
+        machine: match args.machine {
+            MachineArg::Virt => Machine::Virt,
+            MachineArg::Board => Machine::Board,
+        },
     };
     let mut out = Vec::new();
     for name in &names {
@@ -71,7 +99,8 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| e.context(format!("boot test of {name}")))?;
         if !args.json {
             eprintln!(
-                "{name}: booted in {:.0} s: hostname {}, address {}, role {}, secrets {}, writable {}{}",
+                "{name}: booted on {} in {:.0} s: hostname {}, address {}, role {}, secrets {}, writable {}{}{}",
+                report.machine,
                 report.seconds,
                 report.hostname,
                 report.addresses.join(","),
@@ -82,6 +111,17 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                     .rebooted_writable
                     .as_ref()
                     .map(|w| format!(", after a reboot {w}"))
+                    .unwrap_or_default(),
+                report
+                    .power_cut
+                    .as_ref()
+                    .map(|c| format!(
+                        "; cut {:.1} s into writing (last synced {}), then {}, data {}",
+                        c.after_first_sync,
+                        c.last_synced.as_deref().unwrap_or("nothing"),
+                        report.data_check.as_deref().unwrap_or("not checked"),
+                        report.kept.as_deref().unwrap_or("gone")
+                    ))
                     .unwrap_or_default()
             );
         }

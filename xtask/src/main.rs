@@ -1,6 +1,7 @@
 //! Cairn's command line: parse flags, find the project, dispatch to one `run` per task.
 
 mod bench;
+mod bench_compare;
 mod bench_flash;
 mod bench_node;
 mod bench_push;
@@ -10,6 +11,7 @@ mod build_node;
 mod build_os;
 mod export;
 mod flash;
+mod fuzz;
 mod import;
 mod keygen;
 mod lock;
@@ -105,10 +107,14 @@ enum Command {
     /// Check or clean the store
     #[command(subcommand)]
     Store(store::Command),
-    /// Install the host tools the tests use (apt-get), then run every test
+    /// Install the host tools the tests use (apt-get), run every test, then every fuzz target for a short time
     Test(test::Args),
+    /// Run the cargo-fuzz targets (every parser of outside input, the writers' round trips) from seeds of real inputs
+    Fuzz(fuzz::Args),
     /// Measure build speed, compression and hashing against peer tools
     Bench(bench::Args),
+    /// Every speed goal in one run, each against its peer tool (mmdebstrap, mksquashfs, pigz)
+    BenchCompare(bench_compare::Args),
     /// Measure node builds (cold, warm, one SSH key changed) and squashfs against mksquashfs
     BenchNode(bench_node::Args),
     /// Measure `flash --file` (bmap, fsync, read-back) against `dd bs=4M conv=fsync`
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
         root,
     };
     let env = Env { ctx };
+    let (store, cache) = (env.ctx.store.clone(), env.ctx.cache.clone());
     let result = match cli.command {
         Command::Lock(args) => lock::run(&env, args),
         Command::BuildImage(args) => build_image::run(&env, args),
@@ -189,15 +196,24 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(&env, args),
         Command::Store(cmd) => store::run(&env, cmd),
         Command::Bench(args) => bench::run(&env, args),
+        Command::BenchCompare(args) => bench_compare::run(&env, args),
         Command::BenchNode(args) => bench_node::run(&env, args),
         Command::BenchPush(args) => bench_push::run(&env, args),
         Command::BenchFlash(args) => bench_flash::run(&env, args),
         Command::Test(args) => test::run(&env, args),
+        Command::Fuzz(args) => fuzz::run(&env, args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if e.is_out_of_space() {
+                eprintln!(
+                    "error: a disk is full: the store is {} and the download cache {}. Free space there (`cargo xtask store gc` drops what no tag reaches), or point --store or --download-cache at a larger disk; the store holds nothing of the failed step",
+                    store.display(),
+                    cache.display()
+                );
+            }
             ExitCode::FAILURE
         }
     }

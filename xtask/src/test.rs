@@ -1,5 +1,5 @@
 //! `cargo xtask test`: make sure the host tools the tests use are there (installing them
-//! with apt-get when possible), then run every test of the workspace.
+//! with apt-get when possible), run every test of the workspace, then the fuzz targets.
 
 use crate::Env;
 use cairn_steps::Error;
@@ -16,6 +16,10 @@ pub struct Args {
     /// BUILDER_VERSION bump or a change of the lock)
     #[arg(long)]
     pub update_digests: bool,
+    /// Seconds each fuzz target runs after the tests (`cargo xtask fuzz`); the fuzzing
+    /// runs only when every test ran (no extra `cargo test` arguments)
+    #[arg(long, default_value_t = 15)]
+    pub fuzz_seconds: u64,
     /// Extra arguments for `cargo test` (after `--`)
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
@@ -52,6 +56,12 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("python3", "python3"),
     ("systemd-analyze", "systemd"),
+    // Keys and cleartext signatures for the signed test repositories.
+    ("gpg", "gpg"),
+    ("gpg-agent", "gpg-agent"),
+    ("gpgconf", "gpgconf"),
+    // libfuzzer-sys builds libFuzzer's C++ sources (`cargo xtask fuzz`).
+    ("g++", "g++"),
     (
         "/usr/share/keyrings/debian-archive-keyring.gpg",
         "debian-archive-keyring",
@@ -310,9 +320,16 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         .current_dir(&env.ctx.root)
         .status()
         .map_err(|e| Error::msg(format!("running cargo test: {e}")))?;
-    Ok(if status.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !status.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.update_digests || !args.cargo_args.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "fuzzing: {} targets, {} s each (`cargo xtask fuzz`)",
+        crate::fuzz::TARGETS.len(),
+        args.fuzz_seconds
+    );
+    crate::fuzz::run_targets(env, crate::fuzz::TARGETS, args.fuzz_seconds)
 }

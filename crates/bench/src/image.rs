@@ -149,11 +149,14 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
     )
     .map_err(|e| Error::msg(e.to_string()))?;
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(&layer[..])
+    flate2::read::MultiGzDecoder::new(&layer[..])
         .read_to_end(&mut tar)
         .map_err(|e| Error::msg(e.to_string()))?;
     let start = Instant::now();
-    let ours = gzip::compress(&tar);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut w = gzip::members_writer(Vec::new(), threads);
+    w.write_all(&tar).map_err(|e| Error::msg(e.to_string()))?;
+    let ours = w.finish().map_err(|e| Error::msg(e.to_string()))?;
     let ours_time = start.elapsed();
     if ours != layer {
         return Err(Error::msg(

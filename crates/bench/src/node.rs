@@ -176,3 +176,24 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
         peak_rss_mib: crate::image::peak_rss_mib(),
     })
 }
+
+/// `build-node --all` into an empty store (downloads cached), in process; seconds.
+pub fn cold_all(ctx: &Context) -> Result<f64, Error> {
+    let project = Project::load(&ctx.root)?;
+    let lock = Lockfile::read(&ctx.lock_path())?
+        .ok_or_else(|| Error::msg("inputs.lock does not exist: run `cargo xtask lock`"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("cairn-bench-nodes-")
+        .tempdir()
+        .map_err(|e| Error::msg(e.to_string()))?;
+    let bench_ctx = Context {
+        store: scratch.path().join("store"),
+        progress: false,
+        ..ctx.clone()
+    };
+    let start = Instant::now();
+    for n in &project.nodes {
+        build_node(&bench_ctx, &project, &lock, &n.name)?;
+    }
+    Ok(secs(start.elapsed()))
+}

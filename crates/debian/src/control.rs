@@ -1,9 +1,13 @@
 //! deb822 control data: paragraphs of `Field: value` lines with continuation lines.
 
-/// One paragraph: fields in file order. Field names compare case-insensitively.
+use std::borrow::Cow;
+
+/// One paragraph: fields in file order. Field names compare case-insensitively. A value
+/// on one line is borrowed from the text; only one with continuation lines is copied (a
+/// Packages index is 56 MB, and copying every value was most of reading it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Paragraph<'a> {
-    pub fields: Vec<(&'a str, String)>,
+    pub fields: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 impl<'a> Paragraph<'a> {
@@ -11,7 +15,7 @@ impl<'a> Paragraph<'a> {
         self.fields
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -33,6 +37,7 @@ pub fn paragraphs(text: &str) -> impl Iterator<Item = Paragraph<'_>> {
             let line = lines.next().unwrap();
             if line.starts_with([' ', '\t']) {
                 if let Some((_, value)) = para.fields.last_mut() {
+                    let value = value.to_mut();
                     let cont = line.trim();
                     value.push('\n');
                     if cont != "." {
@@ -42,7 +47,7 @@ pub fn paragraphs(text: &str) -> impl Iterator<Item = Paragraph<'_>> {
             } else if line.starts_with('#') {
                 continue;
             } else if let Some((k, v)) = line.split_once(':') {
-                para.fields.push((k.trim(), v.trim().to_string()));
+                para.fields.push((k.trim(), Cow::Borrowed(v.trim())));
             }
         }
         Some(para)

@@ -119,6 +119,28 @@ fn read_ar_header(r: &mut impl Read, package: &str) -> Result<Option<ArMember>, 
     Ok(Some(ArMember { name, size }))
 }
 
+/// dpkg-deb compresses large members with xz's multithreaded encoder, which cuts them
+/// into blocks (24 MiB each for a kernel package): liblzma's multithreaded decoder unpacks
+/// those blocks on every core, and the bytes are the same either way. Members are one xz
+/// stream, as dpkg-deb writes them.
+fn xz_decoder<'a>(
+    r: impl Read + 'a,
+    package: &str,
+) -> Result<liblzma::read::XzDecoder<impl Read + 'a>, DebError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .threads(u32::try_from(threads).unwrap_or(1))
+        // Above this, liblzma decodes on one thread rather than failing.
+        .memlimit_threading(1 << 30)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        .map_err(|e| DebError::Format {
+            package: package.into(),
+            what: format!("starting the xz decoder: {e}"),
+        })?;
+    Ok(liblzma::read::XzDecoder::new_stream(r, stream))
+}
+
 fn decompressor<'a>(
     name: &str,
     r: impl Read + 'a,
@@ -126,14 +148,14 @@ fn decompressor<'a>(
 ) -> Result<Box<dyn Read + 'a>, DebError> {
     let ext = name.rsplit_once(".tar").map(|(_, e)| e).unwrap_or("?");
     Ok(match ext {
-        ".xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+        ".xz" => Box::new(xz_decoder(r, package)?),
         ".zst" => Box::new(
             zstd::stream::read::Decoder::new(r).map_err(|err| DebError::Io {
                 package: package.into(),
                 err,
             })?,
         ),
-        ".gz" => Box::new(flate2::read::GzDecoder::new(r)),
+        ".gz" => Box::new(flate2::read::MultiGzDecoder::new(r)),
         "" => Box::new(r),
         _ => {
             return Err(DebError::Format {

@@ -1,6 +1,6 @@
 //! Kernel module metadata: the `.modinfo` section of a module's ELF file, and
-//! `modules.dep` / `modules.alias` as depmod writes them (Debian's kernel packages ship
-//! none: their postinst runs depmod).
+//! `modules.dep` / `modules.alias` with their binary indexes as depmod writes them
+//! (Debian's kernel packages ship none: their postinst runs depmod).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,18 +30,21 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
     if elf[5] != 1 {
         return Err("big-endian ELF is not supported".into());
     }
+    // Offsets and sizes come from the file: every sum is checked, so a crafted header
+    // is "truncated", never an overflow.
+    let bytes = |o: usize, n: usize| o.checked_add(n).and_then(|end| elf.get(o..end));
     let u16_at = |o: usize| {
-        elf.get(o..o + 2)
+        bytes(o, 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
             .ok_or("truncated ELF")
     };
     let u32_at = |o: usize| {
-        elf.get(o..o + 4)
+        bytes(o, 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
             .ok_or("truncated ELF")
     };
     let u64_at = |o: usize| {
-        elf.get(o..o + 8)
+        bytes(o, 8)
             .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
             .ok_or("truncated ELF")
     };
@@ -51,17 +54,19 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
         (u32_at(0x20)?, u16_at(0x2e)?, u16_at(0x30)?, u16_at(0x32)?)
     };
     let section = |i: usize| -> Result<(usize, usize, usize), String> {
-        let h = shoff + i * shentsize;
+        let h = i
+            .checked_mul(shentsize)
+            .and_then(|o| o.checked_add(shoff))
+            .ok_or("truncated ELF")?;
+        let at = |o: usize| h.checked_add(o).ok_or("truncated ELF");
         Ok(if is64 {
-            (u32_at(h)?, u64_at(h + 0x18)?, u64_at(h + 0x20)?)
+            (u32_at(h)?, u64_at(at(0x18)?)?, u64_at(at(0x20)?)?)
         } else {
-            (u32_at(h)?, u32_at(h + 0x10)?, u32_at(h + 0x14)?)
+            (u32_at(h)?, u32_at(at(0x10)?)?, u32_at(at(0x14)?)?)
         })
     };
     let (_, str_off, str_size) = section(shstrndx)?;
-    let names = elf
-        .get(str_off..str_off + str_size)
-        .ok_or("truncated ELF string table")?;
+    let names = bytes(str_off, str_size).ok_or("truncated ELF string table")?;
     for i in 0..shnum {
         let (name_off, off, size) = section(i)?;
         let name = names
@@ -69,9 +74,7 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, Stri
             .and_then(|n| n.split(|b| *b == 0).next())
             .unwrap_or(b"");
         if name == wanted.as_bytes() {
-            return Ok(Some(
-                elf.get(off..off + size).ok_or("truncated ELF section")?,
-            ));
+            return Ok(Some(bytes(off, size).ok_or("truncated ELF section")?));
         }
     }
     Ok(None)
@@ -88,10 +91,22 @@ pub fn module_name(path: &str) -> Option<String> {
     stem.strip_suffix(".ko").map(|s| s.replace('-', "_"))
 }
 
-/// One module: its path relative to `/lib/modules/KVER/` and its `.modinfo`.
+/// One module: its path relative to `/lib/modules/KVER/`, its `.modinfo` and the symbols
+/// it exports (`__ksymtab_strings`).
 pub struct ModuleInfo {
     pub path: String,
     pub info: Vec<(String, String)>,
+    pub exports: Vec<String>,
+}
+
+/// The symbols a module exports: the names in its `__ksymtab_strings` section.
+pub fn exports(elf: &[u8]) -> Result<Vec<String>, String> {
+    Ok(elf_section(elf, "__ksymtab_strings")?
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
 }
 
 /// `modules.dep` and `modules.alias` for a set of modules. Each dependency line lists the
@@ -165,6 +180,95 @@ pub fn depmod(modules: &[ModuleInfo]) -> Result<(String, String), String> {
     Ok((dep, alias))
 }
 
+/// kmod's binary indexes for a kernel's modules, by file name: `modules.dep.bin` from
+/// `dep` (the text [`depmod`] wrote), `modules.alias.bin` from the modules' aliases,
+/// `modules.symbols.bin` from their exports (libkmod loads its indexes only when this
+/// one is there too),
+/// `modules.builtin.bin` and `modules.builtin.alias.bin` from the kernel package's
+/// `modules.builtin` and `modules.builtin.modinfo`. A module's priority is its place in
+/// `modules.order` (those not listed come after, by path), as depmod's.
+pub fn depmod_indexes(
+    modules: &[ModuleInfo],
+    dep: &str,
+    order: &str,
+    builtin: &str,
+    builtin_modinfo: &[u8],
+) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    use crate::kmod_index::{normalize_alias, write_index};
+    let mut priority: BTreeMap<String, u32> = BTreeMap::new();
+    for line in order.lines() {
+        if let Some(name) = module_name(line.trim()) {
+            let next = priority.len() as u32;
+            priority.entry(name).or_insert(next);
+        }
+    }
+    let mut sorted: Vec<&ModuleInfo> = modules.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    for m in &sorted {
+        if let Some(name) = module_name(&m.path) {
+            let next = priority.len() as u32;
+            priority.entry(name).or_insert(next);
+        }
+    }
+    let prio = |name: &str| priority.get(name).copied().unwrap_or(u32::MAX);
+    let mut deps = Vec::new();
+    for line in dep.lines() {
+        let path = line.split(':').next().unwrap_or_default();
+        let name = module_name(path).ok_or_else(|| format!("modules.dep line {line:?}"))?;
+        deps.push((name, line.to_string()));
+    }
+    let dep_bin = write_index(deps.iter().map(|(n, l)| (n.as_str(), l.as_str(), prio(n))))?;
+    let mut aliases = Vec::new();
+    for m in &sorted {
+        let name = module_name(&m.path).unwrap_or_default();
+        for (k, v) in &m.info {
+            if let Some(a) = normalize_alias(v).filter(|a| k == "alias" && a.is_ascii()) {
+                aliases.push((a, name.clone()));
+            }
+        }
+    }
+    let alias_bin = write_index(
+        aliases
+            .iter()
+            .map(|(a, n)| (a.as_str(), n.as_str(), prio(n))),
+    )?;
+    let mut symbols = Vec::new();
+    for m in &sorted {
+        let name = module_name(&m.path).unwrap_or_default();
+        for sym in m.exports.iter().filter(|s| s.is_ascii()) {
+            symbols.push((format!("symbol:{sym}"), name.clone()));
+        }
+    }
+    let symbols_bin = write_index(
+        symbols
+            .iter()
+            .map(|(k, n)| (k.as_str(), n.as_str(), prio(n))),
+    )?;
+    let builtin_names: Vec<String> = builtin.lines().filter_map(module_name).collect();
+    let builtin_bin = write_index(builtin_names.iter().map(|n| (n.as_str(), "", 0)))?;
+    let mut builtin_aliases = Vec::new();
+    for entry in builtin_modinfo.split(|b| *b == 0) {
+        let entry = String::from_utf8_lossy(entry);
+        if let Some((module, alias)) = entry.split_once(".alias=")
+            && let Some(a) = normalize_alias(alias).filter(|a| a.is_ascii())
+        {
+            builtin_aliases.push((a, module.replace('-', "_")));
+        }
+    }
+    let builtin_alias_bin = write_index(
+        builtin_aliases
+            .iter()
+            .map(|(a, n)| (a.as_str(), n.as_str(), 0)),
+    )?;
+    Ok(vec![
+        ("modules.dep.bin", dep_bin),
+        ("modules.alias.bin", alias_bin),
+        ("modules.symbols.bin", symbols_bin),
+        ("modules.builtin.bin", builtin_bin),
+        ("modules.builtin.alias.bin", builtin_alias_bin),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,18 +286,22 @@ mod tests {
             ModuleInfo {
                 path: "kernel/fs/overlay.ko.xz".into(),
                 info: info(""),
+                exports: vec![],
             },
             ModuleInfo {
                 path: "kernel/a/virtio-blk.ko.xz".into(),
                 info: info("virtio_ring,virtio"),
+                exports: vec![],
             },
             ModuleInfo {
                 path: "kernel/a/virtio_ring.ko.xz".into(),
                 info: info("virtio"),
+                exports: vec![],
             },
             ModuleInfo {
                 path: "kernel/a/virtio.ko.xz".into(),
                 info: info(""),
+                exports: vec![],
             },
         ];
         let (dep, alias) = depmod(&modules).unwrap();
@@ -209,8 +317,29 @@ mod tests {
         let bad = vec![ModuleInfo {
             path: "kernel/a.ko".into(),
             info: info("missing"),
+            exports: vec![],
         }];
         assert!(depmod(&bad).unwrap_err().contains("depends on missing"));
+    }
+
+    /// Found by the `binaries` fuzz target: header fields near `usize::MAX` made the
+    /// offset sums overflow (a panic in debug builds, a wrapped offset in release ones).
+    #[test]
+    fn headers_pointing_past_the_address_space_are_truncated_elves() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes()); // shoff
+        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes()); // shentsize
+        elf[0x3c..0x3e].copy_from_slice(&1u16.to_le_bytes()); // shnum
+        assert_eq!(modinfo(&elf).unwrap_err(), "truncated ELF");
+        // A section header inside the file whose string table lies at usize::MAX.
+        elf[0x28..0x30].copy_from_slice(&0u64.to_le_bytes());
+        elf[0x18..0x20].copy_from_slice(&u64::MAX.to_le_bytes());
+        elf[0x20..0x28].copy_from_slice(&2u64.to_le_bytes());
+        assert!(modinfo(&elf).unwrap_err().contains("truncated"));
+        assert!(exports(&elf).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub mod control;
 pub mod deb;
 pub mod kmod;
+pub mod kmod_index;
+pub mod openpgp;
 pub mod packages;
 pub mod release;
 pub mod resolve;

@@ -137,6 +137,15 @@ pub struct PackageIndex {
 impl PackageIndex {
     /// Adds the packages of one Packages file (several components go into one index).
     pub fn add(&mut self, text: &str, origin: &str) -> Result<(), String> {
+        self.add_paragraphs(text, origin)?;
+        self.index_providers();
+        Ok(())
+    }
+
+    /// Adds the packages of whole paragraphs of a Packages file, without indexing what
+    /// they provide: a file read in pieces calls this per piece, then
+    /// [`index_providers`](Self::index_providers) once.
+    pub fn add_paragraphs(&mut self, text: &str, origin: &str) -> Result<(), String> {
         for para in paragraphs(text) {
             let field = |name: &str| {
                 para.get(name)
@@ -179,6 +188,11 @@ impl PackageIndex {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Indexes the virtual names every package provides.
+    pub fn index_providers(&mut self) {
         self.providers.clear();
         for p in self.packages.values() {
             for prov in &p.provides {
@@ -192,7 +206,6 @@ impl PackageIndex {
             list.sort();
             list.dedup();
         }
-        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Signed `InRelease` files: OpenPGP verification and the SHA256 list of the indexes.
 
 use crate::control::paragraphs;
-use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
+use crate::openpgp::{self, Cert};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -23,7 +23,7 @@ impl fmt::Display for ReleaseError {
             ReleaseError::Parse(e) => write!(f, "not a signed InRelease file: {e}"),
             ReleaseError::BadSignature { issuers } => write!(
                 f,
-                "no signature verifies with the keyring (signed by key ids {}): the file was altered, or the keyring lacks the archive's key",
+                "no signature verifies with the keyring (signed by keys {}): the file was altered, or the keyring lacks the archive's key",
                 issuers.join(", ")
             ),
             ReleaseError::Field(e) => write!(f, "{e}"),
@@ -35,73 +35,54 @@ impl std::error::Error for ReleaseError {}
 
 /// Parses a keyring: binary (concatenated transferable public keys, as
 /// debian-archive-keyring ships) or ASCII-armoured, one or several blocks.
-pub fn parse_keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, ReleaseError> {
-    const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
-    let mut keys = Vec::new();
-    match std::str::from_utf8(bytes) {
-        Ok(text) if text.contains(BEGIN) => {
-            // The armour reader stops after the first block, so split per block.
-            for block in text.split(BEGIN).skip(1) {
-                let armored = format!("{BEGIN}{block}");
-                let (iter, _) = SignedPublicKey::from_armor_many(armored.as_bytes())
-                    .map_err(|e| ReleaseError::Keyring(e.to_string()))?;
-                keys.extend(iter.filter_map(Result::ok));
+pub fn parse_keyring(bytes: &[u8]) -> Result<Vec<Cert>, ReleaseError> {
+    let keyring = ReleaseError::Keyring;
+    let certs = match std::str::from_utf8(bytes) {
+        Ok(text) if text.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") => {
+            let mut certs = Vec::new();
+            for block in openpgp::dearmor(text, "PUBLIC KEY BLOCK").map_err(keyring)? {
+                certs.extend(openpgp::read_certs(&block).map_err(keyring)?);
             }
+            certs
         }
-        _ => {
-            let iter = SignedPublicKey::from_bytes_many(bytes)
-                .map_err(|e| ReleaseError::Keyring(e.to_string()))?;
-            keys.extend(iter.filter_map(Result::ok));
-        }
+        _ => openpgp::read_certs(bytes).map_err(keyring)?,
+    };
+    if certs.is_empty() {
+        return Err(ReleaseError::Keyring("no public key in it".into()));
     }
-    if keys.is_empty() {
-        return Err(ReleaseError::Keyring("no usable public key in it".into()));
+    if !certs.iter().any(|c| c.primary.is_supported()) {
+        return Err(ReleaseError::Keyring(
+            "none of its keys is a v4 RSA or Ed25519 key, the kinds Cairn checks signatures with"
+                .into(),
+        ));
     }
-    Ok(keys)
+    Ok(certs)
 }
 
 /// Verifies a cleartext-signed InRelease; returns the signed Release text only when at
-/// least one signature verifies with a key (or properly bound subkey) of `keyring`.
+/// least one signature verifies with a key (or properly bound subkey) of `keyring` that
+/// is not revoked.
 pub fn verify_inrelease(keyring: &[u8], inrelease: &str) -> Result<String, ReleaseError> {
-    let keys = parse_keyring(keyring)?;
-    let (msg, _) = CleartextSignedMessage::from_string(inrelease)
-        .map_err(|e| ReleaseError::Parse(e.to_string()))?;
-    if msg.signatures().is_empty() {
-        return Err(ReleaseError::Parse("it carries no signature".into()));
-    }
-    let signed = msg.signed_text();
-    for sig in msg.signatures() {
-        for key in &keys {
-            if sig.verify(&key.primary_key, signed.as_bytes()).is_ok() {
-                return Ok(to_lf(&signed));
-            }
-            for sub in &key.public_subkeys {
-                if sig.verify(&sub.key, signed.as_bytes()).is_ok()
-                    && sub.verify_bindings(&key.primary_key).is_ok()
-                {
-                    return Ok(to_lf(&signed));
+    let certs = parse_keyring(keyring)?;
+    let msg = openpgp::read_cleartext(inrelease).map_err(ReleaseError::Parse)?;
+    for sig in &msg.signatures {
+        for cert in certs.iter().filter(|c| !c.revoked) {
+            let keys = std::iter::once(&cert.primary).chain(&cert.signing_subkeys);
+            // Only the key the signature names is tried (each try hashes the whole
+            // text); an unnamed issuer leaves every key to try.
+            for key in keys.filter(|k| sig.issuer.as_ref().is_none_or(|i| k.is_named_by(i))) {
+                if msg.verified_by(sig, key) {
+                    return Ok(msg.text);
                 }
             }
         }
     }
     let issuers = msg
-        .signatures()
+        .signatures
         .iter()
-        .flat_map(|s| {
-            s.issuer_key_id()
-                .into_iter()
-                .map(|k| hex::encode(k.as_ref()))
-        })
+        .map(|s| s.issuer.clone().unwrap_or_else(|| "(not named)".into()))
         .collect();
     Err(ReleaseError::BadSignature { issuers })
-}
-
-fn to_lf(signed: &str) -> String {
-    let mut s = signed.replace("\r\n", "\n");
-    if !s.is_empty() && !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
 }
 
 /// A verified Release file.
@@ -193,46 +174,156 @@ pub fn parse_rfc2822(s: &str) -> Option<u64> {
     u64::try_from(t).ok()
 }
 
-#[cfg(feature = "signing")]
+#[cfg(any(test, feature = "signing"))]
 pub mod signing {
-    //! Key generation and cleartext signing, for tests that serve their own repository.
-    use pgp::composed::{CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedSecretKey};
-    use pgp::ser::Serialize;
-    use pgp::types::Password;
+    //! Keys and cleartext signatures made by GnuPG, for tests that serve their own
+    //! repository: what Cairn verifies comes from an implementation other than its own.
+    use std::path::Path;
+    use std::process::{Command, Stdio};
 
-    pub use pgp::composed::SignedSecretKey as SecretKey;
+    /// A key pair in its own GnuPG home, removed (agent included) on drop.
+    pub struct SecretKey {
+        home: tempfile::TempDir,
+        /// The fingerprint of the key that signs: the primary key, or a subkey.
+        signer: String,
+        primary: String,
+    }
 
-    /// A fresh ed25519 signing key (v4, which gpgv 2.2 reads too).
-    pub fn generate_key() -> SignedSecretKey {
-        SecretKeyParamsBuilder::default()
-            .key_type(KeyType::Ed25519Legacy)
-            .can_certify(true)
-            .can_sign(true)
-            .primary_user_id("Cairn Test Archive <test@cairn.invalid>".into())
-            .build()
-            .expect("key parameters are complete")
-            .generate(rand::thread_rng())
-            .expect("key generation")
+    fn gpg(home: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        let mut child = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running gpg (apt-get install gpg gpg-agent)");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.unwrap_or_default().to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(&input).unwrap();
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn fingerprints(home: &Path) -> Vec<String> {
+        String::from_utf8(gpg(home, &["--with-colons", "--list-keys"], None))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("fpr:::::::::"))
+            .map(|f| f.trim_end_matches(':').to_string())
+            .collect()
+    }
+
+    /// A fresh key of `algorithm` (`ed25519`, `rsa2048`, ...), as `gpg --quick-gen-key`
+    /// names them, that certifies and signs.
+    pub fn generate(algorithm: &str) -> SecretKey {
+        let home = tempfile::Builder::new()
+            .prefix("cairn-gpg-")
+            .tempdir()
+            .unwrap();
+        gpg(
+            home.path(),
+            &[
+                "--quick-gen-key",
+                "Cairn Test Archive <test@cairn.invalid>",
+                algorithm,
+                "cert,sign",
+                "never",
+            ],
+            None,
+        );
+        let primary = fingerprints(home.path()).remove(0);
+        SecretKey {
+            home,
+            signer: primary.clone(),
+            primary,
+        }
+    }
+
+    /// A fresh ed25519 key, as a third-party archive would have.
+    pub fn generate_key() -> SecretKey {
+        generate("ed25519")
+    }
+
+    impl SecretKey {
+        /// Adds a signing subkey of `algorithm`, which signs from then on.
+        pub fn add_signing_subkey(&mut self, algorithm: &str) {
+            gpg(
+                self.home.path(),
+                &["--quick-add-key", &self.primary, algorithm, "sign", "never"],
+                None,
+            );
+            self.signer = fingerprints(self.home.path()).pop().unwrap();
+        }
+
+        /// Revokes the primary key with the revocation certificate gpg made with it.
+        pub fn revoke(&self) {
+            let rev = self
+                .home
+                .path()
+                .join("openpgp-revocs.d")
+                .join(format!("{}.rev", self.primary));
+            // gpg writes it with `:` before the armour so it is not imported by mistake.
+            let text = std::fs::read_to_string(&rev)
+                .unwrap()
+                .replace(":-----", "-----");
+            gpg(self.home.path(), &["--import"], Some(text.as_bytes()));
+        }
+
+        /// The fingerprint of the key that signs, in lower-case hex.
+        pub fn signer(&self) -> String {
+            self.signer.to_ascii_lowercase()
+        }
+    }
+
+    impl Drop for SecretKey {
+        fn drop(&mut self) {
+            let _ = Command::new("gpgconf")
+                .arg("--homedir")
+                .arg(self.home.path())
+                .args(["--kill", "gpg-agent"])
+                .output();
+        }
     }
 
     /// The binary public keyring of `key`.
-    pub fn public_keyring(key: &SignedSecretKey) -> Vec<u8> {
-        key.to_public_key()
-            .to_bytes()
-            .expect("serialising a public key")
+    pub fn public_keyring(key: &SecretKey) -> Vec<u8> {
+        gpg(key.home.path(), &["--export", &key.primary], None)
     }
 
-    /// `text` as a cleartext-signed InRelease.
-    pub fn sign_cleartext(key: &SignedSecretKey, text: &str) -> String {
-        CleartextSignedMessage::sign(
-            rand::thread_rng(),
-            text,
-            &key.primary_key,
-            &Password::empty(),
-        )
-        .expect("signing")
-        .to_armored_string(Default::default())
-        .expect("armouring")
+    /// `text` as a cleartext-signed InRelease, as `gpg --clearsign` writes it.
+    pub fn sign_cleartext(key: &SecretKey, text: &str) -> String {
+        let signer = format!("{}!", key.signer);
+        let out = gpg(
+            key.home.path(),
+            &[
+                "--digest-algo",
+                "SHA512",
+                "--local-user",
+                &signer,
+                "--clearsign",
+            ],
+            Some(text.as_bytes()),
+        );
+        String::from_utf8(out).unwrap()
     }
 }
 
@@ -269,6 +360,189 @@ mod tests {
             r.sha256["main/binary-amd64/Packages.xz"],
             (12, "0a".to_string())
         );
+    }
+
+    const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+    fn debian_keyring() -> Vec<u8> {
+        std::fs::read(DEBIAN_KEYRING).unwrap_or_else(|e| {
+            panic!("{DEBIAN_KEYRING}: {e} (apt-get install debian-archive-keyring)")
+        })
+    }
+
+    /// trixie's InRelease as the archive published it on 2026-11-21: two RSA signatures by
+    /// signing subkeys and one Ed25519 signature by a primary key.
+    fn trixie() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/trixie-InRelease"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn debian_archive_signatures_each_verify() {
+        let keyring = debian_keyring();
+        let text = verify_inrelease(&keyring, &trixie()).unwrap();
+        assert!(text.starts_with("Origin: Debian\n"), "{}", &text[..40]);
+        let release = Release::parse(&text).unwrap();
+        assert_eq!(release.codename.as_deref(), Some("trixie"));
+        assert!(release.sha256.contains_key("main/binary-arm64/Packages.xz"));
+
+        // Each signature on its own, with the key that made it.
+        let certs = parse_keyring(&keyring).unwrap();
+        let msg = openpgp::read_cleartext(&trixie()).unwrap();
+        let mut by = Vec::new();
+        for sig in &msg.signatures {
+            let mut found = None;
+            for cert in &certs {
+                if msg.verified_by(sig, &cert.primary) {
+                    found = Some(("primary", cert.primary.id()));
+                }
+                for sub in &cert.signing_subkeys {
+                    if msg.verified_by(sig, sub) {
+                        found = Some(("subkey", sub.id()));
+                    }
+                }
+            }
+            by.push(found.expect("every signature verifies with a key of the keyring"));
+        }
+        assert_eq!(
+            by,
+            [
+                ("subkey", "6ed0e7b82643e131".to_string()),
+                ("subkey", "78dba3bc47ef2265".to_string()),
+                ("primary", "762f67a0b2c39de4".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_altered_release_or_a_foreign_keyring_fails() {
+        let altered = trixie().replacen("Codename: trixie", "Codename: trixia", 1);
+        let err = verify_inrelease(&debian_keyring(), &altered).unwrap_err();
+        assert_eq!(
+            err,
+            ReleaseError::BadSignature {
+                issuers: vec![
+                    "4cb50190207b4758a3f73a796ed0e7b82643e131".into(),
+                    "b8e5f13176d2a7a75220028078dba3bc47ef2265".into(),
+                    "41587f7db8c774bccf131416762f67a0b2c39de4".into(),
+                ]
+            }
+        );
+        let other = signing::generate_key();
+        let err = verify_inrelease(&signing::public_keyring(&other), &trixie()).unwrap_err();
+        assert!(matches!(err, ReleaseError::BadSignature { .. }), "{err}");
+    }
+
+    #[test]
+    fn gnupg_signatures_verify_by_algorithm_and_subkey() {
+        // Trailing blanks are not signed; a line starting with `-` is dash-escaped.
+        let text = "Origin: Cairn Tests  \n- dash\n\nSuite: t\t\n";
+        let expected = "Origin: Cairn Tests\n- dash\n\nSuite: t\n";
+        let mut keys = Vec::new();
+        for algorithm in ["ed25519", "rsa2048", "rsa4096"] {
+            keys.push(signing::generate(algorithm));
+        }
+        let mut with_subkey = signing::generate("ed25519");
+        with_subkey.add_signing_subkey("rsa3072");
+        keys.push(with_subkey);
+        for key in &keys {
+            let signed = signing::sign_cleartext(key, text);
+            let keyring = signing::public_keyring(key);
+            assert_eq!(
+                verify_inrelease(&keyring, &signed).as_deref(),
+                Ok(expected),
+                "{}",
+                key.signer()
+            );
+            let altered = signed.replacen("Suite: t", "Suite: u", 1);
+            assert_eq!(
+                verify_inrelease(&keyring, &altered),
+                Err(ReleaseError::BadSignature {
+                    issuers: vec![key.signer()]
+                })
+            );
+        }
+        // The ed25519 key does not verify the RSA key's signature.
+        let signed = signing::sign_cleartext(&keys[1], text);
+        assert!(verify_inrelease(&signing::public_keyring(&keys[0]), &signed).is_err());
+
+        // A subkey without its binding signature is not the key's.
+        let with_subkey = &keys[3];
+        let signed = signing::sign_cleartext(with_subkey, text);
+        let keyring = signing::public_keyring(with_subkey);
+        let mut unbound = Vec::new();
+        let mut after_subkey = false;
+        for p in openpgp::packets(&keyring).unwrap() {
+            after_subkey |= p.tag == 14;
+            if p.tag == 2 && after_subkey {
+                continue;
+            }
+            // New-format headers, as the test rewrites them.
+            unbound.push(0xc0 | p.tag);
+            unbound.push(255);
+            unbound.extend_from_slice(&(p.body.len() as u32).to_be_bytes());
+            unbound.extend_from_slice(p.body);
+        }
+        let certs = parse_keyring(&unbound).unwrap();
+        assert!(certs[0].signing_subkeys.is_empty());
+        assert!(verify_inrelease(&unbound, &signed).is_err());
+        // Nor with a binding signature that does not verify (its last byte changed).
+        let mut forged = keyring.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(openpgp::packets(&forged).unwrap().last().unwrap().tag, 2);
+        assert!(
+            parse_keyring(&forged).unwrap()[0]
+                .signing_subkeys
+                .is_empty()
+        );
+        assert!(verify_inrelease(&forged, &signed).is_err());
+        assert_eq!(parse_keyring(&keyring).unwrap()[0].signing_subkeys.len(), 1);
+    }
+
+    #[test]
+    fn a_revoked_key_verifies_nothing() {
+        let key = signing::generate("ed25519");
+        let signed = signing::sign_cleartext(&key, "Suite: t\n");
+        assert!(verify_inrelease(&signing::public_keyring(&key), &signed).is_ok());
+        key.revoke();
+        let keyring = signing::public_keyring(&key);
+        assert!(parse_keyring(&keyring).unwrap()[0].revoked);
+        assert!(verify_inrelease(&keyring, &signed).is_err());
+    }
+
+    #[test]
+    fn armoured_keyrings_and_framing() {
+        let key = signing::generate("ed25519");
+        let signed = signing::sign_cleartext(&key, "Suite: t\n");
+        let binary = signing::public_keyring(&key);
+        let armoured = format!(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n{}\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &binary)
+        );
+        // Two blocks: another key first, then this one.
+        let other = signing::public_keyring(&signing::generate("ed25519"));
+        let both = format!(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: other\n\n{}\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n{armoured}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &other)
+        );
+        assert_eq!(parse_keyring(both.as_bytes()).unwrap().len(), 2);
+        assert!(verify_inrelease(both.as_bytes(), &signed).is_ok());
+
+        let before = format!("Suite: evil\n{signed}");
+        let after = format!("{signed}Suite: evil\n");
+        for bad in [
+            before,
+            after,
+            signed.replacen("\nSuite: t", "\n-Suite: t", 1),
+        ] {
+            assert!(
+                matches!(verify_inrelease(&binary, &bad), Err(ReleaseError::Parse(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

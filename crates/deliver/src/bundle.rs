@@ -282,9 +282,9 @@ pub fn export(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".cairn-export-")
-        .tempfile_in(dir)
+    // What an export killed there before left behind goes first.
+    cairn_store::sweep_temp_files(dir, ".cairn-export-");
+    let tmp = cairn_store::shared_temp_file(dir, ".cairn-export-")
         .map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
     let io = |e: std::io::Error| Error::msg(format!("writing {}: {e}", output.display()));
     let total: u64 = paths

@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod boot;
 pub mod bundle;
+pub mod card;
 pub mod flash;
 pub mod publish;
 pub mod sbom;

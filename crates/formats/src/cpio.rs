@@ -89,6 +89,8 @@ impl<W: Write> CpioWriter<W> {
         size: u64,
         data: &mut dyn Read,
     ) -> io::Result<()> {
+        // A character device's numbers belong to this entry only, written or refused.
+        let rdev = self.rdev.take();
         if path.is_empty()
             || path.starts_with('/')
             || path.split('/').any(|c| c == ".." || c.is_empty())
@@ -96,6 +98,14 @@ impl<W: Write> CpioWriter<W> {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cpio path {path:?} must be relative and normalised"),
+            ));
+        }
+        // A name ends at its NUL, and this one name ends the archive: either would make
+        // readers (the kernel's unpacker) see something else than was written.
+        if path.contains('\0') || path == "TRAILER!!!" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cpio path {path:?} cannot be stored in a newc archive"),
             ));
         }
         let size32 = u32::try_from(size).map_err(|_| {
@@ -106,6 +116,7 @@ impl<W: Write> CpioWriter<W> {
         })?;
         let ino = self.next_ino;
         self.next_ino += 1;
+        self.rdev = rdev;
         let nlink = if kind == CpioKind::Dir { 2 } else { 1 };
         self.header(
             ino,
@@ -232,5 +243,30 @@ mod tests {
         let mut w = CpioWriter::new(Vec::new());
         assert!(w.file("../etc/passwd", 0o644, 0, b"").is_err());
         assert!(w.file("/init", 0o644, 0, b"").is_err());
+    }
+
+    /// Found by the `cpio_roundtrip` fuzz target: a NUL in a name was written as it was,
+    /// and a reader took the name to end there.
+    #[test]
+    fn refuses_names_a_reader_would_read_otherwise() {
+        let mut w = CpioWriter::new(Vec::new());
+        assert!(w.dir("\u{8}\0", 0o755, 0).is_err());
+        assert!(w.file("etc/a\0b", 0o644, 0, b"x").is_err());
+        assert!(w.file("TRAILER!!!", 0o644, 0, b"x").is_err());
+        assert!(w.file("etc/TRAILER!!!", 0o644, 0, b"x").is_ok());
+        let bytes = w.finish().unwrap();
+        assert_eq!(bytes.windows(10).filter(|w| w == b"TRAILER!!!").count(), 2);
+    }
+
+    /// Found by the `cpio_roundtrip` fuzz target: a refused character device left its
+    /// device numbers to the next entry.
+    #[test]
+    fn a_refused_device_leaves_nothing_to_the_next_entry() {
+        let mut w = CpioWriter::new(Vec::new());
+        assert!(w.char_device("/dev/console", 0o600, 255, 255, 0).is_err());
+        w.symlink("bin/sh", "busybox", 0).unwrap();
+        let bytes = w.finish().unwrap();
+        // rdevmajor and rdevminor of the first header.
+        assert_eq!(&bytes[78..94], b"0000000000000000");
     }
 }

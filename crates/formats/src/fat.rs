@@ -17,7 +17,10 @@
 //!   of the sectors per track (63 would almost never be).
 
 mod names;
+mod read;
 mod time;
+
+pub use read::read_root_file;
 
 use names::{
     DiskName, disk_names, long_name_records, short_name_checksum, short_record, validate_name,

@@ -8,6 +8,7 @@ pub mod cpio;
 pub mod digest;
 pub mod elf;
 pub mod fat;
+pub mod fdt;
 pub mod gzip;
 pub mod json;
 pub mod ldcache;

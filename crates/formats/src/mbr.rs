@@ -1,4 +1,4 @@
-//! MBR (DOS) partition table writer: the first 512-byte sector of a disk image.
+//! MBR (DOS) partition table writer and reader: the first 512-byte sector of a disk image.
 //!
 //! No boot code; the disk signature is the caller's. CHS fields use the conventional
 //! 255 heads and 63 sectors per track, and `FE FF FF` (cylinder 1023, head 254,
@@ -111,6 +111,29 @@ fn chs(lba: u32) -> [u8; 3] {
     ]
 }
 
+/// The disk signature and the non-empty primary partitions (by number, 1-4) of an MBR
+/// sector; `None` without the 55 AA signature.
+pub fn read_mbr(sector: &[u8; 512]) -> Option<(u32, Vec<(u8, MbrPartition)>)> {
+    if sector[510..512] != [0x55, 0xAA] {
+        return None;
+    }
+    let u32_at =
+        |o: usize| u32::from_le_bytes([sector[o], sector[o + 1], sector[o + 2], sector[o + 3]]);
+    let partitions = (0..4)
+        .filter_map(|i| {
+            let at = PARTITION_TABLE_OFFSET + i * PARTITION_ENTRY_BYTES;
+            let p = MbrPartition {
+                bootable: sector[at] == 0x80,
+                kind: sector[at + 4],
+                start_lba: u32_at(at + 8),
+                sectors: u32_at(at + 12),
+            };
+            (p.kind != 0 && p.sectors != 0).then_some((i as u8 + 1, p))
+        })
+        .collect();
+    Some((u32_at(DISK_SIGNATURE_OFFSET), partitions))
+}
+
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
@@ -125,5 +148,29 @@ mod tests {
         assert_eq!(chs(2048), [32, 33, 0]);
         assert_eq!(chs(255 * 63 * 1023 + 62), [0, 63 | 0xC0, 0xFF]);
         assert_eq!(chs(255 * 63 * 1024), CHS_BEYOND_CYLINDER_1023);
+    }
+
+    #[test]
+    fn reads_what_it_writes() {
+        let parts = [
+            MbrPartition {
+                start_lba: 8192,
+                sectors: 262144,
+                kind: MBR_KIND_FAT32_LBA,
+                bootable: true,
+            },
+            MbrPartition {
+                start_lba: 270336,
+                sectors: 4096,
+                kind: MBR_KIND_LINUX,
+                bootable: false,
+            },
+        ];
+        let mut out = Vec::new();
+        write_mbr(0xdeadbeef, &parts, &mut out).unwrap();
+        let (id, read) = read_mbr(out[..512].try_into().unwrap()).unwrap();
+        assert_eq!(id, 0xdeadbeef);
+        assert_eq!(read, [(1, parts[0]), (2, parts[1])]);
+        assert!(read_mbr(&[0u8; 512]).is_none());
     }
 }

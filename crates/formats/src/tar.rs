@@ -41,6 +41,7 @@ impl<W: Write> TarWriter<W> {
 
     /// A directory. `path` is relative, without a leading `/` or `./`.
     pub fn dir(&mut self, path: &str, meta: EntryMeta) -> io::Result<()> {
+        check_path(path.trim_end_matches('/'))?;
         let mut header = Self::header(tar::EntryType::Directory, meta, 0);
         let path = format!("{}/", path.trim_end_matches('/'));
         self.builder.append_data(&mut header, path, io::empty())
@@ -54,6 +55,7 @@ impl<W: Write> TarWriter<W> {
         size: u64,
         data: impl Read,
     ) -> io::Result<()> {
+        check_path(path)?;
         let mut header = Self::header(tar::EntryType::Regular, meta, size);
         let mut limited = data.take(size);
         let mut counted = CountingReader {
@@ -73,13 +75,49 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
+    /// A symbolic link. `target` is stored byte for byte, as `readlink` gave it.
+    ///
+    /// Written by hand: the `tar` crate's `append_link` normalises a target (`a//b` becomes
+    /// `a/b`) only when the result fits the header's 100 bytes, and stores a longer one as
+    /// given, so the same kind of target came out two ways depending on its length.
     pub fn symlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()> {
+        check_path(path)?;
+        // Refused before anything is written: the `tar` crate writes a long path's
+        // extension header first and would leave it without its entry.
+        if target.is_empty() || target.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{path}: a symlink's target {target:?} must be a non-empty path"),
+            ));
+        }
         let mut header = Self::header(tar::EntryType::Symlink, meta, 0);
-        self.builder.append_link(&mut header, path, target)
+        let raw = target.as_bytes();
+        let field = header.as_old().linkname.len();
+        if raw.len() > field {
+            // GNU's long link name: a `K` member holding the target and its NUL, then
+            // the entry, whose own field keeps the target's first bytes.
+            let mut long = tar::Header::new_gnu();
+            let name = b"././@LongLink";
+            long.as_old_mut().name[..name.len()].copy_from_slice(name);
+            long.set_mode(0o644);
+            long.set_uid(0);
+            long.set_gid(0);
+            long.set_mtime(0);
+            long.set_size(raw.len() as u64 + 1);
+            long.set_entry_type(tar::EntryType::GNULongLink);
+            long.set_cksum();
+            self.builder.append(&long, raw.chain(&[0u8][..]))?;
+            header.as_old_mut().linkname.copy_from_slice(&raw[..field]);
+        } else {
+            header.set_link_name_literal(raw)?;
+        }
+        self.builder.append_data(&mut header, path, io::empty())
     }
 
     /// A hard link to an earlier entry `target` (a path in the same archive).
     pub fn hardlink(&mut self, path: &str, target: &str, meta: EntryMeta) -> io::Result<()> {
+        check_path(path)?;
+        check_path(target)?;
         let mut header = Self::header(tar::EntryType::Link, meta, 0);
         self.builder.append_link(&mut header, path, target)
     }
@@ -88,6 +126,25 @@ impl<W: Write> TarWriter<W> {
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
     }
+}
+
+/// Entry names must be written as given: the `tar` crate would silently drop empty and `.`
+/// components (and refuses `..`, a leading `/` and NUL), so such a path is refused here,
+/// naming it, instead of landing in the layer as another path.
+fn check_path(path: &str) -> io::Result<()> {
+    if path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tar entry path {path:?} must be relative and normalised"),
+        ));
+    }
+    Ok(())
 }
 
 struct CountingReader<R> {
@@ -107,6 +164,60 @@ impl<R: Read> Read for CountingReader<R> {
 mod tests {
     use super::*;
     use crate::Digest;
+
+    /// Found by the `tar_roundtrip` fuzz target: `a//b` was written as `a/b`.
+    #[test]
+    fn refuses_paths_it_would_store_as_another() {
+        let meta = EntryMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut w = TarWriter::new(Vec::new());
+        for bad in ["\u{1}//-", "a/./b", "./a", "/etc", "a/../b", "a\0b", ""] {
+            assert!(w.dir(bad, meta).is_err(), "{bad:?}");
+            assert!(w.file(bad, meta, 0, io::empty()).is_err(), "{bad:?}");
+            assert!(w.symlink(bad, "x", meta).is_err(), "{bad:?}");
+        }
+        assert!(w.hardlink("x", "a//b", meta).is_err());
+        // Found by the same target: a long path's extension header was written before
+        // an empty target was refused, leaving an entry without its member.
+        let long = "d/".repeat(80) + "x";
+        assert!(w.symlink(&long, "", meta).is_err());
+        assert!(w.symlink(&long, "a\0", meta).is_err());
+        w.dir("etc/", meta).unwrap();
+        w.symlink("etc/x", "../usr/./lib", meta).unwrap();
+        // Found by the same target: a target too long for the header was kept as given
+        // while a short one was normalised. Both are kept as given now.
+        let long_target = "a//".to_string() + &"b".repeat(120);
+        w.symlink("etc/y", &long_target, meta).unwrap();
+        w.symlink(&long, &long_target, meta).unwrap();
+        let exactly = "c/./".to_string() + &"d".repeat(96);
+        w.symlink("etc/z", &exactly, meta).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut a = tar::Archive::new(&bytes[..]);
+        let entries: Vec<(String, Option<String>)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+                let link = e
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8(l.into_owned()).unwrap());
+                (name, link)
+            })
+            .collect();
+        let expected = [
+            ("etc/".to_string(), None),
+            ("etc/x".to_string(), Some("../usr/./lib".to_string())),
+            ("etc/y".to_string(), Some(long_target.clone())),
+            (long.clone(), Some(long_target)),
+            ("etc/z".to_string(), Some(exactly)),
+        ];
+        assert_eq!(entries, expected);
+    }
 
     pub(crate) fn sample_tar() -> Vec<u8> {
         let meta = |mode| EntryMeta {

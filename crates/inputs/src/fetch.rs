@@ -29,9 +29,14 @@ pub struct Cache {
 
 const ATTEMPTS: u32 = 3;
 const PARALLEL: usize = 4;
+/// The name prefix of partial downloads in the cache's `tmp/`.
+const PART: &str = ".part-";
 
 impl Cache {
+    /// The cache at `dir`. Partial downloads a killed process left in its `tmp/` are
+    /// removed here; ones another process is writing are locked and kept.
     pub fn new(dir: &Path) -> Cache {
+        cairn_store::sweep_temp_files(&dir.join("tmp"), PART);
         Cache {
             dir: dir.to_path_buf(),
         }
@@ -110,7 +115,7 @@ impl Cache {
                 .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", d.display()))))?;
         }
         let mut reader = open_url(&item.url)?;
-        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+        let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
             .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", tmp_dir.display()))))?;
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
         let mut buf = vec![0u8; 1 << 16];
@@ -180,7 +185,7 @@ impl Cache {
             .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
         std::fs::create_dir_all(self.dir.join("sha256"))
             .map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
-        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+        let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
             .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
         let mut w = HashingWriter::new(io::BufWriter::new(tmp));
         io::copy(&mut src, &mut w).map_err(err)?;
@@ -208,7 +213,7 @@ impl Cache {
         loop {
             attempt += 1;
             let result = open_url(url).and_then(|mut reader| {
-                let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+                let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
                     .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
                 let mut w = HashingWriter::new(io::BufWriter::new(tmp));
                 io::copy(&mut reader, &mut w).map_err(|e| {

@@ -216,7 +216,7 @@ pub fn build_node(
         BootMethod::Sd => {
             let ids = disk::DiskIds::from_node_id(&node_id);
             (
-                disk::sd_cmdline(node.board, &ids),
+                disk::sd_cmdline(node, &ids),
                 Some(format!("PARTUUID={}", ids.partuuid(1))),
             )
         }
@@ -296,7 +296,7 @@ pub fn build_node(
                 store.write_blob(cmd.as_bytes())?,
                 cmd.len() as u64,
             );
-            let image = disk::write_sd_image(&store, &node_id, &boot, &base, epoch)
+            let image = disk::write_sd_image(&store, node, &node_id, &boot, &base, epoch)
                 .context(|| format!("writing the SD image of node {name}"))?;
             let mut blob = store.open_blob(&image.digest)?;
             let bmap = cairn_formats::bmap::write(&mut blob, image.size, &image.mapped)

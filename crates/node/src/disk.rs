@@ -3,6 +3,12 @@
 //! and the squashfs root. The disk identifier and the FAT volume id derive from the node
 //! id.
 //!
+//! The card past the image: the root has a slot of `root_slot_mib` from its start, and the
+//! data partition the initramfs makes on first boot starts right after that slot, at a
+//! sector the kernel command line names (`cairn.data.start=`). It depends on the node's
+//! definition only, so a re-flash with a root grown past a MiB boundary finds the data
+//! filesystem where it left it.
+//!
 //! Secrets never enter the image: `cairn-secrets.env` is a file of fixed size whose bytes
 //! hold only a note until `flash` overwrites them in place on the card. Its clusters are
 //! one contiguous run at an offset recorded in the node's manifest, so the image's digest
@@ -19,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 /// Changes whenever the disk layout below changes (part of the node step key).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// The reserved secrets file on the boot partition (`/boot/firmware/cairn-secrets.env`).
 pub const SECRETS_FILE: &str = "cairn-secrets.env";
 /// Its fixed size: the most a node's secrets file may hold.
@@ -53,6 +59,12 @@ const BOOT_START: u64 = 4 << 20;
 /// initramfs and the firmware, and enough clusters for FAT32 with 512-byte clusters.
 const BOOT_SIZE: u64 = 128 << 20;
 const ALIGN: u64 = 1 << 20;
+const ROOT_START: u64 = BOOT_START + BOOT_SIZE;
+
+/// Byte offset of node's data partition on its card: the end of the root's slot.
+pub fn data_start(node: &NodeSpec) -> u64 {
+    ROOT_START + (node.root_slot_mib() << 20)
+}
 
 /// Identifiers that must stay stable for a node: from its node id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,16 +97,22 @@ impl DiskIds {
 }
 
 /// Kernel command line of an SD-booted node.
-pub fn sd_cmdline(board: Board, ids: &DiskIds) -> String {
+pub fn sd_cmdline(node: &NodeSpec, ids: &DiskIds) -> String {
     // The Pi 3 and 4 put Bluetooth on the PL011, leaving the mini UART (ttyS1) on the pins.
-    let serial = match board {
+    let serial = match node.board {
         Board::Rpi4 | Board::Rpi3 => "ttyS1",
         _ => "ttyAMA0",
     };
     format!(
-        "console=tty1 console={serial},115200 cairn.root=PARTUUID={} rootwait",
-        ids.partuuid(2)
+        "console=tty1 console={serial},115200 cairn.root=PARTUUID={} cairn.data.start={} rootwait",
+        ids.partuuid(2),
+        data_start(node) / SECTOR
     )
+}
+
+/// The device tree a board's firmware loads from the card.
+pub fn board_dtb(board: Board) -> &'static str {
+    board_files(board).1
 }
 
 /// Firmware files and device trees a board needs: (firmware, required DTB, optional DTBs).
@@ -211,14 +229,23 @@ pub struct SdImage {
 /// Writes the SD image (MBR, boot partition, squashfs root) into the store.
 pub fn write_sd_image(
     store: &Store,
+    node: &NodeSpec,
     node_id: &Digest,
     boot: &BTreeMap<String, FatEntry>,
     base: &OsResult,
     epoch: u64,
 ) -> Result<SdImage, Error> {
     let ids = DiskIds::from_node_id(node_id);
-    let root_start = BOOT_START + BOOT_SIZE;
+    let root_start = ROOT_START;
     let root_size = base.squashfs.1.div_ceil(ALIGN) * ALIGN;
+    if root_start + root_size > data_start(node) {
+        return Err(Error::msg(format!(
+            "{}: the root squashfs is {} MiB, more than its slot on the card (root_slot_mib = {}): raise root_slot_mib. A running node's data partition starts after the old slot, so its card is then flashed anew and its data made again",
+            node.path.display(),
+            root_size >> 20,
+            node.root_slot_mib()
+        )));
+    }
     let partitions = [
         MbrPartition {
             start_lba: (BOOT_START / SECTOR) as u32,

@@ -102,12 +102,9 @@ pub fn assemble(
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     let mut controls = BTreeMap::new();
     let mut alternatives = Vec::new();
-    for p in &packages {
-        let sha = Digest::from_hex(&p.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
-        let info = fs
-            .add_deb(&cache.path(&sha), &p.name, &sha)
-            .context(|| format!("unpacking {} {}", p.name, p.version))?;
+    let debs = crate::rootfs::debs(cache, packages.iter().copied())?;
+    let infos = fs.add_debs(&debs, crate::rootfs::threads())?;
+    for (p, info) in packages.iter().zip(infos) {
         controls.insert(p.name.clone(), info.control);
         if let Some((_, script)) = info.control_files.iter().find(|(n, _)| n == "postinst") {
             alternatives.extend(parse_alternatives(&String::from_utf8_lossy(script)));
@@ -353,6 +350,7 @@ pub fn build_os_with(
     spinner.set_message(format!("writing the {image} initramfs for {arch}"));
     let initramfs = crate::initramfs::build(
         &mut fs,
+        arch,
         &kver,
         &crate::initramfs::boot_modules(arch),
         epoch as u32,
@@ -365,13 +363,14 @@ pub fn build_os_with(
         .map_err(|e| Error::msg(e.to_string()))?;
     let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
     let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
-    let mut w = store.blob_writer()?;
-    std::io::copy(
-        &mut std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?,
-        &mut w,
-    )
-    .map_err(|e| Error::msg(e.to_string()))?;
-    let squashfs = w.finish(None)?;
+    // Hashed from the page cache and renamed into place: not written a second time.
+    let squashfs = cairn_store::hash_reader(std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?,
+    ))
+    .map_err(|e| Error::msg(format!("{}: {e}", tmp.path().display())))?;
+    let staged = tmp.into_temp_path();
+    store.adopt(&staged, &squashfs.0)?;
     spinner.finish_and_clear();
     let result = OsResult {
         image: image.into(),

@@ -195,7 +195,7 @@ fn plan_layer<'a>(
         "dirs": spec.dirs.iter().map(|d| format!("{} {:o} {} {}", d.path, d.mode.0, d.uid, d.gid)).collect::<Vec<_>>(),
         "symlinks": spec.symlinks.iter().map(|s| format!("{} {}", s.path, s.target)).collect::<Vec<_>>(),
         "downloads": downloads.iter().map(|d| format!("{} {} {:o} {} {}", d.path, d.sha256, d.mode, d.uid, d.gid)).collect::<Vec<_>>(),
-        "compression": format!("gzip-{}", gzip::LEVEL),
+        "compression": format!("gzip-{}-members-{}", gzip::LEVEL, gzip::BLOCK),
     });
     let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
     Ok(LayerPlan {
@@ -221,12 +221,8 @@ fn build_layer(
     epoch: u64,
 ) -> Result<Layer, Error> {
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
-    for p in &plan.packages {
-        let sha = Digest::from_hex(&p.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
-        fs.add_deb(&cache.path(&sha), &p.name, &sha)
-            .context(|| format!("unpacking {} {}", p.name, p.version))?;
-    }
+    let debs = crate::rootfs::debs(cache, plan.packages.iter().copied())?;
+    fs.add_debs(&debs, crate::rootfs::threads())?;
     for d in &spec.dirs {
         fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
     }
@@ -251,7 +247,10 @@ fn build_layer(
     fs.add_ca_bundle()?;
     crate::ldconfig::add_ld_so_cache(&mut fs, plan.arch)?;
     let blob = store.blob_writer()?;
-    let diff = HashingWriter::new(gzip::writer(blob));
+    // Every core the process may use (a `taskset` or a cgroup limits it); the bytes do not
+    // depend on how many.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let diff = HashingWriter::new(gzip::members_writer(blob, threads));
     let diff = fs.write_tar(diff, epoch)?;
     let (gz, diff_id, _) = diff.finish();
     let blob = gz

@@ -1,7 +1,8 @@
-//! Cairn's initramfs: busybox (from busybox-static), the kernel modules the boards of an
-//! arch need (with their modules.dep closure), and an init that mounts the squashfs root
-//! read-only under a writable overlay and switches to systemd. A deterministic newc cpio,
-//! gzip-compressed.
+//! Cairn's initramfs: busybox (from busybox-static), e2fsprogs' `mke2fs` and `e2fsck`
+//! with the libraries they link (to make and check the journaled ext4 data partition
+//! before it is mounted), the kernel modules the boards of an arch need (with their
+//! modules.dep closure), and an init that mounts the squashfs root read-only under a
+//! writable overlay and switches to systemd. A deterministic newc cpio, gzip-compressed.
 
 use crate::rootfs::{Kind, Rootfs};
 use cairn_formats::cpio::CpioWriter;
@@ -43,6 +44,70 @@ pub fn boot_modules(arch: Arch) -> Vec<&'static str> {
 
 pub const INIT: &str = include_str!("initramfs/init.sh");
 
+/// Programs copied from the OS image, at the same path, with the dynamic linker and every
+/// library they need (found in the multiarch directories, as ld.so would).
+pub const PROGRAMS: &[&str] = &["usr/sbin/e2fsck", "usr/sbin/mke2fs"];
+
+/// e2fsck's configuration in the initramfs: a Raspberry Pi has no real-time clock, so its
+/// clock reads 1970 until NTP answers, and every superblock time would look like the
+/// future (which makes `e2fsck -p` stop and ask).
+pub const E2FSCK_CONF: &str = "# Written by Cairn: boards without a real-time clock boot in 1970.\n[options]\n\tbroken_system_clock = 1\n";
+
+/// The files of `programs` and of everything they link, by path in the initramfs (the same
+/// as in the image; a library by its soname in the directory it was found in).
+fn programs_with_libraries(
+    fs: &mut Rootfs,
+    arch: Arch,
+    programs: &[&str],
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let t = crate::ldconfig::triplet(arch);
+    let dirs = [
+        format!("usr/lib/{t}"),
+        format!("lib/{t}"),
+        "usr/lib".to_string(),
+        "lib".to_string(),
+    ];
+    let mut out = BTreeMap::new();
+    let mut queue: Vec<(String, String)> = programs
+        .iter()
+        .map(|p| (p.to_string(), format!("/{p}")))
+        .collect();
+    let mut done = BTreeSet::new();
+    while let Some((path, what)) = queue.pop() {
+        if !done.insert(path.clone()) {
+            continue;
+        }
+        let real = fs.resolve(&path).ok_or_else(|| {
+            Error::msg(format!(
+                "the initramfs needs {what}, which the OS image does not have: add e2fsprogs to `packages`"
+            ))
+        })?;
+        let bytes = fs
+            .read_file(&real)?
+            .ok_or_else(|| Error::msg(format!("{what} (/{real}) is not a regular file")))?;
+        let linkage = cairn_formats::elf::read_linkage(&bytes)
+            .ok_or_else(|| Error::msg(format!("{what} (/{real}) is not an ELF file")))?;
+        if let Some(interp) = &linkage.interpreter {
+            queue.push((interp.trim_start_matches('/').to_string(), interp.clone()));
+        }
+        for lib in &linkage.needed {
+            let found = dirs
+                .iter()
+                .map(|d| format!("{d}/{lib}"))
+                .find(|p| fs.resolve(p).is_some())
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "{what} needs {lib}, which is in none of /{} of the OS image",
+                        dirs.join(", /")
+                    ))
+                })?;
+            queue.push((found, format!("{lib} (needed by {what})")));
+        }
+        out.insert(path, bytes);
+    }
+    Ok(out)
+}
+
 /// busybox udhcpc's hook: configure the leased address and route (used to fetch a root
 /// over HTTP; flushed again before switching to systemd).
 pub const UDHCPC_SCRIPT: &str = include_str!("initramfs/udhcpc.sh");
@@ -80,7 +145,13 @@ pub fn kernel_release(fs: &Rootfs, image: &str, arch: Arch) -> Result<String, Er
 }
 
 /// Builds the initramfs (gzip'd newc cpio) from the OS root filesystem.
-pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Result<Vec<u8>, Error> {
+pub fn build(
+    fs: &mut Rootfs,
+    arch: Arch,
+    kver: &str,
+    modules: &[&str],
+    mtime: u32,
+) -> Result<Vec<u8>, Error> {
     let busybox = fs.read_file("usr/bin/busybox")?.ok_or_else(|| {
         Error::msg("the OS image has no /usr/bin/busybox: add busybox-static to `packages`")
     })?;
@@ -160,6 +231,27 @@ pub fn build(fs: &mut Rootfs, kver: &str, modules: &[&str], mtime: u32) -> Resul
         &mut entries,
     );
     add("dev/console".into(), Entry::Console, &mut entries);
+    for (path, bytes) in programs_with_libraries(fs, arch, PROGRAMS)? {
+        add(path, Entry::File(bytes, 0o755), &mut entries);
+    }
+    if let Some(conf) = fs.read_file("etc/mke2fs.conf")? {
+        add(
+            "etc/mke2fs.conf".into(),
+            Entry::File(conf, 0o644),
+            &mut entries,
+        );
+    }
+    add(
+        "etc/e2fsck.conf".into(),
+        Entry::File(E2FSCK_CONF.as_bytes().to_vec(), 0o644),
+        &mut entries,
+    );
+    // e2fsck asks whether the device is mounted.
+    add(
+        "etc/mtab".into(),
+        Entry::Symlink("../proc/self/mounts".into()),
+        &mut entries,
+    );
     add(
         "etc/cairn/udhcpc.script".into(),
         Entry::File(UDHCPC_SCRIPT.as_bytes().to_vec(), 0o755),

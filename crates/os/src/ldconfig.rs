@@ -10,7 +10,8 @@ use cairn_project::Arch;
 use cairn_steps::Error;
 use std::collections::BTreeMap;
 
-fn triplet(arch: Arch) -> &'static str {
+/// The arch's multiarch tuple (`/usr/lib/<triplet>`).
+pub fn triplet(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64-linux-gnu",
         Arch::Aarch64 => "aarch64-linux-gnu",

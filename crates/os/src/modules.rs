@@ -1,5 +1,8 @@
-//! `modules.dep` and `modules.alias` as depmod writes them: Debian's kernel packages ship
-//! none (their postinst runs depmod), so they are generated from each module's `.modinfo`.
+//! `modules.dep` and `modules.alias` as depmod writes them, with kmod's binary indexes
+//! (which libkmod, and so modprobe, udev and systemd, read instead of the text): Debian's
+//! kernel packages ship none (their postinst runs depmod), so they are generated from each
+//! module's `.modinfo` and the package's `modules.order`, `modules.builtin` and
+//! `modules.builtin.modinfo`.
 
 use crate::rootfs::Rootfs;
 use cairn_steps::Error;
@@ -10,18 +13,32 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
     let kernels = crate::initramfs::kernel_releases(fs);
     for release in &kernels {
         let dir = &format!("usr/lib/modules/{release}");
-        let mut modules = Vec::new();
-        for path in fs.files_under(dir) {
+        let paths: Vec<String> = fs
+            .files_under(dir)
+            .into_iter()
+            .filter(|p| cairn_debian::kmod::module_name(&p[dir.len() + 1..]).is_some())
+            .collect();
+        // Thousands of compressed modules, each decompressed to read its .modinfo: on every
+        // core, in path order all the same.
+        fs.flush()?;
+        let fs_ref = &*fs;
+        let read = |path: &String| -> Result<cairn_debian::kmod::ModuleInfo, Error> {
             let rel = path[dir.len() + 1..].to_string();
-            if cairn_debian::kmod::module_name(&rel).is_none() {
-                continue;
-            }
-            let bytes = fs.read_file(&path)?.unwrap_or_default();
+            let bytes = fs_ref.read_flushed(path)?.unwrap_or_default();
             let elf = decompress_module(&rel, &bytes)?;
             let info = cairn_debian::kmod::modinfo(&elf)
                 .map_err(|e| Error::msg(format!("/{path}: {e}")))?;
-            modules.push(cairn_debian::kmod::ModuleInfo { path: rel, info });
-        }
+            let exports = cairn_debian::kmod::exports(&elf)
+                .map_err(|e| Error::msg(format!("/{path}: {e}")))?;
+            Ok(cairn_debian::kmod::ModuleInfo {
+                path: rel,
+                info,
+                exports,
+            })
+        };
+        let modules = crate::rootfs::parallel_map(&paths, crate::rootfs::threads(), read)
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
         let (dep, alias) =
             cairn_debian::kmod::depmod(&modules).map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
         fs.add_file(&format!("{dir}/modules.dep"), dep.as_bytes(), 0o644, 0, 0)?;
@@ -32,6 +49,18 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
             0,
             0,
         )?;
+        let mut text = |name: &str| -> Result<Vec<u8>, Error> {
+            Ok(fs.read_file(&format!("{dir}/{name}"))?.unwrap_or_default())
+        };
+        let order = String::from_utf8_lossy(&text("modules.order")?).into_owned();
+        let builtin = String::from_utf8_lossy(&text("modules.builtin")?).into_owned();
+        let builtin_modinfo = text("modules.builtin.modinfo")?;
+        let indexes =
+            cairn_debian::kmod::depmod_indexes(&modules, &dep, &order, &builtin, &builtin_modinfo)
+                .map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
+        for (name, bytes) in indexes {
+            fs.add_file(&format!("{dir}/{name}"), &bytes, 0o644, 0, 0)?;
+        }
     }
     Ok(kernels)
 }
@@ -43,7 +72,7 @@ fn decompress_module(path: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
     } else if path.ends_with(".zst") {
         zstd_decode(bytes, &mut out)
     } else if path.ends_with(".gz") {
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)
+        flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)
     } else {
         out.extend_from_slice(bytes);
         Ok(out.len())

@@ -46,6 +46,320 @@ pub struct Rootfs {
     scratch_len: u64,
 }
 
+/// A .deb to unpack: where it is, its package name, the sha256 the lock pins, and how
+/// errors name it (`libc6 2.41-12`).
+#[derive(Debug, Clone)]
+pub struct Deb {
+    pub path: std::path::PathBuf,
+    pub package: String,
+    pub sha256: Digest,
+    pub label: String,
+}
+
+/// The squashfs block size (128 KiB, mksquashfs's default).
+const BLOCK_SIZE: u32 = 1 << 17;
+
+/// Where the data blocks backhand compresses lie in the scratch file, in the order it
+/// compresses them: files in `Path` order (its node order), every file of at least one block
+/// cut into blocks (the last one shorter), all-zero blocks left out (written as holes).
+/// Smaller files go to fragments, which backhand compresses itself.
+fn data_blocks(nodes: &BTreeMap<String, Node>, block_size: u32) -> Vec<(u64, u64)> {
+    let mut files: Vec<(&Path, u64, u64)> = nodes
+        .iter()
+        .filter_map(|(path, node)| match node.kind {
+            Kind::File { offset, size, .. } if size >= u64::from(block_size) => {
+                Some((Path::new(path.as_str()), offset, size))
+            }
+            _ => None,
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    let mut blocks = Vec::new();
+    for (_, offset, size) in files {
+        let mut at = 0;
+        while at < size {
+            let len = (size - at).min(u64::from(block_size));
+            blocks.push((offset + at, len));
+            at += len;
+        }
+    }
+    blocks
+}
+
+/// Reads the blocks from the scratch file and compresses them on `threads` threads with
+/// zstd at backhand's level, sending (block, compressed) in order; all-zero blocks are
+/// skipped as backhand skips them. Stops when the receiver is gone.
+fn compress_ahead(
+    scratch: &File,
+    blocks: &[(u64, u64)],
+    threads: usize,
+    tx: std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
+) {
+    let mut in_flight = std::collections::VecDeque::new();
+    for &(offset, len) in blocks {
+        let mut block = vec![0u8; len as usize];
+        if scratch.read_exact_at(&mut block, offset).is_err() {
+            return;
+        }
+        if block.iter().all(|b| *b == 0) {
+            continue;
+        }
+        in_flight.push_back(std::thread::spawn(move || {
+            let compressed = zstd::bulk::compress(&block, ZSTD_LEVEL).ok();
+            (block, compressed)
+        }));
+        while in_flight.len() >= threads.max(1) * 2 {
+            if !send_oldest(&mut in_flight, &tx) {
+                return;
+            }
+        }
+    }
+    while !in_flight.is_empty() {
+        if !send_oldest(&mut in_flight, &tx) {
+            return;
+        }
+    }
+}
+
+type Compressing = std::thread::JoinHandle<(Vec<u8>, Option<Vec<u8>>)>;
+
+fn send_oldest(
+    in_flight: &mut std::collections::VecDeque<Compressing>,
+    tx: &std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
+) -> bool {
+    let Some(handle) = in_flight.pop_front() else {
+        return true;
+    };
+    match handle.join() {
+        Ok((block, Some(compressed))) => tx.send((block, compressed)).is_ok(),
+        // A block that failed to compress ahead is compressed by backhand itself.
+        _ => true,
+    }
+}
+
+/// zstd's level in backhand's default compressor (3, as mksquashfs's default).
+const ZSTD_LEVEL: i32 = 3;
+
+/// backhand's compressor, answering a data block it is asked for from the blocks
+/// compressed ahead when the bytes are the ones expected (compared in full), and
+/// compressing anything else itself (fragments, metadata, a block out of the expected
+/// order). zstd gives the same bytes for the same block either way, so the image does not
+/// depend on which path a block took. backhand wants a `&'static` compressor: one small
+/// struct is leaked per squashfs written.
+#[derive(Default)]
+struct AheadCompressor {
+    next: std::sync::Mutex<Option<std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>)>>>,
+    front: std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl backhand::compression::CompressionAction for AheadCompressor {
+    type Error = backhand::BackhandError;
+    type Compressor = backhand::compression::Compressor;
+    type FilesystemCompressor = backhand::FilesystemCompressor;
+    type SuperBlock = backhand::SuperBlock;
+
+    fn decompress(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        compressor: Self::Compressor,
+    ) -> Result<(), Self::Error> {
+        backhand::compression::DefaultCompressor.decompress(bytes, out, compressor)
+    }
+
+    fn compress(
+        &self,
+        bytes: &[u8],
+        fc: Self::FilesystemCompressor,
+        block_size: u32,
+    ) -> Result<Vec<u8>, Self::Error> {
+        let mut front = self.front.lock().unwrap();
+        if front.is_none() {
+            if let Some(rx) = self.next.lock().unwrap().as_ref() {
+                *front = rx.recv().ok();
+            }
+        }
+        if front
+            .as_ref()
+            .is_some_and(|(block, _)| block.as_slice() == bytes)
+        {
+            let (_, compressed) = front.take().expect("checked above");
+            return Ok(compressed);
+        }
+        drop(front);
+        backhand::compression::DefaultCompressor.compress(bytes, fc, block_size)
+    }
+
+    fn compression_options(
+        &self,
+        superblock: &mut Self::SuperBlock,
+        kind: &backhand::kind::Kind,
+        fs_compressor: Self::FilesystemCompressor,
+    ) -> Result<Option<Vec<u8>>, Self::Error> {
+        backhand::compression::DefaultCompressor.compression_options(
+            superblock,
+            kind,
+            fs_compressor,
+        )
+    }
+}
+
+/// The .debs of locked packages, in the download cache.
+pub fn debs<'a>(
+    cache: &cairn_inputs::fetch::Cache,
+    packages: impl IntoIterator<Item = &'a cairn_inputs::lockfile::LockedPackage>,
+) -> Result<Vec<Deb>, Error> {
+    packages
+        .into_iter()
+        .map(|p| {
+            let sha256 = Digest::from_hex(&p.sha256)
+                .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+            Ok(Deb {
+                path: cache.path(&sha256),
+                package: p.name.clone(),
+                sha256,
+                label: format!("{} {}", p.name, p.version),
+            })
+        })
+        .collect()
+}
+
+/// The threads a build may use: every core the process may run on (a `taskset` or a
+/// cgroup limits them). Outputs never depend on the number.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `f` over `items` on `threads` threads; the results in the items' order.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| Default::default()).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            *slots[i].lock().unwrap() = Some(f(item));
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.clamp(1, items.len().max(1)) {
+            s.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap().expect("every item was mapped"))
+        .collect()
+}
+
+/// What a worker found in one .deb: its entries in archive order, not yet in the tree.
+struct Unpacked {
+    info: cairn_debian::deb::DebInfo,
+    entries: Vec<UnpackedEntry>,
+}
+
+struct UnpackedEntry {
+    /// Merged-/usr path.
+    path: String,
+    /// As the package has it (for messages).
+    raw_path: String,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    kind: Entry,
+}
+
+enum Entry {
+    Node(Kind),
+    /// Resolved against the tree when the package's entries are placed.
+    Hardlink(String),
+}
+
+/// Checks one .deb's sha256 and unpacks it: file bytes into ranges of `scratch` reserved
+/// from `next`, hashed on the way; entries listed in archive order.
+fn unpack_into(
+    scratch: &File,
+    next: &std::sync::atomic::AtomicU64,
+    deb: &Deb,
+) -> Result<Unpacked, Error> {
+    let package = deb.package.as_str();
+    let open = || {
+        File::open(&deb.path)
+            .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb.path.display())))
+    };
+    let (digest, _) = cairn_store::hash_reader(open()?)
+        .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb.path.display())))?;
+    if digest != deb.sha256 {
+        return Err(Error::msg(format!(
+            "{package}: {} has sha256 {digest}, but the lock pins {}: the cached file is corrupt; delete it and build again",
+            deb.path.display(),
+            deb.sha256
+        )));
+    }
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let info = unpack_data(open()?, package, |entry, data| {
+        let Some(path) = merged_usr(&entry.path) else {
+            return Ok(());
+        };
+        let kind = match &entry.kind {
+            DebEntryKind::Dir => Entry::Node(Kind::Dir),
+            DebEntryKind::File { size } => {
+                let offset = next.fetch_add(*size, std::sync::atomic::Ordering::Relaxed);
+                let mut hasher = HashingWriter::new(io::sink());
+                let mut at = 0u64;
+                loop {
+                    let n = match data.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if at + n as u64 > *size {
+                        return Err(io::Error::other(format!(
+                            "{}: more data than its {size} bytes",
+                            entry.path
+                        )));
+                    }
+                    hasher.write_all(&buf[..n])?;
+                    scratch.write_all_at(&buf[..n], offset + at)?;
+                    at += n as u64;
+                }
+                if at != *size {
+                    return Err(io::Error::other(format!(
+                        "{}: {at} bytes where its header says {size}",
+                        entry.path
+                    )));
+                }
+                let (_, sha256, _) = hasher.finish();
+                Entry::Node(Kind::File {
+                    offset,
+                    size: *size,
+                    sha256,
+                })
+            }
+            DebEntryKind::Symlink { target } => Entry::Node(Kind::Symlink(target.clone())),
+            DebEntryKind::Hardlink { target } => Entry::Hardlink(target.clone()),
+        };
+        entries.push(UnpackedEntry {
+            path,
+            raw_path: entry.path.clone(),
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            kind,
+        });
+        Ok(())
+    })?;
+    Ok(Unpacked { info, entries })
+}
+
 /// The merged-/usr location of a path (`bin/sh` -> `usr/bin/sh`); `None` for the top-level
 /// names themselves, which Cairn creates as links.
 fn merged_usr(path: &str) -> Option<String> {
@@ -218,80 +532,105 @@ impl Rootfs {
         Ok((offset, size, digest))
     }
 
-    /// Unpacks one .deb after checking its sha256 against the lock.
-    pub fn add_deb(
+    /// Unpacks .debs in the order given, as one after the other would: the same tree, the
+    /// same conflicts, the first error in package order. The work that dominates a build
+    /// (checking each .deb's sha256, decompressing its data.tar, hashing its files) runs on
+    /// `threads` threads, each writing file bytes into its own range of the scratch file;
+    /// the tree is then filled in package order on this thread. Where in the scratch file
+    /// the bytes lie never reaches an output (they are read back by path order).
+    pub fn add_debs(
         &mut self,
-        deb_path: &Path,
-        package: &str,
-        expected: &Digest,
-    ) -> Result<cairn_debian::deb::DebInfo, Error> {
-        let open = || {
-            File::open(deb_path)
-                .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))
-        };
-        let (digest, _) = cairn_store::hash_reader(open()?)
-            .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb_path.display())))?;
-        if digest != *expected {
-            return Err(Error::msg(format!(
-                "{package}: {} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
-                deb_path.display()
-            )));
-        }
-        let mut failure: Option<Error> = None;
-        let result = unpack_data(open()?, package, |entry, data| {
-            let Some(path) = merged_usr(&entry.path) else {
-                return Ok(());
-            };
-            let meta = |kind| Node {
-                kind,
-                mode: entry.mode,
-                uid: entry.uid,
-                gid: entry.gid,
-                owner: package.to_string(),
-            };
-            let node = match &entry.kind {
-                DebEntryKind::Dir => meta(Kind::Dir),
-                DebEntryKind::File { .. } => {
-                    let (offset, size, sha256) = self.store_bytes(data)?;
-                    meta(Kind::File {
-                        offset,
-                        size,
-                        sha256,
-                    })
+        debs: &[Deb],
+        threads: usize,
+    ) -> Result<Vec<cairn_debian::deb::DebInfo>, Error> {
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        let next = std::sync::atomic::AtomicU64::new(self.scratch_len);
+        let job = std::sync::atomic::AtomicUsize::new(0);
+        // The largest first (a kernel package takes as long as all the rest together), so
+        // the threads finish together; the tree is still filled in the given order.
+        let mut order: Vec<usize> = (0..debs.len()).collect();
+        order.sort_by_key(|&i| {
+            std::cmp::Reverse(std::fs::metadata(&debs[i].path).map_or(0, |m| m.len()))
+        });
+        let results: Vec<std::sync::Mutex<Option<Result<Unpacked, Error>>>> =
+            debs.iter().map(|_| Default::default()).collect();
+        {
+            let file = self.scratch.get_ref();
+            let work = || {
+                loop {
+                    let n = job.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = order.get(n) else { break };
+                    let deb = &debs[i];
+                    let r = unpack_into(file, &next, deb)
+                        .map_err(|e| e.context(format!("unpacking {}", deb.label)));
+                    *results[i].lock().unwrap() = Some(r);
                 }
-                DebEntryKind::Symlink { target } => meta(Kind::Symlink(target.clone())),
-                DebEntryKind::Hardlink { target } => {
-                    let target = merged_usr(target).unwrap_or_default();
-                    let resolved = self.resolve_parents(&target).unwrap_or(target.clone());
-                    match self.nodes.get(&resolved) {
-                        Some(Node {
-                            kind: kind @ Kind::File { .. },
-                            ..
-                        }) => meta(kind.clone()),
-                        _ => {
-                            failure = Some(Error::msg(format!(
-                                "{package}: hard link {} points at {target:?}, which is not a file of the package",
-                                entry.path
-                            )));
-                            return Err(io::Error::other("bad hard link"));
+            };
+            std::thread::scope(|s| {
+                for _ in 1..threads.clamp(1, debs.len().max(1)) {
+                    s.spawn(work);
+                }
+                work();
+            });
+        }
+        self.scratch_len = next.into_inner();
+        io::Seek::seek(&mut self.scratch, io::SeekFrom::Start(self.scratch_len))
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+        let mut infos = Vec::with_capacity(debs.len());
+        for (deb, result) in debs.iter().zip(results) {
+            let unpacked = result
+                .into_inner()
+                .unwrap()
+                .expect("every .deb was unpacked")?;
+            let package = deb.package.as_str();
+            for e in unpacked.entries {
+                let meta = |kind| Node {
+                    kind,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    owner: package.to_string(),
+                };
+                let node = match e.kind {
+                    Entry::Node(kind) => meta(kind),
+                    Entry::Hardlink(target) => {
+                        let target = merged_usr(&target).unwrap_or_default();
+                        let resolved = self.resolve_parents(&target).unwrap_or(target.clone());
+                        match self.nodes.get(&resolved) {
+                            Some(Node {
+                                kind: kind @ Kind::File { .. },
+                                ..
+                            }) => meta(kind.clone()),
+                            _ => {
+                                return Err(Error::msg(format!(
+                                    "{package}: hard link {} points at {target:?}, which is not a file of the package",
+                                    e.raw_path
+                                ))
+                                .context(format!("unpacking {}", deb.label)));
+                            }
                         }
                     }
-                }
-            };
-            if let Err(e) = self.insert(&path, node) {
-                failure = Some(e);
-                return Err(io::Error::other("conflict"));
+                };
+                self.insert(&e.path, node)
+                    .map_err(|err| err.context(format!("unpacking {}", deb.label)))?;
             }
-            Ok(())
-        });
-        if let Some(e) = failure {
-            return Err(e);
+            infos.push(unpacked.info);
         }
-        Ok(result?)
+        Ok(infos)
     }
 
-    /// The content of the regular file at `path` (relative), if there is one.
-    pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// Writes what is buffered to the scratch file, so [`Rootfs::read_flushed`] sees it.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.scratch
+            .flush()
+            .map_err(|e| Error::msg(format!("scratch file: {e}")))
+    }
+
+    /// The content of the regular file at `path`, from a shared reference (several
+    /// threads at once): the caller flushed since the file was added.
+    pub fn read_flushed(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
         let Some(Node {
             kind: Kind::File { offset, size, .. },
             ..
@@ -299,16 +638,18 @@ impl Rootfs {
         else {
             return Ok(None);
         };
-        let (offset, size) = (*offset, *size);
-        self.scratch
-            .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
-        let mut out = vec![0u8; size as usize];
+        let mut out = vec![0u8; *size as usize];
         self.scratch
             .get_ref()
-            .read_exact_at(&mut out, offset)
+            .read_exact_at(&mut out, *offset)
             .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
         Ok(Some(out))
+    }
+
+    /// The content of the regular file at `path` (relative), if there is one.
+    pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.flush()?;
+        self.read_flushed(path)
     }
 
     /// The names and kinds of the entries directly in `dir` (relative, sorted by name).
@@ -352,7 +693,7 @@ impl Rootfs {
         fs.set_root_uid(0);
         fs.set_root_gid(0);
         fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(fserr)?);
-        fs.set_block_size(1 << 17);
+        fs.set_block_size(BLOCK_SIZE);
         for (path, node) in &self.nodes {
             let header = NodeHeader::new(
                 node.mode as u16 & 0o7777,
@@ -380,8 +721,23 @@ impl Rootfs {
                 }
             }
         }
+        // Data blocks are compressed ahead, on every core, in the order backhand will ask
+        // for them; backhand itself stays on this thread.
+        let blocks = data_blocks(&self.nodes, BLOCK_SIZE);
+        let ahead: &'static AheadCompressor = Box::leak(Box::default());
+        fs.set_kind(backhand::kind::Kind::new_v4(ahead));
         let mut out = out;
-        let (_, n_bytes) = fs.write(&mut out).map_err(fserr)?;
+        let written = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4 * crate::rootfs::threads());
+            *ahead.next.lock().unwrap() = Some(rx);
+            s.spawn(move || compress_ahead(scratch, &blocks, crate::rootfs::threads(), tx));
+            let written = fs.write(&mut out);
+            // Whatever is left (a write that failed) is dropped: the producer then stops.
+            ahead.next.lock().unwrap().take();
+            ahead.front.lock().unwrap().take();
+            written
+        });
+        let (_, n_bytes) = written.map_err(fserr)?;
         Ok((out, n_bytes))
     }
 

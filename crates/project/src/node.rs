@@ -333,6 +333,11 @@ pub struct NodeSpec {
     pub image: Spanned<String>,
     #[serde(default)]
     pub mac: Option<MacAddress>,
+    /// SD nodes: MiB of the card kept for the root, from the root partition's start. The
+    /// data partition starts right after, at the same place for every image of the node,
+    /// so a re-flash with a grown root keeps the data. Default [`DEFAULT_ROOT_SLOT_MIB`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_slot_mib: Option<u64>,
     pub network: NetworkSpec,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -345,7 +350,15 @@ pub struct NodeSpec {
     source: String,
 }
 
+/// The card space an SD node's root may grow into (2 GiB: several times a k3s node's root).
+pub const DEFAULT_ROOT_SLOT_MIB: u64 = 2048;
+
 impl NodeSpec {
+    /// MiB of the card kept for the root (SD nodes).
+    pub fn root_slot_mib(&self) -> u64 {
+        self.root_slot_mib.unwrap_or(DEFAULT_ROOT_SLOT_MIB)
+    }
+
     pub fn load(path: &Path) -> Result<NodeSpec, SpecError> {
         let source = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
         NodeSpec::parse(path, &source)
@@ -397,6 +410,22 @@ impl NodeSpec {
                 None,
                 "key `mac` is missing: a PXE node is matched by its MAC address",
             ));
+        }
+        if let Some(slot) = node.root_slot_mib {
+            if node.boot != BootMethod::Sd {
+                return Err(err(
+                    "root_slot_mib",
+                    "root_slot_mib is the root's room on an SD card; a PXE node has no card: remove it".into(),
+                ));
+            }
+            if !(64..=1 << 20).contains(&slot) {
+                return Err(err(
+                    "root_slot_mib",
+                    format!(
+                        "root_slot_mib = {slot}: give the root between 64 and 1048576 MiB (default {DEFAULT_ROOT_SLOT_MIB})"
+                    ),
+                ));
+            }
         }
         let net = &node.network;
         match (net.dhcp, net.address) {

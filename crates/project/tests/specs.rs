@@ -505,3 +505,39 @@ fn a_gateway_is_not_the_nodes_own_address_and_pxe_nodes_have_a_mac() {
         "{err}"
     );
 }
+
+#[test]
+fn root_slot_out_of_range_or_on_a_pxe_node() {
+    let err = bad_node("role = \"worker\"", "role = \"worker\"\nroot_slot_mib = 16");
+    assert!(
+        err.contains("pi-worker.toml:")
+            && err.contains("root_slot_mib = 16: give the root between 64 and 1048576 MiB"),
+        "{err}"
+    );
+    let pxe = std::fs::read_to_string(repo_root().join("nodes/x86-storage.toml")).unwrap();
+    let (_dir, err) = project_with(
+        "nodes/x86-storage.toml",
+        &pxe.replacen(
+            "role = \"worker\"",
+            "role = \"worker\"\nroot_slot_mib = 4096",
+            1,
+        ),
+    );
+    assert!(
+        err.contains("x86-storage.toml:") && err.contains("a PXE node has no card"),
+        "{err}"
+    );
+    let ok = NODE.replacen(
+        "role = \"worker\"",
+        "role = \"worker\"\nroot_slot_mib = 4096",
+        1,
+    );
+    let dir = scratch_project(&[("nodes/pi-worker.toml", &ok)]);
+    let project = cairn_project::Project::load(dir.path()).unwrap();
+    assert_eq!(project.node("pi-worker").unwrap().root_slot_mib(), 4096);
+    assert_eq!(
+        project.node("pi-control").unwrap().root_slot_mib(),
+        2048,
+        "the default"
+    );
+}

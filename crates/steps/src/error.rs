@@ -20,6 +20,13 @@ impl Error {
         self.context.push(what.into());
         self
     }
+
+    /// Whether a disk filled up: the message holds Linux's `ENOSPC` (28) as Rust prints
+    /// an I/O error, `No space left on device (os error 28)`. Errors keep only their text
+    /// on the way up, so the text is what is looked at.
+    pub fn is_out_of_space(&self) -> bool {
+        self.message.contains("(os error 28)")
+    }
 }
 
 impl fmt::Display for Error {

@@ -84,10 +84,14 @@ impl Store {
             root: root.to_path_buf(),
             _lock: lock,
         };
-        // Leftovers of a killed build: temp files are never referenced, so drop them.
+        // Leftovers of a killed process (temp files, an import's staging directory): nothing
+        // references them, and the lock says no other process is using them.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
-                let _ = fs::remove_file(e.path());
+                let _ = match e.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
+                    _ => fs::remove_file(e.path()),
+                };
             }
         }
         if !root.join("oci-layout").exists() {
@@ -355,4 +359,80 @@ pub fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
     io::copy(&mut r, &mut w)?;
     let (_, digest, size) = w.finish();
     Ok((digest, size))
+}
+
+/// A temp file in a directory other processes share (the download cache, beside an
+/// export's output), locked while it lives: [`sweep_temp_files`] tells one a killed
+/// process left behind (nobody holds its lock) from one being written.
+pub fn shared_temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+        tmp.as_file().lock()?;
+        // A sweep may have taken it for abandoned between its creation and the lock:
+        // then its name is gone (or another file's), and a new one is made.
+        let ino = tmp.as_file().metadata()?.ino();
+        if fs::symlink_metadata(tmp.path()).is_ok_and(|m| m.ino() == ino) {
+            return Ok(tmp);
+        }
+    }
+}
+
+/// Removes the temp files named `prefix*` in `dir` that killed processes left: those no
+/// process holds the lock of. Returns how many were removed; errors are ignored (a sweep
+/// is housekeeping, never a reason to fail).
+pub fn sweep_temp_files(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(file) = File::options().read(true).open(e.path()) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_the_store_removes_what_a_killed_process_left_in_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), || {}).unwrap());
+        let tmp = dir.path().join("tmp");
+        fs::write(tmp.join(".tmpAbC123"), b"half a blob").unwrap();
+        fs::create_dir_all(tmp.join("import-XyZ/blobs")).unwrap();
+        fs::write(tmp.join("import-XyZ/blobs/x"), b"staged").unwrap();
+        let store = Store::open(dir.path(), || {}).unwrap();
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert!(store.root().join("index.json").is_file());
+    }
+
+    #[test]
+    fn a_sweep_removes_only_abandoned_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = shared_temp_file(dir.path(), ".part-").unwrap();
+        // What a killed writer leaves: the file, and no process holding its lock.
+        let abandoned = dir.path().join(".part-abandoned");
+        File::create(&abandoned).unwrap();
+        let other = dir.path().join("kept");
+        File::create(&other).unwrap();
+        assert_eq!(sweep_temp_files(dir.path(), ".part-"), 1);
+        assert!(!abandoned.exists());
+        assert!(live.path().exists(), "a locked temp file is being written");
+        assert!(other.exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists(), "a finished temp file removes itself");
+        assert_eq!(sweep_temp_files(dir.path(), ".part-"), 0);
+    }
 }

@@ -3,7 +3,7 @@
 # HTTP URL), mount it read-only under a writable overlay, lay the node's own files (from
 # the node's cpio, appended to this initramfs) on top, place the node's secrets in
 # /run/cairn, and switch to systemd.
-/bin/busybox mkdir -p /proc /sys /dev /run /lower /upper /newroot
+/bin/busybox mkdir -p /proc /sys /dev /run /tmp /lower /upper /newroot
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -16,57 +16,122 @@ for m in $(cat /etc/cairn/modules); do modprobe "$m" 2>/dev/null || echo "cairn:
 root=""
 root_sha256=""
 secrets_url=""
+data_start=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     cairn.root=*) root="${arg#cairn.root=}" ;;
     cairn.root.sha256=*) root_sha256="${arg#cairn.root.sha256=}" ;;
     cairn.secrets=*) secrets_url="${arg#cairn.secrets=}" ;;
+    cairn.data.start=*) data_start="${arg#cairn.data.start=}" ;;
   esac
 done
+case "$data_start" in
+  *[!0-9]*)
+    echo "cairn: cairn.data.start=$data_start is not a sector number: ignoring it"
+    data_start=""
+    ;;
+esac
 [ -n "$root" ] || root="LABEL=cairn-root"
 echo "cairn: root $root"
 writable=tmpfs
 le32() { v=$1; n=0; while [ $n -lt 4 ]; do printf "\\$(printf %03o $((v % 256)))"; v=$((v / 256)); n=$((n+1)); done; }
-# The data partition: number 3 on the root's disk. On first boot it is created over the
-# rest of the disk (an SD card is larger than its image) and formatted; a partition 3 that
-# exists is never formatted. Without one, the writable layer is a tmpfs.
+# The data partition: number 3 on the root's disk, journaled ext4. On first boot it is
+# created from the sector cairn.data.start= names (the end of the root's slot, the same for
+# every image of the node) over the rest of the disk, and formatted; a filesystem found
+# there (partition 3 in the table, or left by an earlier flash of the node) is checked with
+# e2fsck and kept, never formatted. Without one, the writable layer is a tmpfs.
+data_check() {
+  out=$(/usr/sbin/e2fsck -p "$1" 2>&1)
+  rc=$?
+  [ -n "$out" ] && echo "$out" | sed 's/^/cairn: e2fsck: /'
+  if [ $rc -ge 4 ]; then
+    echo "cairn: e2fsck -p cannot repair $1 unattended (exit $rc); running e2fsck -y"
+    out=$(/usr/sbin/e2fsck -y "$1" 2>&1)
+    rc=$?
+    echo "$out" | tail -n 40 | sed 's/^/cairn: e2fsck: /'
+  fi
+  case $rc in
+    0) echo "cairn: checked the data partition $1: clean" ;;
+    1 | 2 | 3) echo "cairn: checked the data partition $1: repaired (e2fsck exit $rc)" ;;
+    *)
+      echo "cairn: the data partition $1 has errors e2fsck could not repair (exit $rc): not mounting it, the writable layer is a tmpfs; its data is still on the card"
+      return 1
+      ;;
+  esac
+}
+# Partition 3's MBR type byte (at 446 + 2 * 16 + 4): 83 once its filesystem is made, da
+# ("non-FS data") while it is being made, so a first boot cut off there starts over.
+p3_type() { od -An -tx1 -j482 -N1 "/dev/$1" 2>/dev/null | tr -d ' '; }
+set_p3_type() { printf "\\$2" | dd of="/dev/$1" bs=1 seek=482 count=1 conv=notrunc,fsync 2>/dev/null; }
+find_p3() {
+  p3=""
+  for p in /sys/class/block/$1/$1*; do
+    [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
+  done
+}
 data_partition() {
   part="${1##*/}"
   sys=$(readlink -f "/sys/class/block/$part")
   [ -e "$sys/partition" ] || return 1
   disk=$(basename "$(dirname "$sys")")
-  p3=""
-  for p in /sys/class/block/$disk/$disk*; do
-    [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
-  done
+  find_p3 "$disk"
   state=existing
+  fresh=""
+  if [ -n "$p3" ] && [ "$(p3_type "$disk")" = da ]; then
+    echo "cairn: the data partition $p3 was never finished (the power went while it was made): making it again"
+    fresh=yes
+  fi
   if [ -z "$p3" ]; then
-    start=$(( ($(cat "$sys/start") + $(cat "$sys/size") + 2047) / 2048 * 2048 ))
+    end=$(( $(cat "$sys/start") + $(cat "$sys/size") ))
+    start=${data_start:-$(( (end + 2047) / 2048 * 2048 ))}
+    if [ "$start" -lt "$end" ]; then
+      echo "cairn: cairn.data.start=$start is inside the root partition (which ends at sector $end): no data partition"
+      return 1
+    fi
     size=$(( $(cat "/sys/class/block/$disk/size") - start ))
-    [ $size -ge 131072 ] || return 1
-    { printf '\000\376\377\377\203\376\377\377'; le32 $start; le32 $size; } |
-      dd of="/dev/$disk" bs=1 seek=478 count=16 conv=notrunc 2>/dev/null || return 1
+    if [ $size -lt 131072 ]; then
+      echo "cairn: /dev/$disk has no 64 MiB past sector $start for the data partition: use a larger card"
+      return 1
+    fi
+    # An MBR counts sectors in 32 bits (2 TiB).
+    [ $size -le 4294967295 ] || size=4294967295
+    { printf '\000\376\377\377\332\376\377\377'; le32 $start; le32 $size; } |
+      dd of="/dev/$disk" bs=1 seek=478 count=16 conv=notrunc,fsync 2>/dev/null || return 1
     blockdev --rereadpt "/dev/$disk" 2>/dev/null || partprobe "/dev/$disk" 2>/dev/null
     n=0
     while [ -z "$p3" ] && [ $n -lt 50 ]; do
-      for p in /sys/class/block/$disk/$disk*; do
-        [ "$(cat "$p/partition" 2>/dev/null)" = 3 ] && p3="/dev/${p##*/}"
-      done
-      sleep 0.1
+      find_p3 "$disk"
+      [ -n "$p3" ] || sleep 0.1
       n=$((n+1))
     done
     [ -n "$p3" ] && [ -b "$p3" ] || return 1
-    # A card flashed again over an older one may still hold the data filesystem here.
+    # A card flashed again over an older one still holds the data filesystem here.
     magic=$(od -An -tx2 -j1080 -N2 "$p3" 2>/dev/null | tr -d ' ')
     label=$(dd if="$p3" bs=1 skip=1144 count=10 2>/dev/null)
     if [ "$magic" = ef53 ] && [ "$label" = cairn-data ]; then
       echo "cairn: found the data filesystem of an earlier flash on $p3; keeping it"
-      state=existing
+      set_p3_type "$disk" 203
     else
-      echo "cairn: first boot: creating the data partition $p3 ($((size / 2048)) MiB)"
-      mke2fs -L cairn-data "$p3" >/dev/null 2>&1 || { echo "cairn: mke2fs $p3 failed"; return 1; }
-      state=created
+      fresh=yes
     fi
+  fi
+  if [ -n "$fresh" ]; then
+    echo "cairn: first boot: creating the data partition $p3 ($(( $(cat "/sys/class/block/${p3##*/}/size") / 2048 )) MiB, ext4)"
+    # No discard: an SD card may take minutes to erase a whole partition (the blocks are
+    # unused anyway), and first boot waits for it.
+    /usr/sbin/mke2fs -q -F -t ext4 -L cairn-data -m 0 -E nodiscard "$p3" >/tmp/mke2fs.out 2>&1
+    rc=$?
+    sed 's/^/cairn: mke2fs: /' /tmp/mke2fs.out
+    magic=$(od -An -tx2 -j1080 -N2 "$p3" 2>/dev/null | tr -d ' ')
+    label=$(dd if="$p3" bs=1 skip=1144 count=10 2>/dev/null)
+    if [ $rc != 0 ] || [ "$magic" != ef53 ] || [ "$label" != cairn-data ]; then
+      echo "cairn: mke2fs $p3 failed (exit $rc)"
+      return 1
+    fi
+    set_p3_type "$disk" 203 || { echo "cairn: cannot mark $p3 as made"; return 1; }
+    state=created
+  else
+    data_check "$p3" || return 1
   fi
   mount -t ext4 -o noatime "$p3" /upper 2>/dev/null || { echo "cairn: cannot mount the data partition $p3; using a tmpfs"; return 1; }
   writable="$state:$p3"
@@ -187,13 +252,26 @@ case "$root" in
 esac
 mkdir -p /upper/data /upper/work
 if [ -d /cairn/node ]; then
-  cp -a /cairn/node/. /upper/data/ || echo "cairn: warning: the node's files could not all be copied to $writable"
+  # -f: on a data partition from an earlier boot the node's files are there already, and
+  # busybox cp refuses to replace a symlink without it.
+  cp -af /cairn/node/. /upper/data/ 2>/tmp/cp.err || echo "cairn: warning: the node's files could not all be copied to $writable: $(head -n 3 /tmp/cp.err)"
 fi
 mkdir -p /upper/data/etc/cairn
 echo "$writable" > /upper/data/etc/cairn/writable
 echo "cairn: writable layer $writable"
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot || fail "cannot mount the overlay"
 mount --move /dev /newroot/dev || fail "cannot move /dev to the new root"
+# The data partition moves along under /run/initramfs, where the running system sees it
+# and leaves it mounted until systemd-shutdown's last step, which remounts it read-only
+# before it unmounts it (systemd treats /run/initramfs as the initramfs's, and the root
+# stands on it): its journal is clean at power-off. Left in the initramfs, or unmounted by
+# umount.target while the overlay still holds it, it would never be.
+case "$writable" in
+  created:* | existing:*)
+    mkdir -p /run/initramfs/cairn-data
+    mount --move /upper /run/initramfs/cairn-data || echo "cairn: warning: cannot move the data partition to /run/initramfs/cairn-data"
+    ;;
+esac
 mount --move /run /newroot/run || fail "cannot move /run (and the secrets) to the new root"
 # The running system's kmod lives at /sbin/modprobe.
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
