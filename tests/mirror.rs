@@ -3,10 +3,12 @@
 
 mod support;
 
+use std::path::Path;
+use support::kill::{Moments, files_in, kill_after, timed};
 use support::{copy_project, run_ok, xtask};
 
-#[test]
-fn lock_haproxy_against_the_host_mirror_for_all_three_arches() {
+/// A copy of the project holding only the haproxy image, and no lock.
+fn haproxy_project() -> tempfile::TempDir {
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
     // Only the haproxy image (nodes reference the OS image, so drop them too).
@@ -23,6 +25,12 @@ fn lock_haproxy_against_the_host_mirror_for_all_three_arches() {
         }
     }
     std::fs::remove_file(project.path().join("inputs.lock")).unwrap();
+    project
+}
+
+#[test]
+fn lock_haproxy_against_the_host_mirror_for_all_three_arches() {
+    let project = haproxy_project();
     run_ok(xtask(project.path()).arg("lock"));
     let text = std::fs::read_to_string(project.path().join("inputs.lock")).unwrap();
     let lock: toml::Value = toml::from_str(&text).unwrap();
@@ -105,4 +113,67 @@ fn cairn_build_mirror() -> String {
                 .map(|u| u.trim().to_string())
                 .unwrap_or_else(|| "http".into())
         })
+}
+
+/// `lock` killed with SIGKILL at random moments while it downloads, verifies and parses the
+/// indexes into an empty cache and while it writes: `inputs.lock` is then missing or whole,
+/// never cut, and the next run sweeps what the kills left and writes the undisturbed text.
+#[test]
+fn a_killed_lock_leaves_no_half_lock_and_no_temp_files() {
+    let mut moments = Moments::new();
+    let quiet = haproxy_project();
+    let killed = haproxy_project();
+    let lock_in = |project: &Path, cache: &Path| {
+        let mut c = xtask(project);
+        c.arg("--download-cache").arg(cache).arg("lock");
+        c
+    };
+    let quiet_cache = quiet.path().join("download-cache");
+    let took = timed(&mut lock_in(quiet.path(), &quiet_cache), "");
+    let text = std::fs::read_to_string(quiet.path().join("inputs.lock")).unwrap();
+    let cache = killed.path().join("download-cache");
+    let lock = killed.path().join("inputs.lock");
+    let mut cut = Vec::new();
+    let mut killed_mid_work = 0;
+    for _ in 0..4 {
+        let at = took.mul_f64(moments.next());
+        let was_running = kill_after(&mut lock_in(killed.path(), &cache), "", at);
+        killed_mid_work += usize::from(was_running);
+        cut.push(format!(
+            "{:.2}s{}",
+            at.as_secs_f64(),
+            if was_running { "" } else { " (done)" }
+        ));
+        if let Ok(left) = std::fs::read_to_string(&lock) {
+            assert_eq!(left, text, "a lock killed at {at:?} left a cut inputs.lock");
+        }
+        // The next round starts from this round's cache: it must not trust a cut download.
+    }
+    eprintln!(
+        "lock: undisturbed {:.2}s, killed at {}",
+        took.as_secs_f64(),
+        cut.join(", ")
+    );
+    assert!(killed_mid_work >= 1, "no kill landed while lock worked");
+    // What a kill inside the write leaves (the window is too short to hit by chance).
+    std::fs::write(
+        killed.path().join(".inputs.lock-AbC123"),
+        &text[..text.len() / 2],
+    )
+    .unwrap();
+    run_ok(&mut lock_in(killed.path(), &cache));
+    // Two runs against a live mirror: a mirror update between them would differ, so the
+    // undisturbed side locks again right after.
+    run_ok(&mut lock_in(quiet.path(), &quiet_cache));
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        std::fs::read_to_string(quiet.path().join("inputs.lock")).unwrap(),
+        "the lock after kills is the undisturbed lock"
+    );
+    assert_eq!(
+        files_in(killed.path(), ".inputs.lock-"),
+        Vec::<String>::new()
+    );
+    assert_eq!(files_in(killed.path(), ".tmp"), Vec::<String>::new());
+    assert_eq!(files_in(&cache.join("tmp"), ""), Vec::<String>::new());
 }

@@ -4,6 +4,7 @@
 
 pub mod deb;
 pub mod digests;
+pub mod kill;
 pub mod proxy;
 pub mod registry;
 pub mod server;

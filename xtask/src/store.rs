@@ -1,6 +1,5 @@
 use crate::Env;
 use cairn_steps::Error;
-use cairn_store::Store;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
@@ -23,19 +22,10 @@ pub enum Command {
     },
 }
 
-fn open(env: &Env) -> Result<Store, Error> {
-    Ok(Store::open(&env.ctx.store, || {
-        eprintln!(
-            "waiting for another cairn process to release {}",
-            env.ctx.store.join(".lock").display()
-        )
-    })?)
-}
-
 pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
     match cmd {
         Command::Verify { json, repair } => {
-            let store = open(env)?;
+            let store = env.ctx.open_store()?;
             let bar = cairn_steps::progress::spinner(env.ctx.progress && !json, "verifying blobs");
             let report = store.verify(|_| bar.tick())?;
             bar.finish_and_clear();
@@ -108,7 +98,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 })
                 .collect();
             keep.extend(beside);
-            let store = open(env)?;
+            let store = env.ctx.open_store()?;
             let report = store.gc(&keep)?;
             if json {
                 println!(

@@ -399,27 +399,14 @@ pub fn boot_test(
     }
     // Two boot tests of one node would write the same console logs: the second waits.
     let lock_path = config.log_dir.join(format!("{}.lock", result.node));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::msg(format!("{}: {e}", lock_path.display())))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!(
-                "waiting for another boot test of {} to finish (it holds {})",
-                result.node,
-                lock_path.display()
-            );
-            lock.lock()
-                .map_err(|e| Error::msg(format!("{}: {e}", lock_path.display())))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::msg(format!("{}: {e}", lock_path.display())));
-        }
-    }
+    let _lock = cairn_store::lock_exclusive(&lock_path, || {
+        eprintln!(
+            "waiting for another boot test of {} to finish (it holds {})",
+            result.node,
+            lock_path.display()
+        )
+    })
+    .map_err(|e| Error::msg(format!("{}: {e}", lock_path.display())))?;
     let mut last_error = Error::msg("no boot attempted");
     for attempt in 1..=config.attempts.max(1) {
         let log = config

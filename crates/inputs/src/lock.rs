@@ -403,20 +403,25 @@ pub fn lock(ctx: &Context, project: &Project) -> Result<LockSummary, Error> {
     Ok(summary)
 }
 
+/// The prefix of `inputs.lock`'s temp file while it is written, beside it.
+pub const LOCK_TEMP: &str = ".inputs.lock-";
+
 /// Writes `inputs.lock` (atomically) if its text changed; says whether it did.
 pub fn write_lock(ctx: &Context, lock: &Lockfile) -> Result<bool, Error> {
+    // A killed `lock` may have left its temp file beside the lock: the next one sweeps it.
+    cairn_store::sweep_temp_files(&ctx.root, LOCK_TEMP);
     let text = lock.to_toml();
     let path = ctx.lock_path();
     let old_text = std::fs::read_to_string(&path).unwrap_or_default();
     if text == old_text {
         return Ok(false);
     }
-    let mut tmp = tempfile::NamedTempFile::new_in(&ctx.root)
-        .map_err(|e| Error::msg(format!("{}: {e}", ctx.root.display())))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(|e| Error::msg(e.to_string()))?;
-    cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
-    tmp.persist(&path)
-        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let io = |e: std::io::Error| Error::msg(format!("writing {}: {e}", path.display()));
+    let mut tmp = cairn_store::shared_temp_file(&ctx.root, LOCK_TEMP).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+    cairn_store::readable(tmp.as_file()).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(&path).map_err(|e| io(e.error))?;
     Ok(true)
 }
 

@@ -61,25 +61,7 @@ impl Store {
             fs::create_dir_all(root.join(dir)).map_err(err(&root.join(dir)))?;
         }
         let lock_path = root.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                on_wait();
-                lock.lock().map_err(err(&lock_path))?;
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Io {
-                    path: lock_path,
-                    err: e,
-                });
-            }
-        }
+        let lock = lock_exclusive(&lock_path, on_wait).map_err(err(&lock_path))?;
         let store = Store {
             root: root.to_path_buf(),
             _lock: lock,
@@ -348,6 +330,26 @@ impl Write for BlobWriter<'_> {
 
 /// Temp files are created 0600; what lands in the store is readable by everyone (0644),
 /// as any tool reading the layout expects.
+/// Opens (creating if needed) `path` and takes an exclusive lock on it, held until the
+/// returned file is dropped (or its process dies); `on_wait` is called once before waiting
+/// for another holder.
+pub fn lock_exclusive(path: &Path, on_wait: impl FnOnce()) -> io::Result<File> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            on_wait();
+            lock.lock()?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
+    Ok(lock)
+}
+
 pub fn readable(file: &File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(fs::Permissions::from_mode(0o644))
@@ -415,6 +417,30 @@ mod tests {
         let store = Store::open(dir.path(), || {}).unwrap();
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert!(store.root().join("index.json").is_file());
+    }
+
+    #[test]
+    fn a_second_lock_waits_for_the_first_to_be_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.lock");
+        let first = lock_exclusive(&path, || panic!("the first holder does not wait")).unwrap();
+        let (waiting, waited) = std::sync::mpsc::channel();
+        let (locked, got) = std::sync::mpsc::channel();
+        let second = std::thread::spawn(move || {
+            let lock = lock_exclusive(&path, || waiting.send(()).unwrap()).unwrap();
+            locked.send(()).unwrap();
+            drop(lock);
+        });
+        waited.recv().expect("the second locker says it waits");
+        assert!(
+            got.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the second lock was taken while the first was held"
+        );
+        drop(first);
+        got.recv()
+            .expect("the second lock is taken once the first is dropped");
+        second.join().unwrap();
     }
 
     #[test]
