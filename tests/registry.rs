@@ -68,19 +68,7 @@ fn built() -> &'static Built {
 
 /// `xtask` with `password` on stdin; returns (success, stdout, stderr).
 fn with_stdin(cmd: &mut Command, input: &str) -> (bool, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = support::output_with_stdin(cmd, input);
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),

@@ -52,19 +52,7 @@ pub fn files_in(dir: &Path, prefix: &str) -> Vec<String> {
 /// Runs `cmd` to success with `stdin`, and says how long it took.
 pub fn timed(cmd: &mut Command, stdin: &str) -> Duration {
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = super::output_with_stdin(cmd, stdin);
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
