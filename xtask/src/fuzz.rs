@@ -80,8 +80,73 @@ pub fn run_targets(env: &Env, targets: &[&str], seconds: u64) -> Result<ExitCode
     if !status.success() {
         return Err(Error::msg("building the fuzz targets failed (see above)"));
     }
-    let mut crashed = Vec::new();
-    for target in targets {
+    // libFuzzer runs one thread: the targets run one per core, each line printed as its
+    // target ends.
+    let queue = std::sync::Mutex::new(targets.iter());
+    let crashed = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run = Run {
+        env,
+        cargo_fuzz: &cargo_fuzz,
+        fuzz_dir: &fuzz_dir,
+        work: &work,
+        seconds,
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(targets.len()))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), Error> {
+                    loop {
+                        let Some(target) = queue.lock().unwrap_or_else(|e| e.into_inner()).next()
+                        else {
+                            return Ok(());
+                        };
+                        if let Some(crash) = run.target(target)? {
+                            crashed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(crash);
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<()>, Error>>()
+    })?;
+    let mut crashed = crashed.into_inner().unwrap_or_else(|e| e.into_inner());
+    crashed.sort();
+    if crashed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::msg(format!(
+            "fuzzing found crashes:\n  {}",
+            crashed.join("\n  ")
+        )))
+    }
+}
+
+/// One target's run: its seeds laid into its corpus, libFuzzer for `seconds`.
+struct Run<'a> {
+    env: &'a Env,
+    cargo_fuzz: &'a Path,
+    fuzz_dir: &'a Path,
+    work: &'a Path,
+    seconds: u64,
+}
+
+impl Run<'_> {
+    /// Runs `target` and prints its line; returns what to say of a crash.
+    fn target(&self, target: &str) -> Result<Option<String>, Error> {
+        let Run {
+            env,
+            cargo_fuzz,
+            fuzz_dir,
+            work,
+            seconds,
+        } = *self;
         let corpus = work.join("corpus").join(target);
         // Each run starts from the seeds; what libFuzzer adds stays for the next run.
         std::fs::create_dir_all(&corpus)
@@ -159,19 +224,12 @@ pub fn run_targets(env: &Env, targets: &[&str], seconds: u64) -> Result<ExitCode
                 "",
                 log_path.display()
             );
-            crashed.push(format!(
+            return Ok(Some(format!(
                 "{target} ({why}); reproduce with `RUSTC_BOOTSTRAP=1 {} fuzz run --fuzz-dir fuzz -s none {target} {input}`, then add the input under fuzz/regressions/{target}/ and a unit test beside the fix",
                 cargo_fuzz.display()
-            ));
+            )));
         }
-    }
-    if crashed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(Error::msg(format!(
-            "fuzzing found crashes:\n  {}",
-            crashed.join("\n  ")
-        )))
+        Ok(None)
     }
 }
 

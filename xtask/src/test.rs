@@ -1,5 +1,6 @@
 //! `cargo xtask test`: make sure the host tools the tests use are there (installing them
-//! with apt-get when possible), run every test of the workspace, then the fuzz targets.
+//! with apt-get when possible), run every test of the workspace, both tiers (the fast one
+//! plain `cargo test` runs, and the slow one it lists as ignored), then the fuzz targets.
 
 use crate::Env;
 use cairn_steps::Error;
@@ -268,6 +269,18 @@ fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
     Ok(bin)
 }
 
+/// `cargo test` arguments that run the slow tier too: the tests marked
+/// `#[ignore = "slow: …"]` (QEMU, the real mirror, loop devices, network namespaces) run
+/// beside the fast ones; plain `cargo test` leaves them out and lists them as ignored.
+fn with_slow_tier(cargo_args: &[String]) -> Vec<String> {
+    let mut out = cargo_args.to_vec();
+    match out.iter().position(|a| a == "--") {
+        Some(at) => out.insert(at + 1, "--include-ignored".into()),
+        None => out.extend(["--".into(), "--include-ignored".into()]),
+    }
+    out
+}
+
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let missing = missing_packages();
     if !missing.is_empty() {
@@ -307,14 +320,14 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         // Only the two tests that build the examples and compare with the file.
         cargo
             .args(["test", "--package", "xtask", "--locked"])
-            .args(["--test", "images", "--test", "nodes"])
+            .args(["--test", "it"])
             .args(&args.cargo_args)
-            .args(["--", "match_the_committed_digests"])
+            .args(["--", "match_the_committed_digests", "--include-ignored"])
             .env("CAIRN_UPDATE_DIGESTS", "1");
     } else {
         cargo
             .args(["test", "--workspace", "--locked"])
-            .args(&args.cargo_args);
+            .args(with_slow_tier(&args.cargo_args));
     }
     let status = cargo
         .current_dir(&env.ctx.root)

@@ -3,7 +3,7 @@
 //! mtools, unsquashfs), rebuilt incrementally, refused clearly on bad input, and booted
 //! under QEMU where the running system reports its hostname, address and role.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,6 @@ use std::sync::OnceLock;
 use support::{
     copy_project, json, pin_stand_ins, require_tool, run_err, run_ok, sha256_hex, xtask,
 };
-
-/// One heavy step (a build of several OS images, or a TCG boot) at a time on 2 cores.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 struct Built {
     dir: PathBuf,
@@ -251,9 +244,10 @@ fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_pin_is_refused() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn every_node_is_bit_for_bit_reproducible() {
     let first = built();
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let other = tempfile::tempdir().unwrap();
     let deep = other.path().join("a/much/deeper/checkout");
     std::fs::create_dir_all(&deep).unwrap();
@@ -282,6 +276,7 @@ fn every_node_is_bit_for_bit_reproducible() {
 /// A node built on one core (`taskset -c 0`: the .debs, xz blocks and modules then
 /// unpack one after the other) is the node built on every core, file for file.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn nodes_do_not_depend_on_the_core_count() {
     let taskset = require_tool("taskset", "util-linux");
     let cores = std::thread::available_parallelism().unwrap().get();
@@ -325,6 +320,7 @@ fn nodes_do_not_depend_on_the_core_count() {
 /// The example nodes hash to what `tests/expected-digests.toml` says (a cross-machine
 /// check: CI builds on a different machine every run).
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn example_nodes_match_the_committed_digests() {
     let built = built();
     let mut actual = support::digests::Digests::new();
@@ -381,9 +377,10 @@ fn initramfs_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn independent_tools_read_every_output() {
     let built = built();
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let sfdisk = require_tool("sfdisk", "fdisk");
     let fsck = require_tool("fsck.vfat", "dosfstools");
     let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
@@ -655,9 +652,10 @@ fn independent_tools_read_every_output() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn changing_one_ssh_key_rebuilds_only_the_node_piece() {
     let built = built();
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let project = tempfile::tempdir().unwrap();
     // A copy of the built project sharing nothing but the download cache.
     copy_project(project.path());
@@ -794,8 +792,9 @@ fn bad_nodes_are_refused_with_the_file_and_key() {
 /// re-locked against the host's Debian mirror, then refused by `build-node`, leaving the
 /// store's tags as they were.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn missing_kernel_or_firmware_is_a_clear_error() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
     pin_stand_ins(project.path());
@@ -837,7 +836,7 @@ fn boot(built: &Built, name: &str, reboot: bool) -> (serde_json::Value, String) 
 
 /// [`boot`] on QEMU machine `machine` of `boot-test --machine` (`virt` or `board`).
 fn boot_on(built: &Built, name: &str, reboot: bool, machine: &str) -> (serde_json::Value, String) {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let node = &built.nodes[name];
     let (qemu, package) = match node["arch"].as_str().unwrap() {
         "x86_64" => ("qemu-system-x86_64", "qemu-system-x86"),
@@ -1043,21 +1042,25 @@ fn boot_k3s(name: &str) {
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_worker_boots_from_its_sd_image_under_qemu() {
     boot_k3s("pi-worker");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_control_boots_from_its_sd_image_under_qemu() {
     boot_k3s("pi-control");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_legacy_boots_armv7_with_dhcp_under_qemu() {
     boot_k3s("pi-legacy");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn x86_storage_boots_by_pxe_under_qemu() {
     boot_k3s("x86-storage");
 }
@@ -1113,21 +1116,25 @@ fn boot_on_board(name: &str, model: &str) {
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn kube_control_boots_on_qemus_raspi4b() {
     boot_on_board("kube-control", "raspi4b");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_worker_boots_on_qemus_raspi4b() {
     boot_on_board("pi-worker", "raspi4b");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_control_boots_on_qemus_raspi4b() {
     boot_on_board("pi-control", "raspi4b");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_legacy_boots_on_qemus_raspi2b() {
     boot_on_board("pi-legacy", "raspi2b");
 }
@@ -1136,6 +1143,7 @@ fn pi_legacy_boots_on_qemus_raspi2b() {
 /// indexes only) finds modules of the node roots by name, by alias (a board's device-tree
 /// compatible, a filesystem) and as built in: what udev and systemd do on the node.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn kmod_finds_modules_by_name_and_alias_in_the_node_roots() {
     let built = built();
     let unsquashfs = require_tool("unsquashfs", "squashfs-tools");
@@ -1269,6 +1277,7 @@ fn host_fsck(card: &Path, data_start: u64) -> String {
 /// a newer image whose root grew past a MiB boundary and booted (the data partition is
 /// where it was, found and kept).
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn pi_worker_survives_a_power_cut_and_a_reflash_with_a_larger_root() {
     let built = built();
     // The project (not the store) again, so its image can grow without touching the one
@@ -1302,7 +1311,7 @@ fn pi_worker_survives_a_power_cut_and_a_reflash_with_a_larger_root() {
     );
 
     let boot = |extra: &[&str]| {
-        let _one = serial();
+        let _one = support::one_at_a_time();
         let out = json(&run_ok(
             x().args([
                 "boot-test",
@@ -1496,7 +1505,7 @@ fn pi_worker_survives_a_power_cut_and_a_reflash_with_a_larger_root() {
 fn built_kubeadm() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let _one = serial();
+        let _one = support::one_at_a_time();
         let dir = tempfile::Builder::new()
             .prefix("cairn-kubeadm-")
             .tempdir()
@@ -1522,9 +1531,10 @@ fn built_kubeadm() -> &'static Built {
 /// equal digests, with Debian's containerd as the one runtime, the cluster registry as its
 /// mirror, and the kubeadm configuration for each role.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn kubeadm_example_nodes_are_reproducible_and_carry_kubeadm() {
     let first = built_kubeadm();
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let other = tempfile::tempdir().unwrap();
     let deep = other.path().join("another/checkout");
     support::copy_example("kubeadm", &deep);
@@ -1651,11 +1661,13 @@ fn boot_kubeadm(name: &str) {
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn kubeadm_control_plane_inits_on_aarch64_under_qemu() {
     boot_kubeadm("kube-control");
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn kubeadm_worker_joins_on_x86_64_by_pxe_under_qemu() {
     boot_kubeadm("kube-worker");
 }

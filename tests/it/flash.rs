@@ -3,7 +3,7 @@
 //! store. Independent tools read the result (mtools, sfdisk, bmaptool with the artifact's
 //! bmap), and every refusal happens before a byte is written.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,6 +89,7 @@ fn mtype(image: &Path, path: &str) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn flash_to_a_file_writes_the_secrets_on_the_card_only_and_skips_free_space() {
     let b = built();
     let work = tempfile::tempdir().unwrap();
@@ -224,6 +225,7 @@ fn flash_device(device: &str, extra: &[&str]) -> Command {
 }
 
 #[test]
+#[ignore = "slow: loop devices, builds from the Debian mirror"]
 fn bad_targets_and_secrets_are_refused_before_a_byte_is_written() {
     let b = built();
     let work = tempfile::tempdir().unwrap();
@@ -368,6 +370,7 @@ fn bad_targets_and_secrets_are_refused_before_a_byte_is_written() {
 /// A store whose copy of the image rotted: the flash stops before the partition table is
 /// written, so the card cannot boot half-damaged bytes, and says what to do.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_damaged_image_in_the_store_never_becomes_a_bootable_card() {
     let b = built();
     let work = tempfile::tempdir().unwrap();

@@ -2,20 +2,12 @@
 //! unsquashfs, and holding what maintainer scripts would have made, checked against the
 //! real tools (dpkg, depmod).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use support::{copy_project, json, require_tool, run_ok};
-
-/// The tests of this file run one at a time: a QEMU boot under TCG next to two builds on a
-/// 2-core machine is slow enough to look like a hang.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn build_os(
     dir: &Path,
@@ -116,8 +108,9 @@ fn check_depmod(root: &Path) {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make() {
-    let _serial = serial();
+    let _serial = support::one_at_a_time();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let b_deep = b.path().join("x/y/z");
@@ -279,8 +272,9 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn x86_64_and_armv7_base_os_modules_match_depmod() {
-    let _serial = serial();
+    let _serial = support::one_at_a_time();
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
     for arch in ["x86_64", "armv7"] {
@@ -302,8 +296,9 @@ fn x86_64_and_armv7_base_os_modules_match_depmod() {
 /// The aarch64 initramfs holds busybox, Cairn's init, the console node and the boards'
 /// modules with their dependencies. (Booting is tested per node in nodes.rs.)
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn aarch64_initramfs_holds_init_busybox_and_modules() {
-    let _serial = serial();
+    let _serial = support::one_at_a_time();
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
     let out = build_os(project.path(), "aarch64", "UTC", "022", None);

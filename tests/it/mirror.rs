@@ -1,7 +1,7 @@
 //! Locking against the real Debian mirror of the host's apt sources (or
 //! CAIRN_DEBIAN_MIRROR), for all three arches.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use support::kill::{Moments, files_in, kill_after, timed};
@@ -29,6 +29,7 @@ fn haproxy_project() -> tempfile::TempDir {
 }
 
 #[test]
+#[ignore = "slow: the Debian mirror"]
 fn lock_haproxy_against_the_host_mirror_for_all_three_arches() {
     let project = haproxy_project();
     run_ok(xtask(project.path()).arg("lock"));
@@ -119,6 +120,7 @@ fn cairn_build_mirror() -> String {
 /// indexes into an empty cache and while it writes: `inputs.lock` is then missing or whole,
 /// never cut, and the next run sweeps what the kills left and writes the undisturbed text.
 #[test]
+#[ignore = "slow: the Debian mirror"]
 fn a_killed_lock_leaves_no_half_lock_and_no_temp_files() {
     let mut moments = Moments::new();
     let quiet = haproxy_project();

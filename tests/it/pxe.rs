@@ -5,7 +5,7 @@
 //! TFTP serves the locked iPXE binaries to PXE ROMs (read here with curl). No traffic
 //! leaves the namespaces.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,6 +91,7 @@ fn wait_for(path: &Path, text: &str, secs: u64) -> String {
 }
 
 #[test]
+#[ignore = "slow: network namespaces, QEMU"]
 fn x86_storage_boots_from_serve_pxe_beside_the_lans_dhcp_server() {
     let dnsmasq = require_tool("dnsmasq", "dnsmasq-base");
     let qemu = require_tool("qemu-system-x86_64", "qemu-system-x86");
@@ -199,6 +200,7 @@ fn x86_storage_boots_from_serve_pxe_beside_the_lans_dhcp_server() {
 
     // The node boots from its PXE ROM on the tap device.
     let console = logs.path().join("console.log");
+    let _one = support::one_at_a_time();
     let mut vm = lan
         .exec(&lan.host, &qemu)
         .args(["-M", "pc", "-cpu", "max", "-m", "1024", "-smp", "2"])

@@ -5,7 +5,7 @@
 //! (resumed with a ranged GET), a redirect to another host (no credentials sent there),
 //! and an interrupted push run again (only what is missing is uploaded).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,6 +86,7 @@ fn pull(dir: &Path, store: &Path, config: &Path, host: &str) -> Command {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn push_survives_5xx_and_dropped_connections() {
     let built = built();
     let (reg, proxy, config) = setup();
@@ -137,6 +138,7 @@ fn a_layer(built: &Built) -> String {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn an_interrupted_push_run_again_uploads_only_what_is_missing() {
     let built = built();
     let (_reg, proxy, config) = setup();
@@ -163,6 +165,7 @@ fn an_interrupted_push_run_again_uploads_only_what_is_missing() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_wrong_docker_content_digest_fails_the_push_clearly() {
     let built = built();
     let (_reg, proxy, config) = setup();
@@ -176,6 +179,7 @@ fn a_wrong_docker_content_digest_fails_the_push_clearly() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn pull_resumes_a_dropped_blob_and_refuses_corrupt_bytes() {
     let built = built();
     let (reg, proxy, config) = setup();
@@ -226,6 +230,7 @@ fn pull_resumes_a_dropped_blob_and_refuses_corrupt_bytes() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_redirect_to_another_host_gets_no_credentials() {
     let built = built();
     let (reg, proxy, config) = setup();
@@ -263,6 +268,7 @@ fn a_redirect_to_another_host_gets_no_credentials() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_token_expiring_mid_push_is_renewed() {
     let built = built();
     let reg = Registry::start(Auth::Token {
@@ -306,6 +312,7 @@ fn a_token_expiring_mid_push_is_renewed() {
 /// found" (played here by the proxy, as is Harbor's project API): the error says what to do,
 /// and `--create-project` creates it through `/api/v2.0/projects`, then pushes.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_missing_harbor_project_is_explained_or_created() {
     let built = built();
     let (_reg, proxy, config) = setup();

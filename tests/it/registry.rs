@@ -5,7 +5,7 @@
 //! the same digests. Credentials come from --password-stdin, config.json `auths`, a
 //! `credHelpers` helper and REGISTRY_AUTH_FILE.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,13 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use support::registry::{Auth, Registry};
 use support::{copy_project, json, pin_stand_ins, require_tool, run_ok, xtask};
-
-/// One heavy step at a time on 2 cores.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 struct Built {
     dir: PathBuf,
@@ -243,8 +236,9 @@ fn stdin_login(user: &'static str) -> impl Fn(&mut Command) {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn basic_auth_push_pull_and_skopeo() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let reg = Registry::start(Auth::Basic {
         user: "ci".into(),
         password: "pa ss:w0rd".into(),
@@ -288,8 +282,9 @@ fn basic_auth_push_pull_and_skopeo() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn token_auth_with_a_robot_account_from_docker_config() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let robot = "robot$homelab+ci";
     let reg = Registry::start(Auth::Token {
         user: robot.into(),
@@ -321,8 +316,9 @@ fn token_auth_with_a_robot_account_from_docker_config() {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn credentials_from_a_helper_and_registry_auth_file() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let reg = Registry::start(Auth::Basic {
         user: "helper-user".into(),
         password: "from-helper".into(),
@@ -397,8 +393,9 @@ fn credentials_from_a_helper_and_registry_auth_file() {
 /// A store filled from the registry as a build cache gives the same digests and runs no
 /// build step: its download cache is empty and its Debian mirror unreachable.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_second_store_substitutes_every_step_from_the_registry_cache() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let built = built();
     let reg = Registry::start(Auth::Basic {
         user: "ci".into(),
@@ -489,8 +486,9 @@ fn a_second_store_substitutes_every_step_from_the_registry_cache() {
 /// A public project: anyone pulls without credentials (an anonymous token with pull only);
 /// pushing anonymously is refused with a clear error.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn anonymous_pull_from_a_public_project() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let built = built();
     let robot = "robot$homelab+ci";
     let reg = Registry::start(Auth::Token {
@@ -545,8 +543,9 @@ fn anonymous_pull_from_a_public_project() {
 /// trusted with `--ca-file`, or through cluster.toml's `registry.ca_file` when it is the
 /// cluster's registry.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn tls_with_a_private_ca() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let built = built();
     let reg = Registry::start_with(
         Auth::Basic {
@@ -646,8 +645,9 @@ fn files_containing(path: &Path, needle: &[u8]) -> Vec<PathBuf> {
 /// secret value is in the stores, the lock, the export bundle or the registry's storage,
 /// while the card and the PXE server do hold them (so the scan would find a leak).
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let built = built();
     let dir = &built.dir;
     let token = "zq91vx.s3cr3tj01nt0k3n";

@@ -3,7 +3,7 @@
 //! `systemd-analyze verify` for every unit, in a scratch root holding the host's own units
 //! and stand-ins for the programs the units start.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! it offline to the digests an online build gives. Truncated and altered bundles are
 //! refused, leaving the store as it was.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -47,6 +47,7 @@ fn n_blobs(store: &Path) -> usize {
 /// Boots an SD card image the way a Pi would be given it: kernel, initramfs and command
 /// line read from the card's FAT (mtools), the card as the disk. Returns the console.
 fn boot_card(card: &Path, work: &Path) -> String {
+    let _one = support::one_at_a_time();
     let qemu = require_tool("qemu-system-aarch64", "qemu-system-arm");
     let mcopy = require_tool("mcopy", "mtools");
     for f in ["vmlinuz", "initrd.img", "cmdline.txt"] {
@@ -124,6 +125,7 @@ fn boot_card(card: &Path, work: &Path) -> String {
 }
 
 #[test]
+#[ignore = "slow: QEMU boots"]
 fn offline_reinstall_from_a_bundle_boots_with_its_secrets() {
     let online = tempfile::tempdir().unwrap();
     copy_project(online.path());
@@ -271,6 +273,7 @@ fn add_ssh_key(project: &Path) {
 }
 
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn a_bundle_with_inputs_rebuilds_a_changed_node_offline_to_the_online_digests() {
     let online = tempfile::tempdir().unwrap();
     copy_project(online.path());

@@ -1,6 +1,5 @@
 //! Shared helpers of the integration tests: the xtask binary, project copies, host tools,
 //! a loopback HTTP server with fault injection, and a .deb writer.
-#![allow(dead_code)]
 
 pub mod deb;
 pub mod digests;
@@ -288,4 +287,12 @@ pub fn pin_stand_ins(project: &Path) {
             format!("sha256:{}", sha256_hex(&std::fs::read(&file).unwrap()))
         );
     }
+}
+
+/// One heavy step at a time on 2 cores, across every module of the binary: a build of
+/// several OS images, a TCG boot (a boot next to two builds is slow enough to look like a
+/// hang), or a run whose kill moments are fractions of measured times.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,7 +3,7 @@
 //! clean, temp files do not pile up, and the next run gives the digests an undisturbed one
 //! gives.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,13 +11,6 @@ use std::time::Duration;
 use support::kill::{Moments, files_in, kill_after, timed};
 use support::registry::{Auth, Registry};
 use support::{copy_project, json, pin_stand_ins, run_err, run_ok, xtask_store};
-
-/// One heavy test at a time on 2 cores: the kill moments are fractions of measured times.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tags(store: &Path) -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(store.join("index.json")) else {
@@ -63,8 +56,9 @@ struct Step<'a> {
 /// behind and gives what the undisturbed run gave: the same tags and digests, the same card
 /// image and bundle bytes.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn commands_killed_at_random_moments_leave_a_clean_store_and_the_same_digests() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let mut moments = Moments::new();
     let dir = tempfile::Builder::new()
         .prefix("cairn-faults-")
@@ -236,8 +230,9 @@ fn commands_killed_at_random_moments_leave_a_clean_store_and_the_same_digests() 
 /// succeed (one waits for the store's lock, and says so) with the digests of builds run
 /// one after the other.
 #[test]
+#[ignore = "slow: builds from the Debian mirror"]
 fn builds_racing_on_one_store_all_succeed_with_the_same_digests() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let dir = tempfile::Builder::new()
         .prefix("cairn-faults-")
         .tempdir()
@@ -343,8 +338,9 @@ impl Drop for SmallDisk {
 /// full disk and the store, and the store keeps no partial blob, no temp file and no tag.
 /// With room again, the same store builds what an undisturbed store builds.
 #[test]
+#[ignore = "slow: loop devices, the Debian mirror"]
 fn a_full_disk_fails_naming_the_store_and_leaves_no_partial_blob() {
-    let _one = serial();
+    let _one = support::one_at_a_time();
     let dir = tempfile::Builder::new()
         .prefix("cairn-faults-")
         .tempdir()

@@ -1,7 +1,7 @@
 //! Lock and build against a small signed repository the test writes and serves on
 //! loopback, including every fault and bad-input path.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

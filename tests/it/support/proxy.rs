@@ -28,8 +28,6 @@ pub enum Fault {
     Redirect(String),
     /// Read the request, then close without answering.
     Drop,
-    /// Wait this many milliseconds, then forward.
-    Delay(u64),
     /// Answer 401 with this `WWW-Authenticate` (what a registry says to an expired token).
     Unauthorized(String),
     /// Answer with this status, `WWW-Authenticate` and body (Harbor's own answers).
@@ -244,7 +242,6 @@ fn serve(
                 )?;
                 continue;
             }
-            Some(Fault::Delay(ms)) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
             _ => {}
         }
         // Forward on a fresh upstream connection.
