@@ -1,6 +1,6 @@
 //! The boot partition writer, read back by Cairn's firmware-style reader: every file of
 //! the root directory comes back byte for byte by its name in any case, or the writer
-//! refused the tree. (fsck.vfat and mtools check the example cards in tests/nodes.rs.)
+//! refused the tree. (fsck.vfat and mtools check the example cards in tests/it/nodes.rs.)
 #![no_main]
 use cairn_formats::fat::{FatConfig, FatEntry, fat32_size_needed, read_root_file, write_fat32};
 use libfuzzer_sys::fuzz_target;

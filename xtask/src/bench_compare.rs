@@ -32,7 +32,7 @@ struct Row {
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
-    let exe = std::env::current_exe().map_err(|e| Error::msg(format!("this command: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| Error::at("this command", e))?;
     eprintln!(
         "bench-compare: {} from the mirror against mmdebstrap (empty caches)",
         args.image
@@ -171,7 +171,7 @@ fn first_compile(env: &Env) -> Result<f64, Error> {
     let target = tempfile::Builder::new()
         .prefix("cairn-bench-compile-")
         .tempdir()
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let start = Instant::now();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--locked", "--quiet", "-p", "xtask"])
@@ -179,7 +179,7 @@ fn first_compile(env: &Env) -> Result<f64, Error> {
         .arg(target.path())
         .current_dir(&env.ctx.root)
         .status()
-        .map_err(|e| Error::msg(format!("cargo build: {e}")))?;
+        .map_err(|e| Error::at("cargo build", e))?;
     if !status.success() {
         return Err(Error::msg("cargo build --release failed"));
     }

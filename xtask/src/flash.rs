@@ -44,7 +44,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let secrets = match &args.secrets {
         Some(path) => {
             let bytes = std::fs::read(path)
-                .map_err(|e| Error::msg(format!("secrets file {}: {e}", path.display())))?;
+                .map_err(|e| Error::at(format!("secrets file {}", path.display()), e))?;
             check_secrets(path, &bytes, cairn_node::disk::SECRETS_BYTES)?;
             Some(bytes)
         }

@@ -76,7 +76,7 @@ pub fn run_targets(env: &Env, targets: &[&str], seconds: u64) -> Result<ExitCode
     let status = fuzz_command(&cargo_fuzz, &fuzz_dir)
         .args(["build", "--sanitizer", "none"])
         .status()
-        .map_err(|e| Error::msg(format!("{}: {e}", cargo_fuzz.display())))?;
+        .map_err(|e| Error::at(cargo_fuzz.display(), e))?;
     if !status.success() {
         return Err(Error::msg("building the fuzz targets failed (see above)"));
     }
@@ -149,18 +149,15 @@ impl Run<'_> {
         } = *self;
         let corpus = work.join("corpus").join(target);
         // Each run starts from the seeds; what libFuzzer adds stays for the next run.
-        std::fs::create_dir_all(&corpus)
-            .map_err(|e| Error::msg(format!("{}: {e}", corpus.display())))?;
+        std::fs::create_dir_all(&corpus).map_err(|e| Error::at(corpus.display(), e))?;
         let seeds = seeds(env, target).map_err(|e| e.context(format!("seeds of {target}")))?;
         for (name, bytes) in &seeds {
             let path = corpus.join(format!("seed-{name}"));
-            std::fs::write(&path, bytes)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+            std::fs::write(&path, bytes).map_err(|e| Error::at(path.display(), e))?;
         }
         let regressions = fuzz_dir.join("regressions").join(target);
         let artifacts = work.join("artifacts").join(target);
-        std::fs::create_dir_all(&artifacts)
-            .map_err(|e| Error::msg(format!("{}: {e}", artifacts.display())))?;
+        std::fs::create_dir_all(&artifacts).map_err(|e| Error::at(artifacts.display(), e))?;
         let max_len = seeds
             .iter()
             .map(|(_, b)| b.len())
@@ -184,11 +181,10 @@ impl Run<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|e| Error::msg(format!("{}: {e}", cargo_fuzz.display())))?;
+            .map_err(|e| Error::at(cargo_fuzz.display(), e))?;
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         let log_path = work.join(format!("{target}.log"));
-        std::fs::write(&log_path, &log)
-            .map_err(|e| Error::msg(format!("{}: {e}", log_path.display())))?;
+        std::fs::write(&log_path, &log).map_err(|e| Error::at(log_path.display(), e))?;
         let stat = |name: &str| {
             log.lines()
                 .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
@@ -270,7 +266,7 @@ fn cargo_fuzz(root: &Path) -> Result<PathBuf, Error> {
         .arg("--root")
         .arg(&dir)
         .status()
-        .map_err(|e| Error::msg(format!("cargo install cargo-fuzz: {e}")))?;
+        .map_err(|e| Error::at("cargo install cargo-fuzz", e))?;
     if !status.success() {
         return Err(Error::msg(format!(
             "cargo install cargo-fuzz {CARGO_FUZZ_VERSION} failed: the fuzz targets cannot run without it"
@@ -283,7 +279,7 @@ type Seeds = Vec<(String, Vec<u8>)>;
 
 /// Real inputs for `target`; an error when a parser's target would start from nothing.
 fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::msg(format!("{}: {e}", p.display())));
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::at(p.display(), e));
     let mut out: Seeds = Vec::new();
     match target {
         "deb" => {
@@ -299,7 +295,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
             }
             for (p, path) in small_debs(env, 6)? {
                 let file = std::fs::File::open(&path)
-                    .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| Error::at(path.display(), e))?;
                 let info = cairn_debian::unpack_data(file, &p.name, |_, _| Ok(()))?;
                 out.push((format!("control-{}", p.name), info.control.into_bytes()));
             }
@@ -332,7 +328,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
         "keyring" => {
             let dir = Path::new("/usr/share/keyrings");
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?
+                .map_err(|e| Error::at(dir.display(), e))?
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| {
@@ -383,7 +379,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
         }
         "oci_manifest" => {
             // What Cairn writes is what a registry or a bundle hands back.
-            use cairn_formats::oci;
+            use cairn_oci as oci;
             let layer = oci::descriptor(
                 oci::OciMediaType::ImageLayerGzip,
                 cairn_formats::Digest::of(b"layer"),
@@ -427,7 +423,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
             // of the arm64 kernel the nodes boot, and an MBR as Cairn writes it.
             for (p, path) in small_debs(env, 12)? {
                 let file = std::fs::File::open(&path)
-                    .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| Error::at(path.display(), e))?;
                 let mut found = 0;
                 cairn_debian::unpack_data(file, &p.name, |entry, r| {
                     let mut head = [0u8; 4];
@@ -461,7 +457,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
                 ],
                 &mut mbr,
             )
-            .map_err(|e| Error::msg(e.to_string()))?;
+            .map_err(|e| Error::other(e))?;
             out.push(("mbr".into(), mbr));
         }
         "fat_read" => {
@@ -474,7 +470,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
             entries.insert("bcm2711-rpi-4-b.dtb".to_string(), FatEntry::File(vec![0xD0; 700]));
             entries.insert("overlays".to_string(), FatEntry::Dir);
             let size = cairn_formats::fat::fat32_size_needed(&entries)
-                .map_err(|e| Error::msg(e.to_string()))?;
+                .map_err(|e| Error::other(e))?;
             let config = FatConfig {
                 size_bytes: size,
                 volume_id: 0x1234_5678,
@@ -484,7 +480,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
             };
             let mut image = Vec::new();
             cairn_formats::fat::write_fat32(&config, &entries, &mut image)
-                .map_err(|e| Error::msg(e.to_string()))?;
+                .map_err(|e| Error::other(e))?;
             image.truncate(1 << 20);
             out.push(("boot-partition".into(), image));
         }
@@ -559,8 +555,7 @@ fn kernel_seeds(env: &Env) -> Result<Seeds, Error> {
         ));
     };
     let (p, path) = fetch(env, vec![kernel])?.remove(0);
-    let file =
-        std::fs::File::open(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(&path).map_err(|e| Error::at(path.display(), e))?;
     let mut out: Seeds = Vec::new();
     let (mut modules, mut dtbs) = (0, 0);
     let result = cairn_debian::unpack_data(file, &p.name, |entry, r| {

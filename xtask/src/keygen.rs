@@ -30,12 +30,12 @@ fn create_new(path: &PathBuf, mode: u32, bytes: &[u8]) -> Result<(), Error> {
                     path.display()
                 ))
             } else {
-                Error::msg(format!("{}: {e}", path.display()))
+                Error::at(path.display(), e)
             }
         })?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+        .map_err(|e| Error::at(path.display(), e))
 }
 
 pub fn run(_env: &Env, args: Args) -> Result<ExitCode, Error> {

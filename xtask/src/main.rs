@@ -255,8 +255,8 @@ fn find_root() -> Result<PathBuf, cairn_steps::Error> {
     let is_root = |d: &std::path::Path| {
         d.join("nodes/cluster.toml").is_file() || d.join("inputs.lock").is_file()
     };
-    let cwd = std::env::current_dir()
-        .map_err(|e| cairn_steps::Error::msg(format!("the current directory: {e}")))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| cairn_steps::Error::at("the current directory", e))?;
     if let Some(found) = cwd.ancestors().find(|d| is_root(d)) {
         return Ok(found.to_path_buf());
     }

@@ -71,7 +71,7 @@ impl RegistryArgs {
                 let mut secret = String::new();
                 std::io::stdin()
                     .read_line(&mut secret)
-                    .map_err(|e| Error::msg(format!("reading the password from stdin: {e}")))?;
+                    .map_err(|e| Error::at("reading the password from stdin", e))?;
                 let secret = secret.trim_end_matches(['\n', '\r']).to_string();
                 if secret.is_empty() {
                     return Err(Error::msg("--password-stdin: stdin was empty"));

@@ -22,14 +22,13 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let doc = cairn_deliver::sbom::sbom(&env.ctx, &project, &lock, &args.name, &args.arch)
         .map_err(|e| e.context(format!("the SBOM of {}", args.name)))?;
     match &args.output {
-        Some(path) => std::fs::write(path, &doc)
-            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?,
+        Some(path) => std::fs::write(path, &doc).map_err(|e| Error::at(path.display(), e))?,
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
             out.write_all(&doc)
                 .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| Error::msg(format!("stdout: {e}")))?;
+                .map_err(|e| Error::at("stdout", e))?;
         }
     }
     Ok(ExitCode::SUCCESS)

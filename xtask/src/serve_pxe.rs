@@ -113,7 +113,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
                 })?;
                 let manifest: serde_json::Value =
                     serde_json::from_slice(&store.read_blob(&tag.digest)?)
-                        .map_err(|e| Error::msg(format!("node {name}: {e}")))?;
+                        .map_err(|e| Error::at(format!("node {name}"), e))?;
                 manifest["layers"]
                     .as_array()
                     .into_iter()

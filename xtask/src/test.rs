@@ -110,9 +110,7 @@ fn install(pkgs: &[&str]) -> Result<(), Error> {
             c
         };
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        let status = cmd
-            .status()
-            .map_err(|e| Error::msg(format!("running apt-get: {e}")))?;
+        let status = cmd.status().map_err(|e| Error::at("running apt-get", e))?;
         if status.success() {
             Ok(())
         } else {
@@ -169,7 +167,7 @@ fn add_bookworm_backports() -> Result<bool, Error> {
     let text = format!(
         "Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
     );
-    std::fs::write(file, text).map_err(|e| Error::msg(format!("{}: {e}", file.display())))?;
+    std::fs::write(file, text).map_err(|e| Error::at(file.display(), e))?;
     Ok(true)
 }
 
@@ -251,9 +249,8 @@ fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
         size: None,
     };
     let deb = cache.fetch(&download, &|_| ())?;
-    std::fs::create_dir_all(&bin).map_err(|e| Error::msg(format!("{}: {e}", bin.display())))?;
-    let file =
-        std::fs::File::open(&deb).map_err(|e| Error::msg(format!("{}: {e}", deb.display())))?;
+    std::fs::create_dir_all(&bin).map_err(|e| Error::at(bin.display(), e))?;
+    let file = std::fs::File::open(&deb).map_err(|e| Error::at(deb.display(), e))?;
     let tmp = bin.join(".oras.tmp");
     cairn_debian::deb::unpack_data(file, "oras", |entry, r| {
         if entry.path == "usr/bin/oras" {
@@ -263,9 +260,9 @@ fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
         }
         Ok(())
     })
-    .map_err(|e| Error::msg(format!("unpacking {path}: {e}")))?;
+    .map_err(|e| Error::at(format!("unpacking {path}"), e))?;
     std::fs::rename(&tmp, bin.join("oras"))
-        .map_err(|e| Error::msg(format!("{path} holds no usr/bin/oras: {e}")))?;
+        .map_err(|e| Error::at(format!("{path} holds no usr/bin/oras"), e))?;
     Ok(bin)
 }
 
@@ -313,7 +310,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         paths.extend(std::env::split_paths(&path));
         cargo.env(
             "PATH",
-            std::env::join_paths(paths).map_err(|e| Error::msg(format!("PATH: {e}")))?,
+            std::env::join_paths(paths).map_err(|e| Error::at("PATH", e))?,
         );
     }
     if args.update_digests {
@@ -332,7 +329,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let status = cargo
         .current_dir(&env.ctx.root)
         .status()
-        .map_err(|e| Error::msg(format!("running cargo test: {e}")))?;
+        .map_err(|e| Error::at("running cargo test", e))?;
     if !status.success() {
         return Ok(ExitCode::FAILURE);
     }

@@ -36,7 +36,7 @@ pub fn run(ctx: &Context, node_name: &str, runs: u32) -> Result<FlashBench, Erro
     let scratch = tempfile::Builder::new()
         .prefix("bench-flash-")
         .tempdir_in(store.root().join("tmp"))
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let target = scratch.path().join("card.img");
     let secrets = b"join_token=bench00.0000000000000000\n".to_vec();
     let (mut dd_best, mut cairn_best) = (f64::MAX, f64::MAX);
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, node_name: &str, runs: u32) -> Result<FlashBench, Erro
             .arg(format!("of={}", target.display()))
             .args(["bs=4M", "conv=fsync", "status=none"])
             .status()
-            .map_err(|e| Error::msg(format!("dd: {e}")))?;
+            .map_err(|e| Error::at("dd", e))?;
         if !status.success() {
             return Err(Error::msg("dd failed"));
         }

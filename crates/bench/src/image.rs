@@ -60,7 +60,7 @@ fn time_stdin(cmd: &mut Command, input: &[u8]) -> Result<(Duration, u64), Error>
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::msg(format!("{cmd:?}: {e}")))?;
+        .map_err(|e| Error::at(format!("{cmd:?}"), e))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
@@ -74,12 +74,10 @@ fn time_stdin(cmd: &mut Command, input: &[u8]) -> Result<(Duration, u64), Error>
         }
         n
     });
-    stdin
-        .write_all(input)
-        .map_err(|e| Error::msg(e.to_string()))?;
+    stdin.write_all(input).map_err(|e| Error::other(e))?;
     drop(stdin);
     let n = reader.join().expect("reader thread");
-    child.wait().map_err(|e| Error::msg(e.to_string()))?;
+    child.wait().map_err(|e| Error::other(e))?;
     Ok((start.elapsed(), n))
 }
 
@@ -91,7 +89,7 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
         .ok_or_else(|| Error::msg("no inputs.lock: run `cargo xtask lock`"))?;
 
     // Downloads cached first, so the cold build measures building.
-    let scratch = tempfile::tempdir().map_err(|e| Error::msg(e.to_string()))?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::other(e))?;
     let warmup = Context {
         store: scratch.path().join("warmup"),
         ..ctx.clone()
@@ -114,7 +112,7 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
         warm = warm.min(start.elapsed());
     }
 
-    let exe = std::env::current_exe().map_err(|e| Error::msg(e.to_string()))?;
+    let exe = std::env::current_exe().map_err(|e| Error::other(e))?;
     let mut warm_command = Duration::MAX;
     for _ in 0..5 {
         let start = Instant::now();
@@ -128,7 +126,7 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
             .args(["--quiet", "build-image", image])
             .stderr(Stdio::null())
             .status()
-            .map_err(|e| Error::msg(format!("{}: {e}", exe.display())))?;
+            .map_err(|e| Error::at(exe.display(), e))?;
         if !st.success() {
             return Err(Error::msg("the warm build command failed"));
         }
@@ -147,16 +145,16 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
             .join("blobs/sha256")
             .join(biggest.layer.hex()),
     )
-    .map_err(|e| Error::msg(e.to_string()))?;
+    .map_err(|e| Error::other(e))?;
     let mut tar = Vec::new();
     flate2::read::MultiGzDecoder::new(&layer[..])
         .read_to_end(&mut tar)
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let start = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut w = gzip::members_writer(Vec::new(), threads);
-    w.write_all(&tar).map_err(|e| Error::msg(e.to_string()))?;
-    let ours = w.finish().map_err(|e| Error::msg(e.to_string()))?;
+    w.write_all(&tar).map_err(|e| Error::other(e))?;
+    let ours = w.finish().map_err(|e| Error::other(e))?;
     let ours_time = start.elapsed();
     if ours != layer {
         return Err(Error::msg(
@@ -171,7 +169,7 @@ pub fn run(ctx: &Context, image: &str) -> Result<Report, Error> {
     let start = Instant::now();
     let mut w = HashingWriter::new(std::io::sink());
     for chunk in tar.chunks(1 << 16) {
-        w.write_all(chunk).map_err(|e| Error::msg(e.to_string()))?;
+        w.write_all(chunk).map_err(|e| Error::other(e))?;
     }
     let (_, d1, _) = w.finish();
     let ours_hash = start.elapsed();

@@ -18,14 +18,12 @@ pub struct MirrorReport {
 }
 
 fn io(what: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::msg(format!("{}: {e}", what.display()))
+    move |e| Error::at(what.display(), e)
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<f64, Error> {
     let start = Instant::now();
-    let out = cmd
-        .output()
-        .map_err(|e| Error::msg(format!("{what}: {e}")))?;
+    let out = cmd.output().map_err(|e| Error::at(what, e))?;
     if !out.status.success() {
         return Err(Error::msg(format!(
             "{what} failed: {}",
@@ -58,7 +56,7 @@ pub fn run_against_mmdebstrap(
     let scratch = tempfile::Builder::new()
         .prefix("cairn-bench-mirror-")
         .tempdir()
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let root = scratch.path().join("project");
     for dir in ["nodes", "images/files"] {
         let d = root.join(dir);
@@ -78,7 +76,7 @@ pub fn run_against_mmdebstrap(
     let spec_path = ctx.root.join(format!("images/{image}.toml"));
     let text = std::fs::read_to_string(&spec_path).map_err(io(&spec_path))?;
     let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| Error::msg(format!("{}: {e}", spec_path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::at(spec_path.display(), e))?;
     table.insert(
         "arches".into(),
         toml::Value::Array(vec![toml::Value::String(arch.as_str().into())]),

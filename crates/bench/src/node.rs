@@ -53,7 +53,7 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
     let scratch = tempfile::Builder::new()
         .prefix("cairn-bench-node-")
         .tempdir()
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let bench_ctx = Context {
         store: scratch.path().join("store"),
         progress: false,
@@ -96,7 +96,7 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
         .expect("checked when loading")
         .clone();
     let locked = lock.image_for(&spec)?;
-    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let epoch = locked.epoch(&spec);
     let store = cairn_store::Store::open(&bench_ctx.store, || {})?;
     let cache = cairn_inputs::fetch::Cache::new(&ctx.cache);
     let mut fs = cairn_os::base::assemble(
@@ -111,7 +111,7 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
     let squashfs_files = fs.nodes().len();
     let out = scratch.path().join("cairn.squashfs");
     let start = Instant::now();
-    let file = std::fs::File::create(&out).map_err(|e| Error::msg(e.to_string()))?;
+    let file = std::fs::File::create(&out).map_err(|e| Error::other(e))?;
     let (_, cairn_bytes) = fs.write_squashfs(std::io::BufWriter::new(file), epoch as u32)?;
     let cairn_time = start.elapsed();
     drop(fs);
@@ -121,7 +121,7 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
         .arg(&tree)
         .arg(&out)
         .status()
-        .map_err(|e| Error::msg(format!("unsquashfs: {e}")))?;
+        .map_err(|e| Error::at("unsquashfs", e))?;
     if !status.success() {
         return Err(Error::msg("unsquashfs failed"));
     }
@@ -150,13 +150,13 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
             "2",
         ])
         .status()
-        .map_err(|e| Error::msg(format!("mksquashfs: {e}")))?;
+        .map_err(|e| Error::at("mksquashfs", e))?;
     let theirs_time = start.elapsed();
     if !status.success() {
         return Err(Error::msg("mksquashfs failed"));
     }
     let theirs_bytes = std::fs::metadata(&theirs)
-        .map_err(|e| Error::msg(e.to_string()))?
+        .map_err(|e| Error::other(e))?
         .len();
 
     Ok(NodeReport {
@@ -185,7 +185,7 @@ pub fn cold_all(ctx: &Context) -> Result<f64, Error> {
     let scratch = tempfile::Builder::new()
         .prefix("cairn-bench-nodes-")
         .tempdir()
-        .map_err(|e| Error::msg(e.to_string()))?;
+        .map_err(|e| Error::other(e))?;
     let bench_ctx = Context {
         store: scratch.path().join("store"),
         progress: false,

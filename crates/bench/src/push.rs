@@ -41,10 +41,10 @@ impl Drop for LocalRegistry {
 }
 
 fn start_registry() -> Result<LocalRegistry, Error> {
-    let dir = tempfile::tempdir().map_err(|e| Error::msg(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| Error::other(e))?;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| Error::msg(e.to_string()))?
+        .map_err(|e| Error::other(e))?
         .port();
     let config = dir.path().join("config.yml");
     std::fs::write(
@@ -54,7 +54,7 @@ fn start_registry() -> Result<LocalRegistry, Error> {
             dir.path().join("data").display()
         ),
     )
-    .map_err(|e| Error::msg(e.to_string()))?;
+    .map_err(|e| Error::other(e))?;
     let child = Command::new("docker-registry")
         .arg("serve")
         .arg(&config)
@@ -122,7 +122,7 @@ pub fn run(ctx: &Context, image: &str, node: Option<&str>) -> Result<PushBench, 
         .arg(format!("oci:{}:{image}", ctx.store.display()))
         .arg(format!("docker://{}/bench/{image}:latest", theirs.host))
         .status()
-        .map_err(|e| Error::msg(format!("skopeo: {e}")))?;
+        .map_err(|e| Error::at("skopeo", e))?;
     let skopeo_time = start.elapsed();
     if !status.success() {
         return Err(Error::msg("skopeo copy failed"));

@@ -36,7 +36,14 @@ impl fmt::Display for DebError {
     }
 }
 
-impl std::error::Error for DebError {}
+impl std::error::Error for DebError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DebError::Io { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DebEntryKind {

@@ -34,7 +34,7 @@ pub fn statement(
 }
 
 fn file_digest(path: &std::path::Path) -> Result<String, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::at(path.display(), e))?;
     Ok(Digest::of(&bytes).hex())
 }
 

@@ -217,7 +217,7 @@ fn sd_boot(
                 })?;
             let mut sector = [0u8; 512];
             std::io::Read::read_exact(&mut file, &mut sector)
-                .map_err(|e| Error::msg(format!("card {}: {e}", card.display())))?;
+                .map_err(|e| Error::at(format!("card {}", card.display()), e))?;
             let found = cairn_formats::mbr::read_mbr(&sector).map_or(0, |(id, _)| id);
             let ids = cairn_node::disk::DiskIds::from_node_id(&result.node_id);
             if found != ids.disk_id {
@@ -231,7 +231,7 @@ fn sd_boot(
             }
             let len = file
                 .metadata()
-                .map_err(|e| Error::msg(format!("card {}: {e}", card.display())))?
+                .map_err(|e| Error::at(format!("card {}", card.display()), e))?
                 .len();
             // Never shrunk; an SD card's size stays a power of two.
             let wanted = match config.machine {
@@ -240,7 +240,7 @@ fn sd_boot(
             };
             if wanted != len {
                 file.set_len(wanted)
-                    .map_err(|e| Error::msg(format!("growing card {}: {e}", card.display())))?;
+                    .map_err(|e| Error::at(format!("growing card {}", card.display()), e))?;
             }
             card.clone()
         }
@@ -264,7 +264,7 @@ fn sd_boot(
                 .write(true)
                 .open(&card)
                 .and_then(|f| f.set_len(size))
-                .map_err(|e| Error::msg(format!("{}: {e}", card.display())))?;
+                .map_err(|e| Error::at(card.display(), e))?;
             card
         }
     };
@@ -346,7 +346,7 @@ fn sd_boot(
                     bytes
                 };
                 std::fs::write(dir.join(out), bytes)
-                    .map_err(|e| Error::msg(format!("{}: {e}", dir.join(out).display())))?;
+                    .map_err(|e| Error::at(format!("{}", dir.join(out).display()), e))?;
             }
             for a in ["-M", model, "-m", memory, "-nographic", "-no-reboot"] {
                 arg(a);
@@ -387,8 +387,7 @@ pub fn boot_test(
     result: &NodeResult,
     config: &BootConfig,
 ) -> Result<BootReport, Error> {
-    std::fs::create_dir_all(&config.log_dir)
-        .map_err(|e| Error::msg(format!("{}: {e}", config.log_dir.display())))?;
+    std::fs::create_dir_all(&config.log_dir).map_err(|e| Error::at(config.log_dir.display(), e))?;
     if node.boot != BootMethod::Sd
         && (config.card.is_some() || config.power_cut || config.machine == Machine::Board)
     {
@@ -406,14 +405,14 @@ pub fn boot_test(
             lock_path.display()
         )
     })
-    .map_err(|e| Error::msg(format!("{}: {e}", lock_path.display())))?;
+    .map_err(|e| Error::at(lock_path.display(), e))?;
     let mut last_error = Error::msg("no boot attempted");
     for attempt in 1..=config.attempts.max(1) {
         let log = config
             .log_dir
             .join(format!("{}-{attempt}.log", result.node));
         let mut _server = None;
-        let tftp_dir = tempfile::tempdir().map_err(|e| Error::msg(e.to_string()))?;
+        let tftp_dir = tempfile::tempdir().map_err(|e| Error::other(e))?;
         let (cmd, sd, machine) = match node.boot {
             BootMethod::Sd => {
                 let sd = sd_boot(store, node, result, config, tftp_dir.path())?;
@@ -436,7 +435,7 @@ pub fn boot_test(
                 }
                 if let Some(secrets) = &config.secrets {
                     let file = tftp_dir.path().join("secrets.env");
-                    std::fs::write(&file, secrets).map_err(|e| Error::msg(e.to_string()))?;
+                    std::fs::write(&file, secrets).map_err(|e| Error::other(e))?;
                     routes.insert(format!("{prefix}/secrets.env"), file);
                 }
                 let server = cairn_pxe::http::serve("127.0.0.1:0", routes)?;
@@ -446,7 +445,7 @@ pub fn boot_test(
                     "#!ipxe\n# Cairn boot test: what a PXE server's DHCP answer would chain to.\nset base-url {base_url}\nset cairn-args cairn.test=poweroff panic=-1\nchain ${{base-url}}/boot.ipxe\n"
                 );
                 std::fs::write(tftp_dir.path().join("bootstrap.ipxe"), bootstrap)
-                    .map_err(|e| Error::msg(e.to_string()))?;
+                    .map_err(|e| Error::other(e))?;
                 _server = Some(server);
                 cmd.args(["-M", "pc", "-cpu", "max"]);
                 cmd.args([
@@ -738,8 +737,7 @@ fn run_once(
         })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let mut log = std::fs::File::create(log_path)
-        .map_err(|e| Error::msg(format!("{}: {e}", log_path.display())))?;
+    let mut log = std::fs::File::create(log_path).map_err(|e| Error::at(log_path.display(), e))?;
     let (tx, rx) = mpsc::channel::<String>();
     let tx2 = tx.clone();
     std::thread::spawn(move || {

@@ -22,12 +22,11 @@ use std::path::{Path, PathBuf};
 
 /// The tag of the inputs artifact inside a bundle.
 pub const INPUTS_REF: &str = "cairn-inputs";
-pub const INPUTS_ARTIFACT_TYPE: &str = "application/vnd.cairn.inputs.v1";
+pub use cairn_oci::media::INPUTS_ARTIFACT as INPUTS_ARTIFACT_TYPE;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const TITLE: &str = "org.opencontainers.image.title";
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
 /// An SPDX JSON document, and the tag suffix of an artifact's SBOM in a bundle.
-pub const SBOM_MEDIA: &str = "application/spdx+json";
+pub use cairn_oci::media::SPDX as SBOM_MEDIA;
 pub const SBOM_TAG_SUFFIX: &str = ".sbom";
 const META: EntryMeta = EntryMeta {
     mode: 0o644,
@@ -76,7 +75,7 @@ fn inputs_artifact(
     let mirror = || cairn_inputs::mirror::resolve(None);
     for p in &lock.package {
         let sha = Digest::from_hex(&p.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+            .map_err(|e| Error::at(format!("inputs.lock: package {}", p.name), e))?;
         let title = p.path.rsplit('/').next().unwrap_or(&p.path).to_string();
         if !cache.has(&sha) {
             missing.push(Download {
@@ -88,17 +87,13 @@ fn inputs_artifact(
         }
         wanted.insert(
             sha,
-            (
-                title,
-                "application/vnd.debian.binary-package".into(),
-                p.size,
-            ),
+            (title, cairn_oci::media::DEBIAN_PACKAGE.into(), p.size),
         );
     }
     let mut url_inputs = Vec::new();
     for u in &lock.url {
         let sha = Digest::from_hex(&u.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", u.url)))?;
+            .map_err(|e| Error::at(format!("inputs.lock: url {}", u.url), e))?;
         if !cache.has(&sha) {
             missing.push(Download {
                 name: u.name.clone(),
@@ -117,10 +112,10 @@ fn inputs_artifact(
         let size = match size {
             Some(s) => s,
             None => std::fs::metadata(cache.path(&sha))
-                .map_err(|e| Error::msg(format!("{}: {e}", cache.path(&sha).display())))?
+                .map_err(|e| Error::at(format!("{}", cache.path(&sha).display()), e))?
                 .len(),
         };
-        wanted.insert(sha, (name, "application/octet-stream".into(), size));
+        wanted.insert(sha, (name, cairn_oci::media::OCTET_STREAM.into(), size));
     }
     let layers: Vec<serde_json::Value> = wanted
         .iter()
@@ -133,7 +128,7 @@ fn inputs_artifact(
         .collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
+        "mediaType": cairn_oci::media::MANIFEST,
         "artifactType": INPUTS_ARTIFACT_TYPE,
         "config": {
             "mediaType": cairn_node::build::EMPTY_MEDIA,
@@ -190,7 +185,7 @@ pub fn export(
         store.write_blob(cairn_node::build::EMPTY_CONFIG)?;
         let manifest = cairn_formats::json::to_canonical_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA,
+            "mediaType": cairn_oci::media::MANIFEST,
             "artifactType": SBOM_MEDIA,
             "config": {
                 "mediaType": cairn_node::build::EMPTY_MEDIA,
@@ -213,7 +208,7 @@ pub fn export(
             blobs.insert(d);
         }
         index.push(serde_json::json!({
-            "mediaType": MANIFEST_MEDIA, "digest": digest.to_string(), "size": manifest.len(),
+            "mediaType": cairn_oci::media::MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
             "artifactType": SBOM_MEDIA,
             "annotations": {REF_NAME: format!("{}{SBOM_TAG_SUFFIX}", t.name)},
         }));
@@ -265,14 +260,14 @@ pub fn export(
             paths.entry(d).or_insert(path);
         }
         index.push(serde_json::json!({
-            "mediaType": MANIFEST_MEDIA, "digest": digest.to_string(), "size": manifest.len(),
+            "mediaType": cairn_oci::media::MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
             "artifactType": INPUTS_ARTIFACT_TYPE,
             "annotations": {REF_NAME: INPUTS_REF},
         }));
     }
     let index_bytes = cairn_formats::json::to_canonical_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": cairn_oci::media::INDEX,
         "manifests": index,
     }))
     .expect("json");
@@ -285,8 +280,8 @@ pub fn export(
     // What an export killed there before left behind goes first.
     cairn_store::sweep_temp_files(dir, ".cairn-export-");
     let tmp = cairn_store::shared_temp_file(dir, ".cairn-export-")
-        .map_err(|e| Error::msg(format!("{}: {e}", dir.display())))?;
-    let io = |e: std::io::Error| Error::msg(format!("writing {}: {e}", output.display()));
+        .map_err(|e| Error::at(dir.display(), e))?;
+    let io = |e: std::io::Error| Error::at(format!("writing {}", output.display()), e);
     let total: u64 = paths
         .values()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -321,7 +316,7 @@ pub fn export(
     .map_err(io)?;
     for (digest, path) in &paths {
         let file = std::fs::File::open(path)
-            .map_err(|e| Error::msg(format!("{} ({digest}): {e}", path.display())))?;
+            .map_err(|e| Error::at(format!("{} ({digest})", path.display()), e))?;
         let size = file.metadata().map_err(io)?.len();
         let reader = bar.wrap_read(file);
         tar.file(
@@ -373,7 +368,7 @@ pub fn import(
     let staging = tempfile::Builder::new()
         .prefix("import-")
         .tempdir_in(store.root().join("tmp"))
-        .map_err(|e| Error::msg(format!("{}: {e}", store.root().display())))?;
+        .map_err(|e| Error::at(store.root().display(), e))?;
     let bar = cairn_steps::progress::bytes(ctx.progress, total, "importing");
     let mut archive = tar::Archive::new(bar.wrap_read(std::io::BufReader::new(file)));
     let mut index: Option<serde_json::Value> = None;
@@ -465,7 +460,7 @@ pub fn import(
             name: name.to_string(),
             media_type: m["mediaType"]
                 .as_str()
-                .unwrap_or(MANIFEST_MEDIA)
+                .unwrap_or(cairn_oci::media::MANIFEST)
                 .to_string(),
             digest,
             size: m["size"].as_u64().unwrap_or_default(),

@@ -18,7 +18,7 @@ pub struct BootPartition {
 
 impl BootPartition {
     pub fn open(card: &Path) -> Result<BootPartition, Error> {
-        let err = |e: std::io::Error| Error::msg(format!("card {}: {e}", card.display()));
+        let err = |e: std::io::Error| Error::at(format!("card {}", card.display()), e);
         let mut file = File::open(card).map_err(err)?;
         let mut sector = [0u8; 512];
         file.read_exact(&mut sector).map_err(err)?;
@@ -42,7 +42,7 @@ impl BootPartition {
         // read_root_file seeks to every place it reads.
         let mut file = &self.file;
         cairn_formats::fat::read_root_file(&mut file, self.offset, name)
-            .map_err(|e| Error::msg(format!("card {}: boot partition: {e}", self.card.display())))?
+            .map_err(|e| Error::at(format!("card {}: boot partition", self.card.display()), e))?
             .ok_or_else(|| {
                 Error::msg(format!(
                     "card {} has no {name} on its boot partition",
@@ -78,7 +78,7 @@ pub fn qemu_dtb_removals(board: Board) -> &'static [(&'static str, &'static str)
 pub fn dtb_for_qemu(board: Board, mut dtb: Vec<u8>) -> Result<Vec<u8>, Error> {
     let remove = qemu_dtb_removals(board);
     let removed = cairn_formats::fdt::remove_properties(&mut dtb, remove)
-        .map_err(|e| Error::msg(format!("the {board:?} device tree on the card: {e}")))?;
+        .map_err(|e| Error::at(format!("the {board:?} device tree on the card"), e))?;
     if removed != remove.len() {
         return Err(Error::msg(format!(
             "the {board:?} device tree on the card has {removed} of the {} properties QEMU cannot model ({remove:?}): it is not the tree this test knows",

@@ -99,7 +99,7 @@ impl NodeImage {
             ))
         })?;
         let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&tag.digest)?)
-            .map_err(|e| Error::msg(format!("node {name}: manifest {}: {e}", tag.digest)))?;
+            .map_err(|e| Error::at(format!("node {name}: manifest {}", tag.digest), e))?;
         if manifest["artifactType"] != cairn_node::build::ARTIFACT_TYPE {
             return Err(Error::msg(format!(
                 "{name} is not a node in the store (it is tagged {}): only nodes are flashed",
@@ -128,7 +128,7 @@ impl NodeImage {
                 let text = String::from_utf8(store.read_blob(&digest)?)
                     .map_err(|_| Error::msg(format!("node {name}: the bmap is not text")))?;
                 let map = cairn_formats::bmap::parse(&text)
-                    .map_err(|e| Error::msg(format!("node {name}: bmap {digest}: {e}")))?;
+                    .map_err(|e| Error::at(format!("node {name}: bmap {digest}"), e))?;
                 if map.image_size != size {
                     return Err(Error::msg(format!(
                         "node {name}: the bmap is for {} bytes, the image has {size}",
@@ -249,8 +249,7 @@ const O_EXCL: i32 = libc::O_EXCL;
 /// The sysfs directory of a block device node.
 fn sysfs_of(path: &Path) -> Result<PathBuf, Error> {
     use std::os::unix::fs::MetadataExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::at(path.display(), e))?;
     let rdev = meta.rdev();
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
@@ -279,8 +278,7 @@ fn device_numbers(sys: &Path) -> Vec<String> {
 
 /// Refuses a device that must not be written; returns its size.
 fn check_device(path: &Path, image_size: u64, force: bool) -> Result<u64, Error> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::at(path.display(), e))?;
     if !meta.file_type().is_block_device() {
         return Err(Error::msg(format!(
             "{} is not a block device: use --file to write an image file",
@@ -385,11 +383,11 @@ pub fn verify(
         while at < to {
             let n = (to - at).min(want.len() as u64) as usize;
             expected(image, at, &mut want[..n], secrets)
-                .map_err(|e| Error::msg(format!("reading the image: {e}")))?;
+                .map_err(|e| Error::at("reading the image", e))?;
             target
                 .seek(SeekFrom::Start(at))
                 .and_then(|_| target.read_exact(&mut got[..n]))
-                .map_err(|e| Error::msg(format!("reading back at byte {at}: {e}")))?;
+                .map_err(|e| Error::at(format!("reading back at byte {at}"), e))?;
             if want[..n] != got[..n] {
                 let i = want[..n]
                     .iter()
@@ -449,7 +447,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                             path.display()
                         ))
                     } else {
-                        Error::msg(format!("{}: {e}", path.display()))
+                        Error::at(path.display(), e)
                     }
                 })?
         }
@@ -481,14 +479,13 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                 .create(true)
                 .truncate(true)
                 .open(path)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::at(path.display(), e))?;
             file.set_len(image.size)
-                .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::at(path.display(), e))?;
             file
         }
     };
-    let io =
-        |what: &str, e: std::io::Error| Error::msg(format!("{what} {}: {e}", target.display()));
+    let io = |what: &str, e: std::io::Error| Error::at(format!("{what} {}", target.display()), e);
     // A damaged copy in the store must not reach a card (the read-back would compare the
     // card with the same damaged bytes). It is hashed on the other core while the card is
     // written, and checked before block 0 makes the card bootable.
@@ -515,7 +512,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
         while at < to {
             let n = (to - at).min(buf.len() as u64) as usize;
             expected(&mut source, at, &mut buf[..n], secrets_ref)
-                .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+                .map_err(|e| Error::at(format!("reading the image {}", image.disk), e))?;
             out.seek(SeekFrom::Start(at))
                 .map_err(|e| io("seeking", e))?;
             out.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
@@ -534,7 +531,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     let (found, _) = hashing
         .join()
         .map_err(|_| Error::msg("hashing the image failed"))?
-        .map_err(|e| Error::msg(format!("reading the image {}: {e}", image.disk)))?;
+        .map_err(|e| Error::at(format!("reading the image {}", image.disk), e))?;
     if found != image.disk {
         return Err(Error::msg(format!(
             "the store's copy of {} is damaged (it hashes to {found}); the card was left without a partition table. Run `cargo xtask store verify --repair`, then build or pull the node again",

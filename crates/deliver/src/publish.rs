@@ -15,10 +15,9 @@ use cairn_store::{ActionRecord, BlobWriter, Store, Tag};
 use std::io::{Read, Write};
 
 /// A chunk of a zstd-compressed disk image.
-pub const MEDIA_DISK_CHUNK: &str = "application/vnd.cairn.disk.raw.v1+zstd.chunk";
+pub use cairn_oci::media::DISK_CHUNK as MEDIA_DISK_CHUNK;
 pub const DEFAULT_CHUNK_SIZE: u64 = 512 << 20;
 const ZSTD_LEVEL: i32 = 3;
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
 
 fn repository(namespace: &str, name: &str) -> String {
     if namespace.is_empty() {
@@ -83,7 +82,7 @@ pub fn publish(
         (
             "image",
             Descriptor {
-                media_type: "application/vnd.oci.image.index.v1+json".into(),
+                media_type: cairn_oci::media::INDEX.into(),
                 digest: r.index,
                 size: r.index_size,
             },
@@ -225,14 +224,14 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
             rec.output["size"].as_u64(),
         ) {
             return Ok(Descriptor {
-                media_type: MANIFEST_MEDIA.into(),
+                media_type: cairn_oci::media::MANIFEST.into(),
                 digest: d,
                 size,
             });
         }
     }
     let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.0)?)
-        .map_err(|e| Error::msg(format!("node manifest {}: {e}", r.manifest.0)))?;
+        .map_err(|e| Error::at(format!("node manifest {}", r.manifest.0), e))?;
     let mut annotations = original["annotations"]
         .as_object()
         .cloned()
@@ -253,13 +252,13 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
             current: None,
             done: Vec::new(),
         };
-        let mut enc = zstd::stream::Encoder::new(&mut sink, ZSTD_LEVEL)
-            .map_err(|e| Error::msg(format!("zstd: {e}")))?;
+        let mut enc =
+            zstd::stream::Encoder::new(&mut sink, ZSTD_LEVEL).map_err(|e| Error::at("zstd", e))?;
         let mut disk = store.open_blob(&f.digest)?;
         std::io::copy(&mut disk, &mut enc)
-            .map_err(|e| Error::msg(format!("compressing {}: {e}", f.title)))?;
+            .map_err(|e| Error::at(format!("compressing {}", f.title), e))?;
         enc.finish()
-            .map_err(|e| Error::msg(format!("compressing {}: {e}", f.title)))?;
+            .map_err(|e| Error::at(format!("compressing {}", f.title), e))?;
         if let Some(last) = sink.current.take() {
             sink.done.push(last.finish(None)?);
         }
@@ -292,7 +291,7 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
         },
     )?;
     Ok(Descriptor {
-        media_type: MANIFEST_MEDIA.into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest,
         size: bytes.len() as u64,
     })
@@ -346,7 +345,7 @@ pub fn pull(
     bars.clear();
     let bytes = store.read_blob(&root.digest)?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::msg(format!("{repo}: the manifest is not JSON: {e}")))?;
+        .map_err(|e| Error::at(format!("{repo}: the manifest is not JSON"), e))?;
     let (kind, tag) = if v["artifactType"] == ARTIFACT_TYPE {
         ("node", node_from_registry_form(&store, &v)?)
     } else {
@@ -441,12 +440,11 @@ fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, 
             .fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, f| {
                 Box::new(acc.chain(f))
             });
-        let mut dec =
-            zstd::stream::Decoder::new(joined).map_err(|e| Error::msg(format!("zstd: {e}")))?;
+        let mut dec = zstd::stream::Decoder::new(joined).map_err(|e| Error::at("zstd", e))?;
         let mut w = store.blob_writer()?;
         // At most one byte more than announced, so a bad stream cannot fill the disk.
         std::io::copy(&mut (&mut dec).take(size + 1), &mut w)
-            .map_err(|e| Error::msg(format!("decompressing {title}: {e}")))?;
+            .map_err(|e| Error::at(format!("decompressing {title}"), e))?;
         let (got, got_size) = w.finish(Some(digest))?;
         if got_size != size {
             return Err(Error::msg(format!(
@@ -472,7 +470,7 @@ fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, 
     store.write_blob(build::EMPTY_CONFIG)?;
     Ok(Tag {
         name: String::new(),
-        media_type: MANIFEST_MEDIA.into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest,
         size: bytes.len() as u64,
     })

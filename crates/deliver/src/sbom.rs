@@ -117,7 +117,7 @@ fn contents<'a>(
     Ok(Contents {
         kind,
         suite: locked.suite.clone(),
-        epoch: spec.source_date_epoch.unwrap_or(locked.source_date_epoch),
+        epoch: locked.epoch(spec),
         packages,
         urls,
     })
@@ -289,7 +289,7 @@ fn copyrights(
     let mut missing = Vec::new();
     for p in packages {
         let sha = Digest::from_hex(&p.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+            .map_err(|e| Error::at(format!("inputs.lock: package {}", p.name), e))?;
         if !cache.has(&sha) {
             let mirror = cairn_inputs::mirror::resolve(mirror)?;
             missing.push(Download {
@@ -347,7 +347,7 @@ fn copyrights(
         }
     });
     if let Some(e) = failed.into_inner().expect("lock") {
-        return Err(Error::msg(format!("reading copyright files: {e}")));
+        return Err(Error::at("reading copyright files", e));
     }
     Ok(found.into_inner().expect("lock"))
 }
@@ -454,7 +454,7 @@ pub fn sbom(
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": format!("{name} ({})", c.kind),
         "creationInfo": {
-            "created": cairn_formats::oci::rfc3339(c.epoch),
+            "created": cairn_oci::rfc3339(c.epoch),
             "creators": [format!("Tool: {BUILDER_VERSION}")],
         },
         "packages": packages,

@@ -9,8 +9,6 @@ use cairn_trust::cosign::Signature;
 use cairn_trust::record::{self, Record};
 use std::path::{Path, PathBuf};
 
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
-
 /// A public key an artifact must carry a signature of.
 pub struct Verify {
     pub key: cairn_trust::PublicKey,
@@ -62,7 +60,7 @@ pub fn record(
     .map_err(|e| Error::msg(e.0))?;
     store.set_tag(Tag {
         name: tag,
-        media_type: MANIFEST_MEDIA.into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest,
         size,
     })?;
@@ -87,15 +85,19 @@ pub fn check(
         )));
     };
     let r = record::read(bytes, read).map_err(|e| {
-        Error::msg(format!(
-            "{name} ({tagged}) in {place}: its signatures cannot be read: {e}"
-        ))
+        Error::at(
+            format!("{name} ({tagged}) in {place}: its signatures cannot be read"),
+            e,
+        )
     })?;
     record::verify(&r, tagged, &v.key).map_err(|e| {
-        Error::msg(format!(
-            "{name} ({tagged}) in {place} is not signed by {}: {e}",
-            v.path.display()
-        ))
+        Error::at(
+            format!(
+                "{name} ({tagged}) in {place} is not signed by {}",
+                v.path.display()
+            ),
+            e,
+        )
     })
 }
 

@@ -198,45 +198,32 @@ fn compare_entries(what: &str, ours: &Entries, theirs: &Entries, out: &mut Vec<S
 fn children(bytes: &[u8]) -> Vec<(String, String, Digest)> {
     let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     let mut out = Vec::new();
-    let digest = |d: &serde_json::Value| d["digest"].as_str().and_then(|s| s.parse().ok());
-    for m in v["manifests"].as_array().into_iter().flatten() {
-        let p = &m["platform"];
-        let label = format!(
-            "manifest {}/{}{}",
-            p["os"].as_str().unwrap_or("?"),
-            p["architecture"].as_str().unwrap_or("?"),
-            p["variant"]
+    for (role, d) in cairn_oci::children(&v) {
+        let label = match role {
+            cairn_oci::Role::Manifest => {
+                let p = &d["platform"];
+                format!(
+                    "manifest {}/{}{}",
+                    p["os"].as_str().unwrap_or("?"),
+                    p["architecture"].as_str().unwrap_or("?"),
+                    p["variant"]
+                        .as_str()
+                        .map(|v| format!("/{v}"))
+                        .unwrap_or_default()
+                )
+            }
+            cairn_oci::Role::Config => "config".into(),
+            cairn_oci::Role::Layer(i) => d["annotations"]["org.opencontainers.image.title"]
                 .as_str()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default()
-        );
-        if let Some(d) = digest(m) {
+                .map_or_else(|| format!("layer {i}"), |t| format!("file {t}")),
+            // What a referrer is about is compared as its own artifact.
+            cairn_oci::Role::Subject => continue,
+        };
+        if let Some(digest) = d["digest"].as_str().and_then(|s| s.parse().ok()) {
             out.push((
                 label,
-                m["mediaType"].as_str().unwrap_or_default().to_string(),
-                d,
-            ));
-        }
-    }
-    if let Some(d) = digest(&v["config"]) {
-        out.push((
-            "config".into(),
-            v["config"]["mediaType"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            d,
-        ));
-    }
-    for (i, l) in v["layers"].as_array().into_iter().flatten().enumerate() {
-        let label = l["annotations"]["org.opencontainers.image.title"]
-            .as_str()
-            .map_or_else(|| format!("layer {i}"), |t| format!("file {t}"));
-        if let Some(d) = digest(l) {
-            out.push((
-                label,
-                l["mediaType"].as_str().unwrap_or_default().to_string(),
-                d,
+                d["mediaType"].as_str().unwrap_or_default().to_string(),
+                digest,
             ));
         }
     }
@@ -260,7 +247,7 @@ fn compare(
         || media.ends_with("+json");
     // Every stored blob is hashed again: a damaged copy is found even where the names agree.
     let (actual, size) = cairn_store::hash_reader(sa.open_blob(a)?)
-        .map_err(|e| Error::msg(format!("reading {a}: {e}")))?;
+        .map_err(|e| Error::at(format!("reading {a}"), e))?;
     let damaged = actual != *a;
     if damaged {
         out.push(format!(
@@ -349,7 +336,7 @@ pub fn verify_rebuild(
     let scratch = tempfile::Builder::new()
         .prefix("verify-")
         .tempdir_in(std::env::temp_dir())
-        .map_err(|e| Error::msg(format!("a scratch store: {e}")))?;
+        .map_err(|e| Error::at("a scratch store", e))?;
     // The expected artifact: the store's, or the registry's pulled beside it.
     let (expected_store, expected) = match against {
         Some(options) => {
@@ -392,7 +379,7 @@ pub fn verify_rebuild(
     };
     let rebuilt_store = rebuild_ctx.open_store()?;
     let mut differences = Vec::new();
-    let media = "application/vnd.oci.image.manifest.v1+json";
+    let media = cairn_oci::media::MANIFEST;
     compare(
         &expected_store,
         &expected,

@@ -13,7 +13,6 @@ pub mod gzip;
 pub mod json;
 pub mod ldcache;
 pub mod mbr;
-pub mod oci;
 pub mod tar;
 
 pub use digest::{Digest, DigestParseError, HashingReader, HashingWriter};

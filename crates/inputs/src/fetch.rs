@@ -111,12 +111,11 @@ impl Cache {
         let tmp_dir = self.dir.join("tmp");
         let store_dir = self.dir.join("sha256");
         for d in [&tmp_dir, &store_dir] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", d.display()))))?;
+            std::fs::create_dir_all(d).map_err(|e| FetchError::Fatal(Error::at(d.display(), e)))?;
         }
         let mut reader = open_url(&item.url)?;
         let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
-            .map_err(|e| FetchError::Fatal(Error::msg(format!("{}: {e}", tmp_dir.display()))))?;
+            .map_err(|e| FetchError::Fatal(Error::at(tmp_dir.display(), e)))?;
         let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -125,11 +124,14 @@ impl Cache {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(FetchError::Transient(Error::msg(format!(
-                        "truncated download: the connection dropped after {}{} bytes ({e})",
-                        w.n_bytes(),
-                        item.size.map_or_else(String::new, |s| format!(" of {s}"))
-                    ))));
+                    return Err(FetchError::Transient(Error::network(
+                        &item.url,
+                        format!(
+                            "truncated download: the connection dropped after {}{} bytes ({e})",
+                            w.n_bytes(),
+                            item.size.map_or_else(String::new, |s| format!(" of {s}"))
+                        ),
+                    )));
                 }
             };
             if let Some(size) = item.size {
@@ -140,7 +142,7 @@ impl Cache {
                 }
             }
             w.write_all(&buf[..n]).map_err(|e| {
-                FetchError::Fatal(Error::msg(format!("writing {}: {e}", tmp_dir.display())))
+                FetchError::Fatal(Error::at(format!("writing {}", tmp_dir.display()), e))
             })?;
             on_bytes(n as u64);
         }
@@ -153,21 +155,20 @@ impl Cache {
             }
         }
         if digest != item.sha256 {
-            return Err(FetchError::Fatal(Error::msg(format!(
+            return Err(FetchError::Fatal(Error::digest_mismatch(format!(
                 "sha256 mismatch: expected {}, got {digest}: the mirror serves a different file than the lock pins; check the mirror or run `cargo xtask lock`",
                 item.sha256
             ))));
         }
         let tmp = buffered
             .into_inner()
-            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
-        cairn_store::readable(tmp.as_file())
-            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+            .map_err(|e| FetchError::Fatal(Error::other(e)))?;
+        cairn_store::readable(tmp.as_file()).map_err(|e| FetchError::Fatal(Error::other(e)))?;
         tmp.as_file()
             .sync_all()
-            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+            .map_err(|e| FetchError::Fatal(Error::other(e)))?;
         tmp.persist(self.path(&item.sha256))
-            .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+            .map_err(|e| FetchError::Fatal(Error::other(e)))?;
         Ok(())
     }
 }
@@ -178,58 +179,51 @@ impl Cache {
     /// Copies a local file into the cache (as `nix-prefetch-url file://...` would), hashing
     /// it on the way, and returns its digest and size.
     pub fn add_file(&self, path: &Path) -> Result<(Digest, u64), Error> {
-        let err = |e: io::Error| Error::msg(format!("{}: {e}", path.display()));
+        let err = |e: io::Error| Error::at(path.display(), e);
         let mut src = std::fs::File::open(path).map_err(err)?;
         let tmp_dir = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)
-            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::at(tmp_dir.display(), e))?;
         std::fs::create_dir_all(self.dir.join("sha256"))
-            .map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
+            .map_err(|e| Error::at(self.dir.display(), e))?;
         let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
-            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+            .map_err(|e| Error::at(tmp_dir.display(), e))?;
         let mut w = HashingWriter::new(io::BufWriter::new(tmp));
         io::copy(&mut src, &mut w).map_err(err)?;
         let (buffered, digest, size) = w.finish();
-        let tmp = buffered
-            .into_inner()
-            .map_err(|e| Error::msg(e.to_string()))?;
-        cairn_store::readable(tmp.as_file()).map_err(|e| Error::msg(e.to_string()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::msg(e.to_string()))?;
+        let tmp = buffered.into_inner().map_err(|e| Error::other(e))?;
+        cairn_store::readable(tmp.as_file()).map_err(|e| Error::other(e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::other(e))?;
         tmp.persist(self.path(&digest))
-            .map_err(|e| Error::msg(e.to_string()))?;
+            .map_err(|e| Error::other(e))?;
         Ok((digest, size))
     }
 
     pub fn fetch_unpinned(&self, url: &str, name: &str) -> Result<(Digest, u64), Error> {
         let ctx = || format!("fetching {name} from {url}");
         let tmp_dir = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)
-            .map_err(|e| Error::msg(format!("{}: {e}", tmp_dir.display())))?;
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::at(tmp_dir.display(), e))?;
         std::fs::create_dir_all(self.dir.join("sha256"))
-            .map_err(|e| Error::msg(format!("{}: {e}", self.dir.display())))?;
+            .map_err(|e| Error::at(self.dir.display(), e))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = open_url(url).and_then(|mut reader| {
                 let tmp = cairn_store::shared_temp_file(&tmp_dir, PART)
-                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                    .map_err(|e| FetchError::Fatal(Error::other(e)))?;
                 let mut w = HashingWriter::new(io::BufWriter::new(tmp));
-                io::copy(&mut reader, &mut w).map_err(|e| {
-                    FetchError::Transient(Error::msg(format!("connection failed: {e}")))
-                })?;
+                io::copy(&mut reader, &mut w)
+                    .map_err(|e| FetchError::Transient(Error::at("connection failed", e)))?;
                 let (buffered, digest, size) = w.finish();
                 let tmp = buffered
                     .into_inner()
-                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                    .map_err(|e| FetchError::Fatal(Error::other(e)))?;
                 cairn_store::readable(tmp.as_file())
-                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                    .map_err(|e| FetchError::Fatal(Error::other(e)))?;
                 tmp.as_file()
                     .sync_all()
-                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                    .map_err(|e| FetchError::Fatal(Error::other(e)))?;
                 tmp.persist(self.path(&digest))
-                    .map_err(|e| FetchError::Fatal(Error::msg(e.to_string())))?;
+                    .map_err(|e| FetchError::Fatal(Error::other(e)))?;
                 Ok((digest, size))
             });
             match result {
@@ -265,10 +259,10 @@ fn open_url(url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
         return match std::fs::File::open(path) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::Fatal(Error::msg(
-                format!("{path} does not exist"),
-            ))),
-            Err(e) => Err(FetchError::Fatal(Error::msg(format!("{path}: {e}")))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(FetchError::Fatal(
+                Error::not_found(format!("{path} does not exist")),
+            )),
+            Err(e) => Err(FetchError::Fatal(Error::at(path, e))),
         };
     }
     match agent().get(url).call() {
@@ -276,11 +270,11 @@ fn open_url(url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
         Err(ureq::Error::StatusCode(code)) if code >= 500 || code == 429 => {
             Err(FetchError::Transient(Error::msg(format!("the server answered HTTP {code}"))))
         }
-        Err(ureq::Error::StatusCode(404)) => Err(FetchError::Fatal(Error::msg(
+        Err(ureq::Error::StatusCode(404)) => Err(FetchError::Fatal(Error::not_found(
             "the server answered 404 not found: the mirror does not have this file (an old snapshot? run `cargo xtask lock`)".to_string(),
         ))),
         Err(ureq::Error::StatusCode(code)) => Err(FetchError::Fatal(Error::msg(format!("the server answered HTTP {code}")))),
-        Err(e) => Err(FetchError::Transient(Error::msg(e.to_string()))),
+        Err(e) => Err(FetchError::Transient(Error::network(url, e.to_string()))),
     }
 }
 
@@ -291,9 +285,8 @@ pub fn get_bytes(url: &str) -> Result<Vec<u8>, Error> {
         attempt += 1;
         let result = open_url(url).and_then(|mut r| {
             let mut out = Vec::new();
-            r.read_to_end(&mut out).map_err(|e| {
-                FetchError::Transient(Error::msg(format!("connection failed: {e}")))
-            })?;
+            r.read_to_end(&mut out)
+                .map_err(|e| FetchError::Transient(Error::at("connection failed", e)))?;
             Ok(out)
         });
         match result {

@@ -185,7 +185,7 @@ pub fn pins(
         match lock.url.iter().find(|u| u.url == input.url) {
             Some(u) => {
                 let digest = Digest::from_hex(&u.sha256)
-                    .map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", u.url)))?;
+                    .map_err(|e| Error::at(format!("inputs.lock: url {}", u.url), e))?;
                 out.push((input.clone(), digest, u.size));
             }
             None => missing.push(input),
@@ -221,9 +221,7 @@ pub fn prefetch(
         .map(|h| {
             let hex = h.strip_prefix("sha256:").unwrap_or(h);
             Digest::from_hex(&hex.to_ascii_lowercase()).map_err(|e| {
-                Error::msg(format!(
-                    "--sha256 {h:?} is not a sha256 (64 hex digits, as upstream's checksum files give it): {e}"
-                ))
+                Error::at(format!("--sha256 {h:?} is not a sha256 (64 hex digits, as upstream's checksum files give it)"), e)
             })
         })
         .transpose()?;

@@ -92,7 +92,7 @@ fn index_download(suite: &Suite, component: &str, debian_arch: &str) -> Result<D
             return Ok(Download {
                 name: format!("{} {key}", suite.name),
                 url: format!("{}/dists/{}/{key}", suite.mirror, suite.name),
-                sha256: Digest::from_hex(sha).map_err(|e| Error::msg(e.to_string()))?,
+                sha256: Digest::from_hex(sha).map_err(|e| Error::other(e))?,
                 size: Some(*size),
             });
         }
@@ -110,10 +110,9 @@ fn read_index(cache: &Cache, download: &Download, index: &mut PackageIndex) -> R
     /// A piece: at least this much text, up to the end of a paragraph.
     const PIECE: usize = 4 << 20;
     let path = cache.path(&download.sha256);
-    let file =
-        std::fs::File::open(&path).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(&path).map_err(|e| Error::at(path.display(), e))?;
     let url = &download.url;
-    let decompress_error = |e: std::io::Error| Error::msg(format!("decompressing {url}: {e}"));
+    let decompress_error = |e: std::io::Error| Error::at(format!("decompressing {url}"), e);
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let decoder = s.spawn(move || -> Result<(), std::io::Error> {
@@ -416,7 +415,7 @@ pub fn write_lock(ctx: &Context, lock: &Lockfile) -> Result<bool, Error> {
     if text == old_text {
         return Ok(false);
     }
-    let io = |e: std::io::Error| Error::msg(format!("writing {}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::at(format!("writing {}", path.display()), e);
     let mut tmp = cairn_store::shared_temp_file(&ctx.root, LOCK_TEMP).map_err(io)?;
     std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
     cairn_store::readable(tmp.as_file()).map_err(io)?;

@@ -41,6 +41,14 @@ pub struct LockedImage {
     pub arch: Vec<LockedArch>,
 }
 
+impl LockedImage {
+    /// The `SOURCE_DATE_EPOCH` of every build from this image (its layers, base OS,
+    /// nodes and SBOMs): the spec's own when it sets one, else the one locked.
+    pub fn epoch(&self, spec: &ImageSpec) -> u64 {
+        spec.source_date_epoch.unwrap_or(self.source_date_epoch)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockedUrl {
@@ -70,7 +78,7 @@ impl Lockfile {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::msg(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Error::at(path.display(), e)),
         };
         let lock: Lockfile = toml::from_str(&text).map_err(|e| {
             Error::msg(format!(

@@ -17,21 +17,21 @@ use cairn_steps::error::Context as _;
 use cairn_steps::{BUILDER_VERSION, Context, Error};
 use cairn_store::{ActionRecord, Store, Tag};
 
-/// The artifact type of a node manifest.
-pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.node.v1";
-pub const MEDIA_DISK: &str = "application/vnd.cairn.disk.raw.v1";
-pub const MEDIA_KERNEL: &str = "application/vnd.cairn.kernel.v1";
-pub const MEDIA_INITRAMFS: &str = "application/vnd.cairn.initramfs.v1+gzip";
-pub const MEDIA_SQUASHFS: &str = "application/vnd.cairn.squashfs.v1";
-pub const MEDIA_IPXE: &str = "application/vnd.cairn.ipxe.v1";
-pub const MEDIA_TEXT: &str = "text/plain";
 /// A disk image's block map, in bmaptool's format.
-pub const MEDIA_BMAP: &str = "application/vnd.cairn.bmap.v2+xml";
+pub use cairn_oci::media::BMAP as MEDIA_BMAP;
+pub use cairn_oci::media::DISK as MEDIA_DISK;
+pub use cairn_oci::media::INITRAMFS as MEDIA_INITRAMFS;
+pub use cairn_oci::media::IPXE as MEDIA_IPXE;
+pub use cairn_oci::media::KERNEL as MEDIA_KERNEL;
+/// The artifact type of a node manifest.
+pub use cairn_oci::media::NODE_ARTIFACT as ARTIFACT_TYPE;
+pub use cairn_oci::media::SQUASHFS as MEDIA_SQUASHFS;
+pub use cairn_oci::media::TEXT as MEDIA_TEXT;
 /// Annotations of a node manifest: where the SD image's reserved secrets file lies.
 pub const ANNOTATION_SECRETS_OFFSET: &str = "dev.cairn.secrets.offset";
 pub const ANNOTATION_SECRETS_SIZE: &str = "dev.cairn.secrets.size";
 pub const EMPTY_CONFIG: &[u8] = b"{}";
-pub const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
+pub use cairn_oci::media::EMPTY as EMPTY_MEDIA;
 
 /// One file of a node's artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,7 @@ fn boot_name(boot: BootMethod) -> &'static str {
 /// The node's overlay as a gzip'd newc cpio whose files sit under `cairn/node/` (the
 /// initramfs copies them onto the root's writable layer).
 pub fn overlay_cpio(overlay: &Overlay, mtime: u32) -> Result<Vec<u8>, Error> {
-    let err = |e: std::io::Error| Error::msg(format!("writing the node overlay: {e}"));
+    let err = |e: std::io::Error| Error::at("writing the node overlay", e);
     let mut w = CpioWriter::new(cairn_formats::gzip::writer(Vec::new()));
     w.dir("cairn", 0o755, mtime).map_err(err)?;
     w.dir("cairn/node", 0o755, mtime).map_err(err)?;
@@ -208,9 +208,7 @@ pub fn build_node(
     let spec = project
         .image(node.image.get_ref())
         .expect("checked when the project loaded");
-    let epoch = spec
-        .source_date_epoch
-        .unwrap_or(lock.image_for(spec)?.source_date_epoch);
+    let epoch = lock.image_for(spec)?.epoch(spec);
 
     let (cmdline, boot_partition) = match node.boot {
         BootMethod::Sd => {
@@ -300,7 +298,7 @@ pub fn build_node(
                 .context(|| format!("writing the SD image of node {name}"))?;
             let mut blob = store.open_blob(&image.digest)?;
             let bmap = cairn_formats::bmap::write(&mut blob, image.size, &image.mapped)
-                .map_err(|e| Error::msg(format!("the block map of node {name}'s image: {e}")))?;
+                .map_err(|e| Error::at(format!("the block map of node {name}'s image"), e))?;
             push(&format!("{name}.img"), MEDIA_DISK, image.digest, image.size);
             push(
                 &format!("{name}.img.bmap"),
@@ -380,7 +378,7 @@ pub fn build_node(
 fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
     let tag = Tag {
         name: r.node.clone(),
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest: r.manifest.0,
         size: r.manifest.1,
     };
@@ -397,7 +395,7 @@ fn node_annotations(
     epoch: u64,
 ) -> serde_json::Map<String, serde_json::Value> {
     let v = serde_json::json!({
-        "org.opencontainers.image.created": cairn_formats::oci::rfc3339(epoch),
+        "org.opencontainers.image.created": cairn_oci::rfc3339(epoch),
         "dev.cairn.node": node.name,
         "dev.cairn.node-id": node_id.hex(),
         "dev.cairn.arch": node.arch.as_str(),
@@ -425,7 +423,7 @@ pub fn manifest_json(
         .collect();
     let doc = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": cairn_oci::media::MANIFEST,
         "artifactType": ARTIFACT_TYPE,
         "config": {
             "mediaType": EMPTY_MEDIA,

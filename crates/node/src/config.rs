@@ -35,13 +35,13 @@ pub fn canonical_definition(
     node: &NodeSpec,
     cluster_ca: Option<&[u8]>,
 ) -> Result<Vec<u8>, Error> {
-    let mut cluster_json = serde_json::to_value(cluster)
-        .map_err(|e| Error::msg(format!("serializing the cluster spec: {e}")))?;
+    let mut cluster_json =
+        serde_json::to_value(cluster).map_err(|e| Error::at("serializing the cluster spec", e))?;
     if let Some(ca) = cluster_ca {
         cluster_json["registry"]["ca_file"] = Digest::of(ca).to_string().into();
     }
     let node_json = serde_json::to_value(node)
-        .map_err(|e| Error::msg(format!("serializing node {}: {e}", node.name)))?;
+        .map_err(|e| Error::at(format!("serializing node {}", node.name), e))?;
     let doc = serde_json::json!({
         "cairn_node": 1,
         "name": node.name,
@@ -75,11 +75,14 @@ pub fn read_cluster_ca(cluster: &ClusterSpec) -> Result<Option<Vec<u8>>, Error> 
         .unwrap_or_else(|| std::path::Path::new("."));
     let path = dir.join(rel);
     let bytes = std::fs::read(&path).map_err(|e| {
-        Error::msg(format!(
-            "{}: registry.ca_file {}: {e}",
-            cluster.path.display(),
-            path.display()
-        ))
+        Error::at(
+            format!(
+                "{}: registry.ca_file {}",
+                cluster.path.display(),
+                path.display()
+            ),
+            e,
+        )
     })?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(Error::msg(format!(

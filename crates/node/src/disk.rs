@@ -260,7 +260,7 @@ pub fn write_sd_image(
             bootable: false,
         },
     ];
-    let io = |what: &'static str| move |e: std::io::Error| Error::msg(format!("{what}: {e}"));
+    let io = |what: &'static str| move |e: std::io::Error| Error::at(what, e);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
     cairn_formats::mbr::write_mbr(ids.disk_id, &partitions, &mut w)
         .map_err(io("writing the partition table"))?;
@@ -285,7 +285,7 @@ pub fn write_sd_image(
     zeros(&mut w, root_size - base.squashfs.1).map_err(io("writing the disk image"))?;
     let w = w
         .into_inner()
-        .map_err(|e| Error::msg(format!("writing the disk image: {e}")))?;
+        .map_err(|e| Error::at("writing the disk image", e.into_error()))?;
     let (digest, size) = w.finish(None)?;
     Ok(SdImage {
         digest,

@@ -281,7 +281,7 @@ pub fn build_os_with(
         )));
     }
     let locked = lock.image_for(spec)?;
-    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let epoch = locked.epoch(spec);
     let key = step_key(spec, lock, arch, epoch, extras)?;
     let store = ctx.open_store()?;
     if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
@@ -293,7 +293,7 @@ pub fn build_os_with(
     let mut downloads = Vec::new();
     for p in lock.packages(locked, arch)? {
         let sha = Digest::from_hex(&p.sha256)
-            .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+            .map_err(|e| Error::at(format!("inputs.lock: package {}", p.name), e))?;
         if !cache.has(&sha) {
             let mirror = mirror::resolve(spec.mirror.as_deref())?;
             downloads.push(Download {
@@ -359,16 +359,16 @@ pub fn build_os_with(
         .write_blob(&initramfs)
         .map(|d| (d, initramfs.len() as u64))?;
     spinner.set_message(format!("writing the {image} squashfs for {arch}"));
-    let tmp = tempfile::NamedTempFile::new_in(store.root().join("tmp"))
-        .map_err(|e| Error::msg(e.to_string()))?;
+    let tmp =
+        tempfile::NamedTempFile::new_in(store.root().join("tmp")).map_err(|e| Error::other(e))?;
     let (tmp, _) = fs.write_squashfs(std::io::BufWriter::new(tmp), epoch as u32)?;
-    let tmp = tmp.into_inner().map_err(|e| Error::msg(e.to_string()))?;
+    let tmp = tmp.into_inner().map_err(|e| Error::other(e))?;
     // Hashed from the page cache and renamed into place: not written a second time.
     let squashfs = cairn_store::hash_reader(std::io::BufReader::with_capacity(
         1 << 20,
-        std::fs::File::open(tmp.path()).map_err(|e| Error::msg(e.to_string()))?,
+        std::fs::File::open(tmp.path()).map_err(|e| Error::other(e))?,
     ))
-    .map_err(|e| Error::msg(format!("{}: {e}", tmp.path().display())))?;
+    .map_err(|e| Error::at(tmp.path().display(), e))?;
     let staged = tmp.into_temp_path();
     store.adopt(&staged, &squashfs.0)?;
     spinner.finish_and_clear();

@@ -2,11 +2,11 @@
 //! files, an image config and manifest per arch, an image index, tagged in the store.
 
 use crate::rootfs::Rootfs;
-use cairn_formats::oci::{self, ContainerConfig, OciMediaType, Platform};
 use cairn_formats::{Digest, HashingWriter, gzip};
 use cairn_inputs::fetch::{Cache, Download};
 use cairn_inputs::lockfile::{LockedPackage, Lockfile};
 use cairn_inputs::mirror;
+use cairn_oci::{self as oci, ContainerConfig, OciMediaType, Platform};
 use cairn_project::{Arch, ImageKind, ImageSpec, Project};
 use cairn_steps::error::Context as _;
 use cairn_steps::{BUILDER_VERSION, Context, Error};
@@ -76,12 +76,15 @@ pub(crate) fn file_bytes(spec: &ImageSpec, f: &cairn_project::FileSpec) -> Resul
         (None, Some(src)) => {
             let path = spec.dir().join(src);
             std::fs::read(&path).map_err(|e| {
-                Error::msg(format!(
-                    "{}: file {}: {}: {e}",
-                    spec.path.display(),
-                    f.path,
-                    path.display()
-                ))
+                Error::at(
+                    format!(
+                        "{}: file {}: {}",
+                        spec.path.display(),
+                        f.path,
+                        path.display()
+                    ),
+                    e,
+                )
             })
         }
         (None, None) => Err(Error::msg(format!(
@@ -178,7 +181,7 @@ fn plan_layer<'a>(
             url,
             path: d.path.clone(),
             sha256: Digest::from_hex(&pinned.sha256)
-                .map_err(|e| Error::msg(format!("inputs.lock: url {}: {e}", pinned.url)))?,
+                .map_err(|e| Error::at(format!("inputs.lock: url {}", pinned.url), e))?,
             size: pinned.size,
             mode: d.mode.0,
             uid: u64::from(d.uid),
@@ -255,7 +258,7 @@ fn build_layer(
     let (gz, diff_id, _) = diff.finish();
     let blob = gz
         .finish()
-        .map_err(|e| Error::msg(format!("compressing the layer: {e}")))?;
+        .map_err(|e| Error::at("compressing the layer", e))?;
     let (digest, size) = blob.finish(None)?;
     Ok(Layer {
         digest,
@@ -323,7 +326,7 @@ pub fn build_image(
         subset_tag(name, &arches.iter().map(|a| a.as_str()).collect::<Vec<_>>())
     };
     let locked = lock.image_for(spec)?;
-    let epoch = spec.source_date_epoch.unwrap_or(locked.source_date_epoch);
+    let epoch = locked.epoch(spec);
     let plans: Vec<LayerPlan<'_>> = arches
         .iter()
         .map(|a| plan_layer(spec, lock, *a, epoch))
@@ -364,7 +367,7 @@ pub fn build_image(
         for p in &todo {
             for pkg in &p.packages {
                 let sha = Digest::from_hex(&pkg.sha256)
-                    .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", pkg.name)))?;
+                    .map_err(|e| Error::at(format!("inputs.lock: package {}", pkg.name), e))?;
                 if !cache.has(&sha) {
                     let mirror = mirror::resolve(spec.mirror.as_deref())?;
                     downloads.push(Download {
@@ -486,7 +489,7 @@ pub fn build_image(
     store.write_blob(&index.bytes)?;
     let tag = Tag {
         name: tag_name.clone(),
-        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        media_type: cairn_oci::media::INDEX.into(),
         digest: index.digest,
         size: index.size(),
     };

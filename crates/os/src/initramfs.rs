@@ -288,7 +288,7 @@ pub fn build(
         entries.insert(dir.into(), Entry::Dir);
     }
     let mut w = CpioWriter::new(cairn_formats::gzip::writer(Vec::new()));
-    let err = |e: std::io::Error| Error::msg(format!("writing the initramfs: {e}"));
+    let err = |e: std::io::Error| Error::at("writing the initramfs", e);
     for (path, e) in &entries {
         match e {
             Entry::Dir => w.dir(path, 0o755, mtime).map_err(err)?,

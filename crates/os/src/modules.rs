@@ -26,10 +26,10 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
             let rel = path[dir.len() + 1..].to_string();
             let bytes = fs_ref.read_flushed(path)?.unwrap_or_default();
             let elf = decompress_module(&rel, &bytes)?;
-            let info = cairn_debian::kmod::modinfo(&elf)
-                .map_err(|e| Error::msg(format!("/{path}: {e}")))?;
-            let exports = cairn_debian::kmod::exports(&elf)
-                .map_err(|e| Error::msg(format!("/{path}: {e}")))?;
+            let info =
+                cairn_debian::kmod::modinfo(&elf).map_err(|e| Error::at(format!("/{path}"), e))?;
+            let exports =
+                cairn_debian::kmod::exports(&elf).map_err(|e| Error::at(format!("/{path}"), e))?;
             Ok(cairn_debian::kmod::ModuleInfo {
                 path: rel,
                 info,
@@ -40,7 +40,7 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
             .into_iter()
             .collect::<Result<Vec<_>, Error>>()?;
         let (dep, alias) =
-            cairn_debian::kmod::depmod(&modules).map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
+            cairn_debian::kmod::depmod(&modules).map_err(|e| Error::at(format!("/{dir}"), e))?;
         fs.add_file(&format!("{dir}/modules.dep"), dep.as_bytes(), 0o644, 0, 0)?;
         fs.add_file(
             &format!("{dir}/modules.alias"),
@@ -57,7 +57,7 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
         let builtin_modinfo = text("modules.builtin.modinfo")?;
         let indexes =
             cairn_debian::kmod::depmod_indexes(&modules, &dep, &order, &builtin, &builtin_modinfo)
-                .map_err(|e| Error::msg(format!("/{dir}: {e}")))?;
+                .map_err(|e| Error::at(format!("/{dir}"), e))?;
         for (name, bytes) in indexes {
             fs.add_file(&format!("{dir}/{name}"), &bytes, 0o644, 0, 0)?;
         }
@@ -77,7 +77,7 @@ fn decompress_module(path: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
         out.extend_from_slice(bytes);
         Ok(out.len())
     };
-    r.map_err(|e| Error::msg(format!("decompressing module {path}: {e}")))?;
+    r.map_err(|e| Error::at(format!("decompressing module {path}"), e))?;
     Ok(out)
 }
 

@@ -213,7 +213,7 @@ pub fn debs<'a>(
         .into_iter()
         .map(|p| {
             let sha256 = Digest::from_hex(&p.sha256)
-                .map_err(|e| Error::msg(format!("inputs.lock: package {}: {e}", p.name)))?;
+                .map_err(|e| Error::at(format!("inputs.lock: package {}", p.name), e))?;
             Ok(Deb {
                 path: cache.path(&sha256),
                 package: p.name.clone(),
@@ -291,10 +291,10 @@ fn unpack_into(
     let package = deb.package.as_str();
     let open = || {
         File::open(&deb.path)
-            .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb.path.display())))
+            .map_err(|e| Error::at(format!("{package}: {}", deb.path.display()), e))
     };
     let (digest, _) = cairn_store::hash_reader(open()?)
-        .map_err(|e| Error::msg(format!("{package}: {}: {e}", deb.path.display())))?;
+        .map_err(|e| Error::at(format!("{package}: {}", deb.path.display()), e))?;
     if digest != deb.sha256 {
         return Err(Error::msg(format!(
             "{package}: {} has sha256 {digest}, but the lock pins {}: the cached file is corrupt; delete it and build again",
@@ -397,8 +397,8 @@ fn join_link(link_path: &str, target: &str) -> Option<String> {
 
 impl Rootfs {
     pub fn new(scratch_dir: &Path) -> Result<Rootfs, Error> {
-        let scratch = tempfile::tempfile_in(scratch_dir)
-            .map_err(|e| Error::msg(format!("{}: {e}", scratch_dir.display())))?;
+        let scratch =
+            tempfile::tempfile_in(scratch_dir).map_err(|e| Error::at(scratch_dir.display(), e))?;
         Ok(Rootfs {
             nodes: BTreeMap::new(),
             scratch: BufWriter::with_capacity(1 << 20, scratch),
@@ -545,7 +545,7 @@ impl Rootfs {
     ) -> Result<Vec<cairn_debian::deb::DebInfo>, Error> {
         self.scratch
             .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         let next = std::sync::atomic::AtomicU64::new(self.scratch_len);
         let job = std::sync::atomic::AtomicUsize::new(0);
         // The largest first (a kernel package takes as long as all the rest together), so
@@ -577,7 +577,7 @@ impl Rootfs {
         }
         self.scratch_len = next.into_inner();
         io::Seek::seek(&mut self.scratch, io::SeekFrom::Start(self.scratch_len))
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         let mut infos = Vec::with_capacity(debs.len());
         for (deb, result) in debs.iter().zip(results) {
             let unpacked = result
@@ -625,7 +625,7 @@ impl Rootfs {
     pub fn flush(&mut self) -> Result<(), Error> {
         self.scratch
             .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))
+            .map_err(|e| Error::at("scratch file", e))
     }
 
     /// The content of the regular file at `path`, from a shared reference (several
@@ -642,7 +642,7 @@ impl Rootfs {
         self.scratch
             .get_ref()
             .read_exact_at(&mut out, *offset)
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         Ok(Some(out))
     }
 
@@ -684,9 +684,9 @@ impl Rootfs {
         use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
         self.scratch
             .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         let scratch = self.scratch.get_ref();
-        let fserr = |e: backhand::BackhandError| Error::msg(format!("writing the squashfs: {e}"));
+        let fserr = |e: backhand::BackhandError| Error::at("writing the squashfs", e);
         let mut fs = FilesystemWriter::default();
         fs.set_time(mtime);
         fs.set_root_mode(0o755);
@@ -752,7 +752,7 @@ impl Rootfs {
     ) -> Result<(), Error> {
         let (offset, size, sha256) = self
             .store_bytes(&mut &bytes[..])
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         self.insert(
             &rel(path),
             Node {
@@ -779,10 +779,9 @@ impl Rootfs {
         uid: u64,
         gid: u64,
     ) -> Result<(), Error> {
-        let open =
-            || File::open(source).map_err(|e| Error::msg(format!("{}: {e}", source.display())));
-        let (digest, _) = cairn_store::hash_reader(open()?)
-            .map_err(|e| Error::msg(format!("{}: {e}", source.display())))?;
+        let open = || File::open(source).map_err(|e| Error::at(source.display(), e));
+        let (digest, _) =
+            cairn_store::hash_reader(open()?).map_err(|e| Error::at(source.display(), e))?;
         if digest != *expected {
             return Err(Error::msg(format!(
                 "{} has sha256 {digest}, but the lock pins {expected}: the cached file is corrupt; delete it and build again",
@@ -791,7 +790,7 @@ impl Rootfs {
         }
         let (offset, size, sha256) = self
             .store_bytes(&mut open()?)
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         self.insert(
             &rel(path),
             Node {
@@ -840,7 +839,7 @@ impl Rootfs {
     pub fn add_ca_bundle(&mut self) -> Result<bool, Error> {
         self.scratch
             .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         let mut bundle = Vec::new();
         for (path, node) in self.nodes.range("usr/share/ca-certificates/".to_string()..) {
             if !path.starts_with("usr/share/ca-certificates/") {
@@ -852,7 +851,7 @@ impl Rootfs {
                 self.scratch
                     .get_ref()
                     .read_exact_at(&mut bundle[start..], *offset)
-                    .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+                    .map_err(|e| Error::at("scratch file", e))?;
                 if !bundle.ends_with(b"\n") {
                     bundle.push(b'\n');
                 }
@@ -863,7 +862,7 @@ impl Rootfs {
         }
         let (offset, size, sha256) = self
             .store_bytes(&mut &bundle[..])
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         self.insert(
             "etc/ssl/certs/ca-certificates.crt",
             Node {
@@ -905,10 +904,10 @@ impl Rootfs {
     pub fn write_tar<W: Write>(&mut self, out: W, mtime: u64) -> Result<W, Error> {
         self.scratch
             .flush()
-            .map_err(|e| Error::msg(format!("scratch file: {e}")))?;
+            .map_err(|e| Error::at("scratch file", e))?;
         let scratch = self.scratch.get_ref();
         let mut tar = TarWriter::new(out);
-        let io_err = |e: io::Error| Error::msg(format!("writing the layer: {e}"));
+        let io_err = |e: io::Error| Error::at("writing the layer", e);
         for (path, node) in &self.nodes {
             let meta = EntryMeta {
                 mode: node.mode,

@@ -45,12 +45,10 @@ pub fn serve_logged(
                 "listening on {bind}: the port is taken by another program: stop it or choose another port"
             ))
         } else {
-            Error::msg(format!("listening on {bind}: {e}"))
+            Error::at(format!("listening on {bind}"), e)
         }
     })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::msg(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| Error::other(e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let routes = Arc::new(routes);
     let stopping = stop.clone();

@@ -83,8 +83,8 @@ pub fn ipxe_files(
         .find(|p| p.name == "ipxe")
         .ok_or_else(|| Error::msg("images/ipxe.toml: the lock holds no package ipxe"))?
         .clone();
-    let sha = Digest::from_hex(&package.sha256)
-        .map_err(|e| Error::msg(format!("inputs.lock: package ipxe: {e}")))?;
+    let sha =
+        Digest::from_hex(&package.sha256).map_err(|e| Error::at("inputs.lock: package ipxe", e))?;
     let cache = Cache::new(&ctx.cache);
     if !cache.has(&sha) {
         let mirror = cairn_inputs::mirror::resolve(spec.mirror.as_deref())?;
@@ -99,7 +99,7 @@ pub fn ipxe_files(
         )?;
     }
     let deb = std::fs::File::open(cache.path(&sha))
-        .map_err(|e| Error::msg(format!("{}: {e}", cache.path(&sha).display())))?;
+        .map_err(|e| Error::at(format!("{}", cache.path(&sha).display()), e))?;
     let mut out = BTreeMap::new();
     cairn_debian::deb::unpack_data(deb, "ipxe", |entry, data| {
         if let Some(name) = entry.path.strip_prefix("usr/lib/ipxe/") {
@@ -163,13 +163,13 @@ fn udp_socket(port: u16, interface: &str, what: &str) -> Result<UdpSocket, Error
         std::io::ErrorKind::PermissionDenied => Error::msg(format!(
             "port {port} ({what}) needs root (or CAP_NET_BIND_SERVICE)"
         )),
-        _ => Error::msg(format!("port {port} ({what}): {e}")),
+        _ => Error::at(format!("port {port} ({what})"), e),
     })?;
     socket
         .set_broadcast(true)
-        .map_err(|e| Error::msg(format!("port {port}: {e}")))?;
+        .map_err(|e| Error::at(format!("port {port}"), e))?;
     use std::os::fd::AsRawFd;
-    let name = std::ffi::CString::new(interface).map_err(|e| Error::msg(e.to_string()))?;
+    let name = std::ffi::CString::new(interface).map_err(|e| Error::other(e))?;
     // SAFETY: a valid fd and a NUL-terminated name of the given length.
     let rc = unsafe {
         libc::setsockopt(
@@ -210,7 +210,7 @@ pub fn serve_pxe(
             ))
         })?,
     };
-    let scratch = tempfile::tempdir().map_err(|e| Error::msg(e.to_string()))?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::other(e))?;
     let base = format!("http://{}:{}", config.address, config.http_port);
     let mut routes = BTreeMap::new();
     let mut boot_files: BTreeMap<String, String> = BTreeMap::new();
@@ -229,7 +229,7 @@ pub fn serve_pxe(
             mac = node.mac.replace(':', "-"),
         );
         let file = scratch.path().join(format!("{}.boot.ipxe", node.name));
-        std::fs::write(&file, script).map_err(|e| Error::msg(e.to_string()))?;
+        std::fs::write(&file, script).map_err(|e| Error::other(e))?;
         routes.insert(format!("/{}/boot.ipxe", node.name), file);
         if let Some(dir) = &config.secrets_dir {
             let secrets = dir.join(format!("{}.env", node.name));

@@ -14,12 +14,7 @@ use std::sync::Mutex;
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
 /// A content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-}
+pub use cairn_oci::Descriptor;
 
 #[derive(Debug, Clone)]
 pub struct PushOptions {
@@ -71,32 +66,20 @@ pub fn read_manifest(store: &Store, d: &Descriptor) -> Result<Vec<u8>, RegistryE
     Ok(store.read_blob(&d.digest)?)
 }
 
-/// Children of a manifest or index: (manifests, blobs).
+/// Children of a manifest or index: (manifests, blobs). A `subject` is a reference back,
+/// not a part: it is not pushed with its referrer.
 pub fn children(bytes: &[u8]) -> Result<(Vec<Descriptor>, Vec<Descriptor>), RegistryError> {
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::other(format!("a manifest is not JSON: {e}")))?;
-    let desc = |d: &serde_json::Value| -> Result<Descriptor, RegistryError> {
-        Ok(Descriptor {
-            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
-            digest: d["digest"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| RegistryError::other(format!("bad descriptor {d}")))?,
-            size: d["size"]
-                .as_u64()
-                .ok_or_else(|| RegistryError::other(format!("bad descriptor {d}")))?,
-        })
-    };
     let mut manifests = Vec::new();
     let mut blobs = Vec::new();
-    for m in v["manifests"].as_array().into_iter().flatten() {
-        manifests.push(desc(m)?);
-    }
-    if v["config"].is_object() {
-        blobs.push(desc(&v["config"])?);
-    }
-    for l in v["layers"].as_array().into_iter().flatten() {
-        blobs.push(desc(l)?);
+    for (role, d) in cairn_oci::children(&v) {
+        let d = || Descriptor::from_json(d).map_err(RegistryError::other);
+        match role {
+            cairn_oci::Role::Manifest => manifests.push(d()?),
+            cairn_oci::Role::Config | cairn_oci::Role::Layer(_) => blobs.push(d()?),
+            cairn_oci::Role::Subject => {}
+        }
     }
     Ok((manifests, blobs))
 }

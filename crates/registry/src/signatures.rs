@@ -247,7 +247,7 @@ fn push_manifest(
 ) -> Result<(), RegistryError> {
     let (digest, size) = written.map_err(|e| RegistryError::other(e.0))?;
     let root = Descriptor {
-        media_type: MANIFEST_MEDIA.into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest,
         size,
     };
@@ -266,9 +266,6 @@ fn push_manifest(
     refer_by_tag(client, repo, &subject.digest, &root, artifact_type)
 }
 
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
-const INDEX_MEDIA: &str = "application/vnd.oci.image.index.v1+json";
-
 /// Whether the registry answers the OCI 1.1 referrers API for `digest` (it then indexes
 /// pushed manifests by their subject itself); one without it answers 404.
 pub fn referrers_api(client: &Client, repo: &str, digest: &Digest) -> Result<bool, RegistryError> {
@@ -277,13 +274,13 @@ pub fn referrers_api(client: &Client, repo: &str, digest: &Digest) -> Result<boo
         "GET",
         &url,
         &crate::push::scope(repo),
-        &[("Accept", INDEX_MEDIA)],
+        &[("Accept", cairn_oci::media::INDEX)],
         crate::client::Body::Empty,
         true,
     )?;
     let status = resp.status().as_u16();
-    let json =
-        crate::client::header(&resp, "content-type").is_some_and(|t| t.starts_with(INDEX_MEDIA));
+    let json = crate::client::header(&resp, "content-type")
+        .is_some_and(|t| t.starts_with(cairn_oci::media::INDEX));
     Ok(status == 200 && json)
 }
 
@@ -314,9 +311,9 @@ fn refer_by_tag(
     entries.push(ours);
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA,
+        "mediaType": cairn_oci::media::INDEX,
         "manifests": entries,
     });
     let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json");
-    crate::push::put_manifest(client, repo, &tag, INDEX_MEDIA, &bytes)
+    crate::push::put_manifest(client, repo, &tag, cairn_oci::media::INDEX, &bytes)
 }

@@ -31,9 +31,7 @@ pub struct Trust {
 pub const ACTION_ANNOTATION: &str = "dev.cairn.action";
 
 pub const CACHE_REPOSITORY: &str = "cairn-cache";
-pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.action.v1";
-const RECORD_MEDIA: &str = "application/vnd.cairn.action.v1+json";
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
+pub use cairn_oci::media::ACTION_ARTIFACT as ARTIFACT_TYPE;
 
 fn repository(namespace: &str) -> String {
     if namespace.is_empty() {
@@ -150,7 +148,7 @@ fn fetch(
         &cairn_registry::NoProgress,
     )?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&root.digest)?)
-        .map_err(|e| Error::msg(format!("{repo}:{tag}: {e}")))?;
+        .map_err(|e| Error::at(format!("{repo}:{tag}"), e))?;
     if manifest["artifactType"] != ARTIFACT_TYPE {
         return Err(Error::msg(format!(
             "{repo}:{tag} is not a Cairn build-cache entry"
@@ -161,7 +159,7 @@ fn fetch(
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| Error::msg(format!("{repo}:{tag}: no config")))?;
     let record: ActionRecord = serde_json::from_slice(&store.read_blob(&config)?)
-        .map_err(|e| Error::msg(format!("{repo}:{tag}: the record is not valid: {e}")))?;
+        .map_err(|e| Error::at(format!("{repo}:{tag}: the record is not valid"), e))?;
     if let Some(missing) = record.blobs.iter().find(|b| !store.has_blob(b)) {
         return Err(Error::msg(format!(
             "{repo}:{tag}: the record names {missing}, which the entry does not carry"
@@ -184,26 +182,26 @@ fn upload(
     let mut layers = Vec::new();
     for b in &record.blobs {
         let size = std::fs::metadata(store.blob_path(b))
-            .map_err(|e| Error::msg(format!("blob {b}: {e}")))?
+            .map_err(|e| Error::at(format!("blob {b}"), e))?
             .len();
         layers.push(serde_json::json!({
-            "mediaType": "application/octet-stream",
+            "mediaType": cairn_oci::media::OCTET_STREAM,
             "digest": b.to_string(),
             "size": size,
         }));
     }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
+        "mediaType": cairn_oci::media::MANIFEST,
         "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": RECORD_MEDIA, "digest": config.to_string(), "size": record_bytes.len()},
+        "config": {"mediaType": cairn_oci::media::ACTION_RECORD, "digest": config.to_string(), "size": record_bytes.len()},
         "layers": layers,
         "annotations": {"dev.cairn.step": record.step, ACTION_ANNOTATION: key.hex()},
     });
     let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
     let digest = store.write_blob(&bytes)?;
     let root = Descriptor {
-        media_type: MANIFEST_MEDIA.into(),
+        media_type: cairn_oci::media::MANIFEST.into(),
         digest,
         size: bytes.len() as u64,
     };

@@ -12,7 +12,7 @@ pub mod error;
 pub mod progress;
 pub mod remote;
 
-pub use error::Error;
+pub use error::{Cause, Error, Kind};
 pub use remote::RegistryOptions;
 
 use std::path::PathBuf;

@@ -36,7 +36,7 @@ impl RegistryOptions {
         let ca_pem = match &self.ca_file {
             Some(path) => Some(
                 std::fs::read(path)
-                    .map_err(|e| Error::msg(format!("CA file {}: {e}", path.display())))?,
+                    .map_err(|e| Error::at(format!("CA file {}", path.display()), e))?,
             ),
             None => None,
         };

@@ -32,13 +32,9 @@ pub struct GcReport {
 
 /// The blobs an OCI index or manifest names: its manifests, layers, config and subject.
 pub fn child_digests(doc: &serde_json::Value) -> Vec<Digest> {
-    doc["manifests"]
-        .as_array()
+    cairn_oci::children(doc)
         .into_iter()
-        .flatten()
-        .chain(doc["layers"].as_array().into_iter().flatten())
-        .chain([&doc["config"], &doc["subject"]])
-        .filter_map(|c| c["digest"].as_str().and_then(|s| s.parse().ok()))
+        .filter_map(|(_, c)| c["digest"].as_str().and_then(|s| s.parse().ok()))
         .collect()
 }
 

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-pub const REF_NAME: &str = cairn_formats::oci::REF_NAME;
+pub const REF_NAME: &str = cairn_oci::REF_NAME;
 
 /// An open store, holding its lock until dropped.
 pub struct Store {
@@ -255,7 +255,7 @@ impl Store {
             .collect();
         let index = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": cairn_oci::media::INDEX,
             "manifests": manifests,
         });
         let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json values serialise");

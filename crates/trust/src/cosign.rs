@@ -11,17 +11,15 @@ use base64::engine::general_purpose::STANDARD as B64;
 use cairn_formats::Digest;
 use cairn_store::Store;
 
-pub const SIMPLE_SIGNING_MEDIA: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub use cairn_oci::media::COSIGN_SIMPLE_SIGNING as SIMPLE_SIGNING_MEDIA;
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const SIGNATURE_TYPE: &str = "cosign container image signature";
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
-const CONFIG_MEDIA: &str = "application/vnd.oci.image.config.v1+json";
 /// The time cosign writes into a signature's config unless told to record one.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub use cairn_oci::media::COSIGN_ATTESTATION_ARTIFACT as ATTESTATION_ARTIFACT_TYPE;
 /// The artifact types cosign gives signature and attestation manifests that name their
 /// subject (OCI 1.1 referrers); Harbor shows such referrers as the subject's accessories.
-pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
-pub const ATTESTATION_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
+pub use cairn_oci::media::COSIGN_SIGNATURE_ARTIFACT as SIGNATURE_ARTIFACT_TYPE;
 
 /// The manifest a signature or attestation manifest is about: with one, the manifest
 /// carries `artifactType` and `subject`, so a registry with the referrers API lists it.
@@ -225,8 +223,8 @@ fn write_layers(
     let config_digest = store.write_blob(&config).map_err(err)?;
     let mut manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
-        "config": {"mediaType": CONFIG_MEDIA, "size": config.len(), "digest": config_digest.to_string()},
+        "mediaType": cairn_oci::media::MANIFEST,
+        "config": {"mediaType": cairn_oci::media::IMAGE_CONFIG, "size": config.len(), "digest": config_digest.to_string()},
         "layers": descriptors,
     });
     if let Some((artifact_type, s)) = subject {
@@ -291,7 +289,7 @@ mod tests {
         );
         // With a subject, a referrer: the artifact type cosign gives it, and the subject.
         let subject = Subject {
-            media_type: MANIFEST_MEDIA.into(),
+            media_type: cairn_oci::media::MANIFEST.into(),
             digest: d,
             size: 123,
         };

@@ -7,10 +7,10 @@ use crate::keys::{PublicKey, SigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-/// The payload type of an in-toto statement.
-pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// The media type of a DSSE envelope as a layer.
-pub const ENVELOPE_MEDIA: &str = "application/vnd.dsse.envelope.v1+json";
+pub use cairn_oci::media::DSSE_ENVELOPE as ENVELOPE_MEDIA;
+/// The payload type of an in-toto statement.
+pub use cairn_oci::media::IN_TOTO;
 
 /// The pre-authentication encoding of `body` of type `payload_type`.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {

@@ -18,14 +18,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use cairn_formats::Digest;
 use cairn_store::Store;
 
-pub const ARTIFACT_TYPE: &str = "application/vnd.cairn.signatures.v1+json";
+pub use cairn_oci::media::SIGNATURES_ARTIFACT as ARTIFACT_TYPE;
 /// The store tag of `NAME`'s signatures is `NAME.sig`.
 pub const TAG_SUFFIX: &str = ".sig";
 const SIGNED: &str = "dev.cairn.signed";
 const SIGNED_MANIFEST: &str = "dev.cairn.signed.manifest";
 const NODE_MANIFEST: &str = "dev.cairn.node.manifest";
-const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
-const EMPTY_MEDIA: &str = "application/vnd.oci.empty.v1+json";
 
 /// The store tag holding `name`'s signatures.
 pub fn tag(name: &str) -> String {
@@ -53,11 +51,11 @@ pub fn write(store: &Store, record: &Record) -> Result<(Digest, u64), TrustError
     }
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA,
+        "mediaType": cairn_oci::media::MANIFEST,
         "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": EMPTY_MEDIA, "digest": Digest::of(b"{}").to_string(), "size": 2},
+        "config": {"mediaType": cairn_oci::media::EMPTY, "digest": Digest::of(b"{}").to_string(), "size": 2},
         "layers": [{
-            "mediaType": MANIFEST_MEDIA, "digest": sig.to_string(), "size": sig_size,
+            "mediaType": cairn_oci::media::MANIFEST, "digest": sig.to_string(), "size": sig_size,
             "annotations": {SIGNED: record.signed.to_string()},
         }],
         "annotations": annotations,

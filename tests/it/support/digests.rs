@@ -15,9 +15,9 @@ pub type Digests = BTreeMap<String, BTreeMap<String, String>>;
 
 const HEADER: &str = "\
 # Expected digests of the example images and nodes, built from the committed inputs.lock with
-# the tests' stand-in Kubernetes binaries (tests/support/mod.rs, `pin_stand_ins`).
-# Checked by the tests `example_images_match_the_committed_digests` (tests/images.rs) and
-# `example_nodes_match_the_committed_digests` (tests/nodes.rs) on every CI run.
+# the tests' stand-in Kubernetes binaries (tests/it/support/mod.rs, `pin_stand_ins`).
+# Checked by the tests `example_images_match_the_committed_digests` (tests/it/images.rs) and
+# `example_nodes_match_the_committed_digests` (tests/it/nodes.rs) on every CI run.
 # Rewrite it deliberately with `cargo xtask test --update-digests`; a new BUILDER_VERSION
 # requires that.
 ";

@@ -1,9 +1,16 @@
-//! OCI image JSON (config, manifest, index, layout index), built on oci-spec's types and
-//! serialised canonically (see [`crate::json`]).
+//! The OCI model: every media type (`media`), the one walk over a manifest's or index's
+//! children and the plain blob descriptor (`children`, `Descriptor`), and image JSON (config, manifest, index,
+//! layout index) built on oci-spec's types and serialised canonically (see
+//! [`cairn_formats::json`]).
 
-use crate::Digest;
+pub mod media;
+mod walk;
+
+pub use walk::{Descriptor, Role, children};
+
+use cairn_formats::Digest;
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
+    Arch, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
     MediaType, Os, PlatformBuilder, RootFsBuilder,
 };
@@ -65,7 +72,8 @@ pub struct JsonBlob {
 
 impl JsonBlob {
     fn of<T: serde::Serialize>(value: &T) -> JsonBlob {
-        let bytes = crate::json::to_canonical_vec(value).expect("oci-spec types always serialise");
+        let bytes =
+            cairn_formats::json::to_canonical_vec(value).expect("oci-spec types always serialise");
         let digest = Digest::of(&bytes);
         JsonBlob { bytes, digest }
     }
@@ -75,7 +83,7 @@ impl JsonBlob {
     }
 }
 
-pub fn descriptor(media_type: MediaType, digest: Digest, size: u64) -> Descriptor {
+pub fn descriptor(media_type: MediaType, digest: Digest, size: u64) -> OciDescriptor {
     DescriptorBuilder::default()
         .media_type(media_type)
         .digest(oci_digest(digest))
@@ -182,8 +190,8 @@ pub fn image_config(
 
 /// An image manifest.
 pub fn image_manifest(
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+    config: OciDescriptor,
+    layers: Vec<OciDescriptor>,
     annotations: &BTreeMap<String, String>,
 ) -> JsonBlob {
     let mut b = ImageManifestBuilder::default()
@@ -204,14 +212,21 @@ pub fn image_manifest(
 }
 
 /// A manifest descriptor with its platform, for an image index.
-pub fn platform_manifest_descriptor(platform: Platform, digest: Digest, size: u64) -> Descriptor {
+pub fn platform_manifest_descriptor(
+    platform: Platform,
+    digest: Digest,
+    size: u64,
+) -> OciDescriptor {
     let mut d = descriptor(MediaType::ImageManifest, digest, size);
     d.set_platform(Some(platform.to_oci()));
     d
 }
 
 /// An image index over per-platform manifests (in the order given).
-pub fn image_index(manifests: Vec<Descriptor>, annotations: &BTreeMap<String, String>) -> JsonBlob {
+pub fn image_index(
+    manifests: Vec<OciDescriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> JsonBlob {
     let mut b = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
@@ -229,7 +244,7 @@ pub fn image_index(manifests: Vec<Descriptor>, annotations: &BTreeMap<String, St
 }
 
 /// A descriptor tagged with `org.opencontainers.image.ref.name`, for the layout's index.json.
-pub fn tagged(mut d: Descriptor, tag: &str) -> Descriptor {
+pub fn tagged(mut d: OciDescriptor, tag: &str) -> OciDescriptor {
     d.set_annotations(Some(HashMap::from([(
         REF_NAME.to_string(),
         tag.to_string(),
