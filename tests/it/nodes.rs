@@ -1088,7 +1088,7 @@ fn boot_on_board(name: &str, model: &str) {
             "udev loaded the USB controller's driver by its device-tree alias: {modules}"
         );
         // The test's copy of the tree has no DMA channel for the SD controller
-        // (`card::qemu_dtb_removals`): QEMU's model loses an interrupt with it.
+        // (`QemuBoard::dtb_removals` in crates/project/src/board.rs): QEMU's model loses an interrupt with it.
         assert!(
             log.contains("sdhost-bcm2835") && log.contains("loaded - DMA disabled"),
             "the SD controller moves data without DMA"

@@ -7,7 +7,7 @@
 //! off, and no secret value may appear anywhere on the console.
 
 use cairn_node::build::NodeResult;
-use cairn_project::{Arch, Board, BootMethod, NodeSpec, Role};
+use cairn_project::{Arch, BootMethod, NodeSpec, Role};
 use cairn_steps::Error;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -161,25 +161,6 @@ impl SdBoot {
     }
 }
 
-/// QEMU's model of a board, its memory, and what its kernel command line needs.
-fn board_model(board: Board) -> Option<(&'static str, &'static str, &'static [&'static str])> {
-    match board {
-        Board::Rpi2 => Some(("raspi2b", "1G", &[])),
-        Board::Rpi3 => Some(("raspi3b", "1G", &[])),
-        // QEMU models neither the Pi 4's clocks nor its interrupt and I2C controllers of
-        // the brcmstb kind; the kernel must not wait for them.
-        Board::Rpi4 => Some((
-            "raspi4b",
-            "2G",
-            &[
-                "clk_ignore_unused",
-                "initcall_blacklist=brcmstb_l2_driver_init,brcmstb_i2c_driver_init",
-            ],
-        )),
-        Board::Pc => None,
-    }
-}
-
 /// Sizes of the test card: `virt` takes any size, an SD card a power of two.
 fn card_size(node: &NodeSpec, image_size: u64, machine: Machine) -> u64 {
     let data_start = cairn_node::disk::data_start(node).max(image_size);
@@ -324,16 +305,17 @@ fn sd_boot(
             "virt"
         }
         Machine::Board => {
-            let (model, memory, extra) = board_model(node.board).ok_or_else(|| {
+            let qemu = node.board.info().qemu.ok_or_else(|| {
                 Error::msg(format!(
                     "node {} is a {:?}: QEMU has no model of its board",
                     result.node, node.board
                 ))
             })?;
-            append.extend(extra.iter().map(|s| s.to_string()));
+            let (model, memory) = (qemu.machine, qemu.memory);
+            append.extend(qemu.kernel_args.iter().map(|s| s.to_string()));
             // What the Pi's firmware would load: the files on the card's boot partition.
             let boot = crate::card::BootPartition::open(&card)?;
-            let dtb_name = cairn_node::disk::board_dtb(node.board);
+            let dtb_name = node.board.info().dtb;
             for (name, out) in [
                 ("vmlinuz", "vmlinuz"),
                 ("initrd.img", "initrd.img"),
@@ -364,7 +346,7 @@ fn sd_boot(
             // The Pi 2 and 3 have their Ethernet on USB: QEMU's USB network device on the
             // board's USB controller stands in for it (under TCG it enumerates minutes into
             // the boot, so its address is not checked). QEMU's raspi4b has no Ethernet.
-            if node.board != Board::Rpi4 {
+            if qemu.usb_ethernet {
                 for a in ["-netdev", "user,id=n0", "-device", "usb-net,netdev=n0"] {
                     arg(a);
                 }
@@ -875,7 +857,5 @@ mod tests {
             start + (512 << 20)
         );
         assert_eq!(card_size(&node, 300 << 20, Machine::Board), 1 << 30);
-        assert_eq!(board_model(Board::Rpi4).unwrap().0, "raspi4b");
-        assert!(board_model(Board::Pc).is_none());
     }
 }

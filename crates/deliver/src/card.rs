@@ -52,31 +52,10 @@ impl BootPartition {
     }
 }
 
-/// Properties of the board's device tree that QEMU's model of it cannot honour, by node.
-/// raspi4b: the SD controllers' regulators and power sequence are not modelled, and the
-/// kernel would wait for them forever; QEMU also puts the card on the older controller
-/// (mmc@7e300000), which the Pi 4's tree marks as a non-removable Wi-Fi slot.
-/// raspi2b: with DMA, sdhost-bcm2835 on QEMU's model sometimes waits 10 s for an
-/// interrupt that does not come ("timeout waiting for hardware interrupt"), and the
-/// driver's DMA completion then runs on the request the timeout already ended (an oops in
-/// `bcm2835_finish_data`, seen in CI on both attempts of one run). Without `dmas` the
-/// driver moves the data itself (PIO), as it does on any board without a DMA channel.
-pub fn qemu_dtb_removals(board: Board) -> &'static [(&'static str, &'static str)] {
-    match board {
-        Board::Rpi2 => &[("mmc@7e202000", "dmas"), ("mmc@7e202000", "dma-names")],
-        Board::Rpi4 => &[
-            ("mmc@7e340000", "vqmmc-supply"),
-            ("mmc@7e340000", "vmmc-supply"),
-            ("mmc@7e300000", "mmc-pwrseq"),
-            ("mmc@7e300000", "non-removable"),
-        ],
-        _ => &[],
-    }
-}
-
-/// The board's device tree with [`qemu_dtb_removals`] applied.
+/// The board's device tree without the properties QEMU's model of the board cannot honour
+/// (`QemuBoard::dtb_removals`).
 pub fn dtb_for_qemu(board: Board, mut dtb: Vec<u8>) -> Result<Vec<u8>, Error> {
-    let remove = qemu_dtb_removals(board);
+    let remove = board.info().qemu.map_or(&[][..], |q| q.dtb_removals);
     let removed = cairn_formats::fdt::remove_properties(&mut dtb, remove)
         .map_err(|e| Error::at(format!("the {board:?} device tree on the card"), e))?;
     if removed != remove.len() {

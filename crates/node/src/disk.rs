@@ -18,7 +18,7 @@ use cairn_formats::Digest;
 use cairn_formats::fat::{FatConfig, FatEntry};
 use cairn_formats::mbr::MbrPartition;
 use cairn_os::base::OsResult;
-use cairn_project::{Arch, Board, NodeSpec};
+use cairn_project::{Arch, NodeSpec};
 use cairn_steps::Error;
 use cairn_store::Store;
 use std::collections::BTreeMap;
@@ -98,49 +98,12 @@ impl DiskIds {
 
 /// Kernel command line of an SD-booted node.
 pub fn sd_cmdline(node: &NodeSpec, ids: &DiskIds) -> String {
-    // The Pi 3 and 4 put Bluetooth on the PL011, leaving the mini UART (ttyS1) on the pins.
-    let serial = match node.board {
-        Board::Rpi4 | Board::Rpi3 => "ttyS1",
-        _ => "ttyAMA0",
-    };
+    let serial = node.board.info().serial_console;
     format!(
         "console=tty1 console={serial},115200 cairn.root=PARTUUID={} cairn.data.start={} rootwait",
         ids.partuuid(2),
         data_start(node) / SECTOR
     )
-}
-
-/// The device tree a board's firmware loads from the card.
-pub fn board_dtb(board: Board) -> &'static str {
-    board_files(board).1
-}
-
-/// Firmware files and device trees a board needs: (firmware, required DTB, optional DTBs).
-fn board_files(
-    board: Board,
-) -> (
-    &'static [&'static str],
-    &'static str,
-    &'static [&'static str],
-) {
-    match board {
-        Board::Rpi4 => (
-            &["start4.elf", "fixup4.dat"],
-            "bcm2711-rpi-4-b.dtb",
-            &["bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4.dtb"],
-        ),
-        Board::Rpi3 => (
-            &["bootcode.bin", "start.elf", "fixup.dat"],
-            "bcm2837-rpi-3-b.dtb",
-            &["bcm2837-rpi-3-b-plus.dtb", "bcm2837-rpi-3-a-plus.dtb"],
-        ),
-        Board::Rpi2 => (
-            &["bootcode.bin", "start.elf", "fixup.dat"],
-            "bcm2836-rpi-2-b.dtb",
-            &["bcm2837-rpi-3-b.dtb"],
-        ),
-        Board::Pc => (&[], "", &[]),
-    }
 }
 
 fn config_txt(node: &NodeSpec, node_id: &Digest) -> String {
@@ -168,7 +131,8 @@ pub fn boot_partition_files(
     cmdline: &str,
     node_id: &Digest,
 ) -> Result<BTreeMap<String, FatEntry>, Error> {
-    let (firmware, dtb, optional) = board_files(node.board);
+    let board = node.board.info();
+    let (firmware, dtb, optional) = (board.firmware, board.dtb, board.variant_dtbs);
     let mut files = BTreeMap::new();
     let mut take = |name: &str, required: bool| -> Result<(), Error> {
         match base.boot_files.get(name) {

@@ -326,10 +326,7 @@ pub fn build_os_with(
     boot_paths.extend(
         fs.files_under(&format!("usr/lib/linux-image-{kver}"))
             .into_iter()
-            .filter(|p| {
-                let name = p.rsplit('/').next().unwrap_or("");
-                (name.starts_with("bcm27") || name.starts_with("bcm28")) && name.ends_with(".dtb")
-            }),
+            .filter(|p| cairn_project::board::is_pi_dtb(p.rsplit('/').next().unwrap_or(""))),
     );
     for path in boot_paths {
         let name = path.rsplit('/').next().unwrap_or(&path).to_string();

@@ -1,6 +1,7 @@
 //! Typed models of Cairn's human-written specs: `nodes/cluster.toml`, `nodes/<node>.toml`
 //! and `images/<image>.toml`, with validation whose errors name the file, line and key.
 
+pub mod board;
 mod error;
 mod image;
 mod node;

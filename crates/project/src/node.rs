@@ -274,6 +274,7 @@ pub enum BootMethod {
     Pxe,
 }
 
+/// A board a node runs on; what each one is lives in `board.rs` ([`Board::info`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Board {
@@ -289,18 +290,11 @@ pub enum Board {
 
 impl Board {
     fn arches(self) -> &'static [Arch] {
-        match self {
-            Board::Rpi4 | Board::Rpi3 => &[Arch::Aarch64, Arch::Armv7],
-            Board::Rpi2 => &[Arch::Armv7],
-            Board::Pc => &[Arch::X86_64],
-        }
+        self.info().arches
     }
 
     fn boot(self) -> BootMethod {
-        match self {
-            Board::Pc => BootMethod::Pxe,
-            _ => BootMethod::Sd,
-        }
+        self.info().boot
     }
 }
 
