@@ -103,7 +103,7 @@ pub fn assemble(
     let mut controls = BTreeMap::new();
     let mut alternatives = Vec::new();
     let debs = crate::rootfs::debs(cache, packages.iter().copied())?;
-    let infos = fs.add_debs(&debs, crate::rootfs::threads())?;
+    let infos = fs.add_debs(&debs, crate::parallel::threads())?;
     for (p, info) in packages.iter().zip(infos) {
         controls.insert(p.name.clone(), info.control);
         if let Some((_, script)) = info.control_files.iter().find(|(n, _)| n == "postinst") {

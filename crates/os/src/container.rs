@@ -225,7 +225,7 @@ fn build_layer(
 ) -> Result<Layer, Error> {
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     let debs = crate::rootfs::debs(cache, plan.packages.iter().copied())?;
-    fs.add_debs(&debs, crate::rootfs::threads())?;
+    fs.add_debs(&debs, crate::parallel::threads())?;
     for d in &spec.dirs {
         fs.add_dir(&d.path, d.mode.0, u64::from(d.uid), u64::from(d.gid))?;
     }

@@ -13,4 +13,7 @@ pub mod initramfs;
 pub mod ldconfig;
 pub mod maintainer;
 pub mod modules;
+pub mod parallel;
 pub mod rootfs;
+mod squashfs;
+mod unpack;

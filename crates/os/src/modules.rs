@@ -36,7 +36,7 @@ pub(crate) fn depmod(fs: &mut Rootfs) -> Result<Vec<String>, Error> {
                 exports,
             })
         };
-        let modules = crate::rootfs::parallel_map(&paths, crate::rootfs::threads(), read)
+        let modules = crate::parallel::parallel_map(&paths, crate::parallel::threads(), read)
             .into_iter()
             .collect::<Result<Vec<_>, Error>>()?;
         let (dep, alias) =

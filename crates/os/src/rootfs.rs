@@ -5,7 +5,7 @@
 //! Merged /usr is applied as the packages are unpacked: `bin/`, `sbin/`, `lib*/` entries land
 //! under `usr/`, and the top-level links are Cairn's own.
 
-use cairn_debian::{DebEntryKind, unpack_data};
+use crate::unpack::{Entry, Unpacked, unpack_into};
 use cairn_formats::tar::{EntryMeta, TarWriter};
 use cairn_formats::{Digest, HashingWriter};
 use cairn_steps::Error;
@@ -56,154 +56,6 @@ pub struct Deb {
     pub label: String,
 }
 
-/// The squashfs block size (128 KiB, mksquashfs's default).
-const BLOCK_SIZE: u32 = 1 << 17;
-
-/// Where the data blocks backhand compresses lie in the scratch file, in the order it
-/// compresses them: files in `Path` order (its node order), every file of at least one block
-/// cut into blocks (the last one shorter), all-zero blocks left out (written as holes).
-/// Smaller files go to fragments, which backhand compresses itself.
-fn data_blocks(nodes: &BTreeMap<String, Node>, block_size: u32) -> Vec<(u64, u64)> {
-    let mut files: Vec<(&Path, u64, u64)> = nodes
-        .iter()
-        .filter_map(|(path, node)| match node.kind {
-            Kind::File { offset, size, .. } if size >= u64::from(block_size) => {
-                Some((Path::new(path.as_str()), offset, size))
-            }
-            _ => None,
-        })
-        .collect();
-    files.sort_by(|a, b| a.0.cmp(b.0));
-    let mut blocks = Vec::new();
-    for (_, offset, size) in files {
-        let mut at = 0;
-        while at < size {
-            let len = (size - at).min(u64::from(block_size));
-            blocks.push((offset + at, len));
-            at += len;
-        }
-    }
-    blocks
-}
-
-/// Reads the blocks from the scratch file and compresses them on `threads` threads with
-/// zstd at backhand's level, sending (block, compressed) in order; all-zero blocks are
-/// skipped as backhand skips them. Stops when the receiver is gone.
-fn compress_ahead(
-    scratch: &File,
-    blocks: &[(u64, u64)],
-    threads: usize,
-    tx: std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
-) {
-    let mut in_flight = std::collections::VecDeque::new();
-    for &(offset, len) in blocks {
-        let mut block = vec![0u8; len as usize];
-        if scratch.read_exact_at(&mut block, offset).is_err() {
-            return;
-        }
-        if block.iter().all(|b| *b == 0) {
-            continue;
-        }
-        in_flight.push_back(std::thread::spawn(move || {
-            let compressed = zstd::bulk::compress(&block, ZSTD_LEVEL).ok();
-            (block, compressed)
-        }));
-        while in_flight.len() >= threads.max(1) * 2 {
-            if !send_oldest(&mut in_flight, &tx) {
-                return;
-            }
-        }
-    }
-    while !in_flight.is_empty() {
-        if !send_oldest(&mut in_flight, &tx) {
-            return;
-        }
-    }
-}
-
-type Compressing = std::thread::JoinHandle<(Vec<u8>, Option<Vec<u8>>)>;
-
-fn send_oldest(
-    in_flight: &mut std::collections::VecDeque<Compressing>,
-    tx: &std::sync::mpsc::SyncSender<(Vec<u8>, Vec<u8>)>,
-) -> bool {
-    let Some(handle) = in_flight.pop_front() else {
-        return true;
-    };
-    match handle.join() {
-        Ok((block, Some(compressed))) => tx.send((block, compressed)).is_ok(),
-        // A block that failed to compress ahead is compressed by backhand itself.
-        _ => true,
-    }
-}
-
-/// zstd's level in backhand's default compressor (3, as mksquashfs's default).
-const ZSTD_LEVEL: i32 = 3;
-
-/// backhand's compressor, answering a data block it is asked for from the blocks
-/// compressed ahead when the bytes are the ones expected (compared in full), and
-/// compressing anything else itself (fragments, metadata, a block out of the expected
-/// order). zstd gives the same bytes for the same block either way, so the image does not
-/// depend on which path a block took. backhand wants a `&'static` compressor: one small
-/// struct is leaked per squashfs written.
-#[derive(Default)]
-struct AheadCompressor {
-    next: std::sync::Mutex<Option<std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>)>>>,
-    front: std::sync::Mutex<Option<(Vec<u8>, Vec<u8>)>>,
-}
-
-impl backhand::compression::CompressionAction for AheadCompressor {
-    type Error = backhand::BackhandError;
-    type Compressor = backhand::compression::Compressor;
-    type FilesystemCompressor = backhand::FilesystemCompressor;
-    type SuperBlock = backhand::SuperBlock;
-
-    fn decompress(
-        &self,
-        bytes: &[u8],
-        out: &mut Vec<u8>,
-        compressor: Self::Compressor,
-    ) -> Result<(), Self::Error> {
-        backhand::compression::DefaultCompressor.decompress(bytes, out, compressor)
-    }
-
-    fn compress(
-        &self,
-        bytes: &[u8],
-        fc: Self::FilesystemCompressor,
-        block_size: u32,
-    ) -> Result<Vec<u8>, Self::Error> {
-        let mut front = self.front.lock().unwrap();
-        if front.is_none() {
-            if let Some(rx) = self.next.lock().unwrap().as_ref() {
-                *front = rx.recv().ok();
-            }
-        }
-        if front
-            .as_ref()
-            .is_some_and(|(block, _)| block.as_slice() == bytes)
-        {
-            let (_, compressed) = front.take().expect("checked above");
-            return Ok(compressed);
-        }
-        drop(front);
-        backhand::compression::DefaultCompressor.compress(bytes, fc, block_size)
-    }
-
-    fn compression_options(
-        &self,
-        superblock: &mut Self::SuperBlock,
-        kind: &backhand::kind::Kind,
-        fs_compressor: Self::FilesystemCompressor,
-    ) -> Result<Option<Vec<u8>>, Self::Error> {
-        backhand::compression::DefaultCompressor.compression_options(
-            superblock,
-            kind,
-            fs_compressor,
-        )
-    }
-}
-
 /// The .debs of locked packages, in the download cache.
 pub fn debs<'a>(
     cache: &cairn_inputs::fetch::Cache,
@@ -224,145 +76,9 @@ pub fn debs<'a>(
         .collect()
 }
 
-/// The threads a build may use: every core the process may run on (a `taskset` or a
-/// cgroup limits them). Outputs never depend on the number.
-pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// `f` over `items` on `threads` threads; the results in the items' order.
-pub fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<R>>> =
-        items.iter().map(|_| Default::default()).collect();
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(item) = items.get(i) else { break };
-            *slots[i].lock().unwrap() = Some(f(item));
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..threads.clamp(1, items.len().max(1)) {
-            s.spawn(work);
-        }
-        work();
-    });
-    slots
-        .into_iter()
-        .map(|s| s.into_inner().unwrap().expect("every item was mapped"))
-        .collect()
-}
-
-/// What a worker found in one .deb: its entries in archive order, not yet in the tree.
-struct Unpacked {
-    info: cairn_debian::deb::DebInfo,
-    entries: Vec<UnpackedEntry>,
-}
-
-struct UnpackedEntry {
-    /// Merged-/usr path.
-    path: String,
-    /// As the package has it (for messages).
-    raw_path: String,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    kind: Entry,
-}
-
-enum Entry {
-    Node(Kind),
-    /// Resolved against the tree when the package's entries are placed.
-    Hardlink(String),
-}
-
-/// Checks one .deb's sha256 and unpacks it: file bytes into ranges of `scratch` reserved
-/// from `next`, hashed on the way; entries listed in archive order.
-fn unpack_into(
-    scratch: &File,
-    next: &std::sync::atomic::AtomicU64,
-    deb: &Deb,
-) -> Result<Unpacked, Error> {
-    let package = deb.package.as_str();
-    let open = || {
-        File::open(&deb.path)
-            .map_err(|e| Error::at(format!("{package}: {}", deb.path.display()), e))
-    };
-    let (digest, _) = cairn_store::hash_reader(open()?)
-        .map_err(|e| Error::at(format!("{package}: {}", deb.path.display()), e))?;
-    if digest != deb.sha256 {
-        return Err(Error::msg(format!(
-            "{package}: {} has sha256 {digest}, but the lock pins {}: the cached file is corrupt; delete it and build again",
-            deb.path.display(),
-            deb.sha256
-        )));
-    }
-    let mut entries = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let info = unpack_data(open()?, package, |entry, data| {
-        let Some(path) = merged_usr(&entry.path) else {
-            return Ok(());
-        };
-        let kind = match &entry.kind {
-            DebEntryKind::Dir => Entry::Node(Kind::Dir),
-            DebEntryKind::File { size } => {
-                let offset = next.fetch_add(*size, std::sync::atomic::Ordering::Relaxed);
-                let mut hasher = HashingWriter::new(io::sink());
-                let mut at = 0u64;
-                loop {
-                    let n = match data.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if at + n as u64 > *size {
-                        return Err(io::Error::other(format!(
-                            "{}: more data than its {size} bytes",
-                            entry.path
-                        )));
-                    }
-                    hasher.write_all(&buf[..n])?;
-                    scratch.write_all_at(&buf[..n], offset + at)?;
-                    at += n as u64;
-                }
-                if at != *size {
-                    return Err(io::Error::other(format!(
-                        "{}: {at} bytes where its header says {size}",
-                        entry.path
-                    )));
-                }
-                let (_, sha256, _) = hasher.finish();
-                Entry::Node(Kind::File {
-                    offset,
-                    size: *size,
-                    sha256,
-                })
-            }
-            DebEntryKind::Symlink { target } => Entry::Node(Kind::Symlink(target.clone())),
-            DebEntryKind::Hardlink { target } => Entry::Hardlink(target.clone()),
-        };
-        entries.push(UnpackedEntry {
-            path,
-            raw_path: entry.path.clone(),
-            mode: entry.mode,
-            uid: entry.uid,
-            gid: entry.gid,
-            kind,
-        });
-        Ok(())
-    })?;
-    Ok(Unpacked { info, entries })
-}
-
 /// The merged-/usr location of a path (`bin/sh` -> `usr/bin/sh`); `None` for the top-level
 /// names themselves, which Cairn creates as links.
-fn merged_usr(path: &str) -> Option<String> {
+pub(crate) fn merged_usr(path: &str) -> Option<String> {
     let first = path.split('/').next().unwrap_or("");
     if MERGED.contains(&first) {
         if path == first {
@@ -680,65 +396,10 @@ impl Rootfs {
         out: W,
         mtime: u32,
     ) -> Result<(W, u64), Error> {
-        use backhand::compression::Compressor;
-        use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
         self.scratch
             .flush()
             .map_err(|e| Error::at("scratch file", e))?;
-        let scratch = self.scratch.get_ref();
-        let fserr = |e: backhand::BackhandError| Error::at("writing the squashfs", e);
-        let mut fs = FilesystemWriter::default();
-        fs.set_time(mtime);
-        fs.set_root_mode(0o755);
-        fs.set_root_uid(0);
-        fs.set_root_gid(0);
-        fs.set_compressor(FilesystemCompressor::new(Compressor::Zstd, None).map_err(fserr)?);
-        fs.set_block_size(BLOCK_SIZE);
-        for (path, node) in &self.nodes {
-            let header = NodeHeader::new(
-                node.mode as u16 & 0o7777,
-                node.uid as u32,
-                node.gid as u32,
-                mtime,
-            );
-            let abs = format!("/{path}");
-            match &node.kind {
-                Kind::Dir => fs.push_dir(&abs, header).map_err(fserr)?,
-                Kind::Symlink(target) => fs
-                    .push_symlink(target.as_str(), &abs, header)
-                    .map_err(fserr)?,
-                Kind::File { offset, size, .. } => {
-                    fs.push_file(
-                        ScratchReader {
-                            file: scratch,
-                            offset: *offset,
-                            remaining: *size,
-                        },
-                        &abs,
-                        header,
-                    )
-                    .map_err(fserr)?;
-                }
-            }
-        }
-        // Data blocks are compressed ahead, on every core, in the order backhand will ask
-        // for them; backhand itself stays on this thread.
-        let blocks = data_blocks(&self.nodes, BLOCK_SIZE);
-        let ahead: &'static AheadCompressor = Box::leak(Box::default());
-        fs.set_kind(backhand::kind::Kind::new_v4(ahead));
-        let mut out = out;
-        let written = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(4 * crate::rootfs::threads());
-            *ahead.next.lock().unwrap() = Some(rx);
-            s.spawn(move || compress_ahead(scratch, &blocks, crate::rootfs::threads(), tx));
-            let written = fs.write(&mut out);
-            // Whatever is left (a write that failed) is dropped: the producer then stops.
-            ahead.next.lock().unwrap().take();
-            ahead.front.lock().unwrap().take();
-            written
-        });
-        let (_, n_bytes) = written.map_err(fserr)?;
-        Ok((out, n_bytes))
+        crate::squashfs::write(&self.nodes, self.scratch.get_ref(), out, mtime)
     }
 
     /// A file from the spec (replaces a package's file at that path).
@@ -938,10 +599,11 @@ fn rel(path: &str) -> String {
     merged_usr(p).unwrap_or_else(|| format!("usr/{p}"))
 }
 
-struct ScratchReader<'a> {
-    file: &'a File,
-    offset: u64,
-    remaining: u64,
+/// A file's bytes in the scratch file, read in place.
+pub(crate) struct ScratchReader<'a> {
+    pub file: &'a File,
+    pub offset: u64,
+    pub remaining: u64,
 }
 
 impl Read for ScratchReader<'_> {
