@@ -1,5 +1,5 @@
 use crate::Env;
-use cairn_deliver::boot::{BootConfig, Machine, boot_test};
+use cairn_qemu::{BootConfig, Machine, boot_test};
 use cairn_steps::Error;
 use std::process::ExitCode;
 use std::time::Duration;

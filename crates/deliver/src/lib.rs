@@ -7,7 +7,6 @@
 //! never changes how an artifact is made, so nothing here can change a digest.
 
 pub mod attest;
-pub mod boot;
 pub mod bundle;
 pub mod card;
 pub mod flash;
