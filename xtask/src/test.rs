@@ -322,14 +322,35 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .args(["--", "match_the_committed_digests", "--include-ignored"])
             .env("CAIRN_UPDATE_DIGESTS", "1");
     } else {
+        // The build first, timed on its own: where CI's time goes is printed per phase.
+        let started = std::time::Instant::now();
+        let before_filters = args.cargo_args.split(|a| a == "--").next().unwrap_or(&[]);
+        let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "--workspace", "--locked", "--no-run"])
+            .args(before_filters)
+            .current_dir(&env.ctx.root)
+            .status()
+            .map_err(|e| Error::at("running cargo test --no-run", e))?;
+        if !built.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+        eprintln!(
+            "cargo xtask test: build {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
         cargo
             .args(["test", "--workspace", "--locked"])
             .args(with_slow_tier(&args.cargo_args));
     }
+    let started = std::time::Instant::now();
     let status = cargo
         .current_dir(&env.ctx.root)
         .status()
         .map_err(|e| Error::at("running cargo test", e))?;
+    eprintln!(
+        "cargo xtask test: tests {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     if !status.success() {
         return Ok(ExitCode::FAILURE);
     }
@@ -337,9 +358,15 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
-        "fuzzing: {} targets, {} s each (`cargo xtask fuzz`)",
+        "fuzzing: {} targets, {} s each, one per core (`cargo xtask fuzz`)",
         crate::fuzz::TARGETS.len(),
         args.fuzz_seconds
     );
-    crate::fuzz::run_targets(env, crate::fuzz::TARGETS, args.fuzz_seconds)
+    let started = std::time::Instant::now();
+    let fuzzed = crate::fuzz::run_targets(env, crate::fuzz::TARGETS, args.fuzz_seconds);
+    eprintln!(
+        "cargo xtask test: fuzzing {:.0} s (build included)",
+        started.elapsed().as_secs_f64()
+    );
+    fuzzed
 }
