@@ -74,7 +74,8 @@ fn boot_card(card: &Path, work: &Path) -> String {
         .map(str::to_string)
         .chain(["console=ttyAMA0", "cairn.test=poweroff", "panic=-1"].map(String::from))
         .collect();
-    let mut child = Command::new(qemu)
+    let mut child = support::boot_priority()
+        .arg(qemu)
         .args([
             "-M",
             "virt",

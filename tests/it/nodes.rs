@@ -850,7 +850,7 @@ fn boot_on(built: &Built, name: &str, reboot: bool, machine: &str) -> (serde_jso
         format!("# {name}'s secrets\njoin_token={JOIN_TOKEN}\nca_cert_hash={CA_CERT_HASH}\n"),
     )
     .unwrap();
-    let mut cmd = xtask(&built.dir);
+    let mut cmd = support::xtask_boot(&built.dir, &built.dir.join("artifacts"));
     cmd.args([
         "boot-test",
         name,
@@ -1296,6 +1296,7 @@ fn pi_worker_survives_a_power_cut_and_a_reflash_with_a_larger_root() {
     std::fs::copy(built.dir.join("inputs.lock"), project.join("inputs.lock")).unwrap();
     let store = built.dir.join("artifacts");
     let x = || support::xtask_store(&project, &store);
+    let x_boot = || support::xtask_boot(&project, &store);
     let secrets = dir.path().join("secrets.env");
     std::fs::write(&secrets, format!("join_token={JOIN_TOKEN}\n")).unwrap();
     let card = dir.path().join("card.img");
@@ -1310,20 +1311,21 @@ fn pi_worker_survives_a_power_cut_and_a_reflash_with_a_larger_root() {
     let boot = |extra: &[&str]| {
         let _one = support::one_at_a_time();
         let out = json(&run_ok(
-            x().args([
-                "boot-test",
-                "pi-worker",
-                "--json",
-                "--timeout",
-                "420",
-                "--attempts",
-                "1",
-                "--card",
-            ])
-            .arg(&card)
-            .arg("--secrets")
-            .arg(&secrets)
-            .args(extra),
+            x_boot()
+                .args([
+                    "boot-test",
+                    "pi-worker",
+                    "--json",
+                    "--timeout",
+                    "420",
+                    "--attempts",
+                    "1",
+                    "--card",
+                ])
+                .arg(&card)
+                .arg("--secrets")
+                .arg(&secrets)
+                .args(extra),
         ));
         out["boots"][0].clone()
     };

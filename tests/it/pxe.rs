@@ -202,7 +202,9 @@ fn x86_storage_boots_from_serve_pxe_beside_the_lans_dhcp_server() {
     let console = logs.path().join("console.log");
     let _one = support::one_at_a_time();
     let mut vm = lan
-        .exec(&lan.host, &qemu)
+        .exec(&lan.host, Path::new("nice"))
+        .args(["-n", "-10"])
+        .arg(&qemu)
         .args(["-M", "pc", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-boot", "n"])
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
