@@ -168,7 +168,9 @@ pub(crate) fn write<W: Write + io::Seek>(
 ) -> Result<(W, u64), Error> {
     use backhand::compression::Compressor;
     use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
-    let fserr = |e: backhand::BackhandError| Error::at("writing the squashfs", e);
+    // backhand is built without its error strings: its own conversion to an I/O error
+    // keeps the cause (a full disk stays `StorageFull`) and gives it a text.
+    let fserr = |e: backhand::BackhandError| Error::at("writing the squashfs", io::Error::from(e));
     let mut fs = FilesystemWriter::default();
     fs.set_time(mtime);
     fs.set_root_mode(0o755);
