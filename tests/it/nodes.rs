@@ -926,6 +926,10 @@ fn boot_on(built: &Built, name: &str, reboot: bool, machine: &str) -> (serde_jso
         !log.contains("Failed to find module"),
         "libkmod finds the image's modules (modules.*.bin)"
     );
+    assert!(
+        !log.contains("Rebuild Hardware Database..."),
+        "the image's hwdb.bin was compiled at build time, as udev's postinst would"
+    );
     if !pxe {
         assert!(
             log.contains("cairn: first boot: creating the data partition")

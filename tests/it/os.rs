@@ -53,6 +53,87 @@ fn unsquash(image: &Path, dest: &Path, paths: &[&str]) {
     );
 }
 
+/// Runs the root's own x86_64 `systemd-hwdb` (through the root's dynamic linker: the node's
+/// glibc may be newer than the host's) with `args`; its standard output.
+fn image_hwdb(root: &Path, args: &[&str]) -> String {
+    let lib = root.join("usr/lib/x86_64-linux-gnu");
+    let out = Command::new(lib.join("ld-linux-x86-64.so.2"))
+        .arg("--library-path")
+        .arg(format!(
+            "{}:{}",
+            lib.display(),
+            lib.join("systemd").display()
+        ))
+        .arg(root.join("usr/bin/systemd-hwdb"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-hwdb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Our `hwdb.bin` against the one the image's own `systemd-hwdb --usr update` (udev's
+/// postinst) compiles from the same sources: systemd's reader gives the same properties
+/// for a modalias of every 40th record of every source file, and for some the boards have.
+fn check_hwdb(root: &Path) {
+    let ours = root.join("usr/lib/udev/hwdb.bin");
+    assert!(
+        std::fs::metadata(&ours).unwrap().len() > 1 << 20,
+        "the image holds its compiled hardware database"
+    );
+    let theirs = tempfile::tempdir().unwrap();
+    let theirs = theirs.path();
+    std::fs::create_dir_all(theirs.join("usr/lib/udev")).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("usr/lib/udev/hwdb.d"))
+        .arg(theirs.join("usr/lib/udev"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let root_arg = theirs.to_str().unwrap();
+    image_hwdb(root, &["update", "--usr", "--strict", "--root", root_arg]);
+    let mut modaliases = vec![
+        "usb:v1D6Bp0002d0606dc09dsc00dp01ic09isc00ip00in00".to_string(),
+        "usb:v0424pEC00d0200dcFFdsc00dp01icFFisc00ip01in00".to_string(),
+        "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".to_string(),
+        "of:NsdhostT(null)Cbrcm,bcm2835-sdhost".to_string(),
+    ];
+    let mut sources: Vec<_> = std::fs::read_dir(root.join("usr/lib/udev/hwdb.d"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sources.sort();
+    for source in &sources {
+        let text = std::fs::read_to_string(source).unwrap();
+        let matches = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with([' ', '#']) && !l.contains('['));
+        modaliases.extend(
+            matches
+                .step_by(40)
+                .map(|m| m.replace('*', "").replace('?', "0")),
+        );
+    }
+    assert!(modaliases.len() > 1000, "{} modaliases", modaliases.len());
+    let mut found = 0;
+    for modalias in &modaliases {
+        let a = image_hwdb(root, &["query", "--root", root.to_str().unwrap(), modalias]);
+        let b = image_hwdb(root, &["query", "--root", root_arg, modalias]);
+        assert_eq!(a, b, "the properties of {modalias}");
+        found += usize::from(!a.is_empty());
+    }
+    assert!(
+        found * 10 > modaliases.len() * 9,
+        "{found} of {} found",
+        modaliases.len()
+    );
+}
+
 /// Our modules.dep against the host's depmod run on the same modules: the same
 /// dependency sets, and our order loads right to left.
 fn check_depmod(root: &Path) {
@@ -273,23 +354,37 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
 
 #[test]
 #[ignore = "slow: builds from the Debian mirror"]
-fn x86_64_and_armv7_base_os_modules_match_depmod() {
+fn x86_64_and_armv7_base_os_modules_and_hardware_database_match_depmod_and_systemd_hwdb() {
     let _serial = support::one_at_a_time();
     let project = tempfile::tempdir().unwrap();
     copy_project(project.path());
+    let mut x86_hwdb = None;
     for arch in ["x86_64", "armv7"] {
         let out = build_os(project.path(), arch, "UTC", "022", None);
         let image =
             Path::new(out["arches"][arch]["squashfs"]["path"].as_str().unwrap()).to_path_buf();
         let root = tempfile::tempdir().unwrap();
         let root = root.path().join("root");
-        unsquash(&image, &root, &["usr/lib/modules", "etc/passwd"]);
+        let mut paths = vec!["usr/lib/modules", "etc/passwd", "usr/lib/udev"];
+        if arch == "x86_64" {
+            paths.extend(["usr/bin/systemd-hwdb", "usr/lib/x86_64-linux-gnu"]);
+        }
+        unsquash(&image, &root, &paths);
         assert!(
             std::fs::read_to_string(root.join("etc/passwd"))
                 .unwrap()
                 .contains("sshd:x:")
         );
         check_depmod(&root);
+        let hwdb = std::fs::read(root.join("usr/lib/udev/hwdb.bin")).unwrap();
+        match &x86_hwdb {
+            None => {
+                check_hwdb(&root);
+                x86_hwdb = Some(hwdb);
+            }
+            // The database is little-endian on every arch: the same sources, the same bytes.
+            Some(x86) => assert!(*x86 == hwdb, "armv7's hwdb.bin differs from x86_64's"),
+        }
     }
 }
 

@@ -269,11 +269,26 @@ fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
 /// `cargo test` arguments that run the slow tier too: the tests marked
 /// `#[ignore = "slow: …"]` (QEMU, the real mirror, loop devices, network namespaces) run
 /// beside the fast ones; plain `cargo test` leaves them out and lists them as ignored.
+/// Each test's time is printed after its result (libtest's `--report-time`, which needs
+/// `RUSTC_BOOTSTRAP` in the test binaries' environment: see [`run`]), so a CI log says
+/// where the time went.
 fn with_slow_tier(cargo_args: &[String]) -> Vec<String> {
     let mut out = cargo_args.to_vec();
+    let ours = [
+        "--include-ignored",
+        "-Z",
+        "unstable-options",
+        "--report-time",
+    ]
+    .map(String::from);
     match out.iter().position(|a| a == "--") {
-        Some(at) => out.insert(at + 1, "--include-ignored".into()),
-        None => out.extend(["--".into(), "--include-ignored".into()]),
+        Some(at) => {
+            out.splice(at + 1..at + 1, ours);
+        }
+        None => {
+            out.push("--".into());
+            out.extend(ours);
+        }
     }
     out
 }
@@ -338,9 +353,12 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             "cargo xtask test: build {:.0} s",
             started.elapsed().as_secs_f64()
         );
+        // Read by libtest at run time only (it unlocks `--report-time`); the binaries were
+        // built without it and are not rebuilt.
         cargo
             .args(["test", "--workspace", "--locked"])
-            .args(with_slow_tier(&args.cargo_args));
+            .args(with_slow_tier(&args.cargo_args))
+            .env("RUSTC_BOOTSTRAP", "1");
     }
     let started = std::time::Instant::now();
     let status = cargo

@@ -10,6 +10,7 @@ pub mod elf;
 pub mod fat;
 pub mod fdt;
 pub mod gzip;
+pub mod hwdb;
 pub mod json;
 pub mod ldcache;
 pub mod mbr;

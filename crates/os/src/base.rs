@@ -184,6 +184,11 @@ pub fn assemble(
     }
     // After every file is in place, as dpkg's ldconfig trigger runs last.
     crate::ldconfig::add_ld_so_cache(&mut fs, arch)?;
+    // As udev's postinst, after the spec's files (which may add hwdb sources).
+    let udev = controls.get("udev").map(String::as_str);
+    for warning in crate::hwdb::add_hwdb_bin(&mut fs, udev)? {
+        eprintln!("warning: {warning} (skipped, as systemd-hwdb skips it)");
+    }
     // After the spec's own files, which may add units.
     for unit in &spec.services {
         enable_unit(&mut fs, unit)?;

@@ -9,6 +9,7 @@
 
 pub mod base;
 pub mod container;
+pub mod hwdb;
 pub mod initramfs;
 pub mod ldconfig;
 pub mod maintainer;
