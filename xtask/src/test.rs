@@ -4,8 +4,9 @@
 
 use crate::Env;
 use cairn_steps::Error;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -269,28 +270,50 @@ fn oras_tool(env: &Env) -> Result<std::path::PathBuf, Error> {
 /// `cargo test` arguments that run the slow tier too: the tests marked
 /// `#[ignore = "slow: …"]` (QEMU, the real mirror, loop devices, network namespaces) run
 /// beside the fast ones; plain `cargo test` leaves them out and lists them as ignored.
-/// Each test's time is printed after its result (libtest's `--report-time`, which needs
-/// `RUSTC_BOOTSTRAP` in the test binaries' environment: see [`run`]), so a CI log says
-/// where the time went.
 fn with_slow_tier(cargo_args: &[String]) -> Vec<String> {
     let mut out = cargo_args.to_vec();
-    let ours = [
-        "--include-ignored",
-        "-Z",
-        "unstable-options",
-        "--report-time",
-    ]
-    .map(String::from);
     match out.iter().position(|a| a == "--") {
-        Some(at) => {
-            out.splice(at + 1..at + 1, ours);
-        }
-        None => {
-            out.push("--".into());
-            out.extend(ours);
-        }
+        Some(at) => out.insert(at + 1, "--include-ignored".into()),
+        None => out.extend(["--".into(), "--include-ignored".into()]),
     }
     out
+}
+
+/// Runs `cargo`, passing its standard output through unchanged, and prints to stderr
+/// when each test ended (seconds since `started`, and since the test before it ended): a
+/// CI log says where the time went, even for a run cut off. (libtest's own `--report-time` needs `RUSTC_BOOTSTRAP`,
+/// which rebuilds everything.)
+fn run_timed(cargo: &mut Command, started: std::time::Instant) -> Result<ExitStatus, Error> {
+    let mut child = cargo
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::at("running cargo test", e))?;
+    let mut before = 0;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).split(b'\n') {
+            let line = line.map_err(|e| Error::at("cargo test's output", e))?;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&line);
+            let _ = stdout.write_all(b"\n");
+            let _ = stdout.flush();
+            let text = String::from_utf8_lossy(&line);
+            let result = text
+                .strip_prefix("test ")
+                .and_then(|t| t.rsplit_once(" ... "))
+                .filter(|(_, r)| !r.is_empty() && !r.starts_with("has been running"));
+            if let Some((name, result)) = result {
+                let at = started.elapsed().as_secs();
+                if at >= 5 {
+                    eprintln!(
+                        "cargo xtask test: {at:>5} s (+{:>4} s) ended: {name} {result}",
+                        at - before
+                    );
+                    before = at;
+                }
+            }
+        }
+    }
+    child.wait().map_err(|e| Error::at("running cargo test", e))
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
@@ -353,18 +376,12 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             "cargo xtask test: build {:.0} s",
             started.elapsed().as_secs_f64()
         );
-        // Read by libtest at run time only (it unlocks `--report-time`); the binaries were
-        // built without it and are not rebuilt.
         cargo
             .args(["test", "--workspace", "--locked"])
-            .args(with_slow_tier(&args.cargo_args))
-            .env("RUSTC_BOOTSTRAP", "1");
+            .args(with_slow_tier(&args.cargo_args));
     }
     let started = std::time::Instant::now();
-    let status = cargo
-        .current_dir(&env.ctx.root)
-        .status()
-        .map_err(|e| Error::at("running cargo test", e))?;
+    let status = run_timed(cargo.current_dir(&env.ctx.root), started)?;
     eprintln!(
         "cargo xtask test: tests {:.0} s",
         started.elapsed().as_secs_f64()
