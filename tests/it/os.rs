@@ -312,6 +312,27 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
         root.join("etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service")
             .is_symlink()
     );
+    // As systemd-update-done would leave it: /etc is up to date with this /usr, so
+    // `ConditionNeedsUpdate=/etc` (ldconfig, sysusers) is false on the node.
+    let mtime = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    assert_eq!(
+        mtime("etc/.updated"),
+        mtime("usr"),
+        "/etc/.updated is /usr's age"
+    );
+    let updated = std::fs::read_to_string(root.join("etc/.updated")).unwrap();
+    assert!(
+        updated.ends_with(&format!("\nTIMESTAMP_NSEC={}000000000\n", mtime("usr"))),
+        "{updated}"
+    );
     let bundle = std::fs::read_to_string(root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
     assert!(bundle.matches("BEGIN CERTIFICATE").count() > 100);
 

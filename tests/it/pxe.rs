@@ -244,6 +244,9 @@ fn x86_storage_boots_from_serve_pxe_beside_the_lans_dhcp_server() {
         "the join ran"
     );
     assert!(!out.contains(JOIN_TOKEN), "the token is on the console");
+    // What every boot test checks, and x86-storage's k3s: this is its only boot.
+    crate::nodes::check_console("x86-storage", &out);
+    crate::nodes::check_k3s("x86-storage", &out, &["first"]);
 
     // What the server did, line by line: the proxy answer to iPXE, then every file.
     let served = std::fs::read_to_string(&serve_log).unwrap();

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 /// The version of Cairn's builders; part of every step key, so a change of any builder's
 /// output is a change of this number.
-pub const BUILDER_VERSION: &str = "cairn-builders-7";
+pub const BUILDER_VERSION: &str = "cairn-builders-8";
 
 /// Where things are, decided once by the command line.
 #[derive(Debug, Clone)]
