@@ -316,7 +316,7 @@ fn aarch64_base_os_is_reproducible_and_holds_what_maintainer_scripts_would_make(
     // `ConditionNeedsUpdate=/etc` (ldconfig, sysusers) is false on the node.
     let mtime = |p: &str| {
         std::fs::metadata(root.join(p))
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{p} in the base OS: {e}"))
             .modified()
             .unwrap()
             .duration_since(std::time::UNIX_EPOCH)
