@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = cairn_debian::kmod::modinfo(data);
     let _ = cairn_debian::kmod::exports(data);
     if let Ok(sector) = <&[u8; 512]>::try_from(data.get(..512).unwrap_or(&[])) {
-        let _ = cairn_formats::mbr::read_mbr(sector);
+        let _ = cairn_disk::mbr::read_mbr(sector);
     }
     let mut dtb = data.to_vec();
     let _ =

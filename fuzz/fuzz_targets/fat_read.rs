@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         "bcm2711-rpi-4-b.dtb",
         "CMDLINE.TXT",
     ] {
-        if let Ok(Some(file)) = cairn_formats::fat::read_root_file(&mut disk, 0, name) {
+        if let Ok(Some(file)) = cairn_disk::fat::read_root_file(&mut disk, 0, name) {
             assert!(file.len() <= data.len());
         }
     }

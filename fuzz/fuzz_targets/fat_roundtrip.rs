@@ -2,7 +2,7 @@
 //! the root directory comes back byte for byte by its name in any case, or the writer
 //! refused the tree. (fsck.vfat and mtools check the example cards in tests/it/nodes.rs.)
 #![no_main]
-use cairn_formats::fat::{FatConfig, FatEntry, fat32_size_needed, read_root_file, write_fat32};
+use cairn_disk::fat::{FatConfig, FatEntry, fat32_size_needed, read_root_file, write_fat32};
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 

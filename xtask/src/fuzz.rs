@@ -439,19 +439,19 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
             }
             out.extend(kernel_seeds(env)?);
             let mut mbr = Vec::new();
-            cairn_formats::mbr::write_mbr(
+            cairn_disk::mbr::write_mbr(
                 0x1234_5678,
                 &[
-                    cairn_formats::mbr::MbrPartition {
+                    cairn_disk::mbr::MbrPartition {
                         start_lba: 8192,
                         sectors: 262_144,
-                        kind: cairn_formats::mbr::MBR_KIND_FAT32_LBA,
+                        kind: cairn_disk::mbr::MBR_KIND_FAT32_LBA,
                         bootable: true,
                     },
-                    cairn_formats::mbr::MbrPartition {
+                    cairn_disk::mbr::MbrPartition {
                         start_lba: 270_336,
                         sectors: 1_000_000,
-                        kind: cairn_formats::mbr::MBR_KIND_LINUX,
+                        kind: cairn_disk::mbr::MBR_KIND_LINUX,
                         bootable: false,
                     },
                 ],
@@ -463,13 +463,13 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
         "fat_read" => {
             // A boot partition as Cairn writes it, cut to its first MiB (boot sector, FSInfo,
             // both FATs, the root directory and these small files all lie inside it).
-            use cairn_formats::fat::{FatConfig, FatEntry};
+            use cairn_disk::fat::{FatConfig, FatEntry};
             let mut entries = std::collections::BTreeMap::new();
             entries.insert("kernel8.img".to_string(), FatEntry::File(vec![0xAB; 3000]));
             entries.insert("cmdline.txt".to_string(), FatEntry::File(b"console=tty1 root=PARTUUID=12345678-02\n".to_vec()));
             entries.insert("bcm2711-rpi-4-b.dtb".to_string(), FatEntry::File(vec![0xD0; 700]));
             entries.insert("overlays".to_string(), FatEntry::Dir);
-            let size = cairn_formats::fat::fat32_size_needed(&entries)
+            let size = cairn_disk::fat::fat32_size_needed(&entries)
                 .map_err(|e| Error::other(e))?;
             let config = FatConfig {
                 size_bytes: size,
@@ -479,7 +479,7 @@ fn seeds(env: &Env, target: &str) -> Result<Seeds, Error> {
                 mtime: 1_700_000_000,
             };
             let mut image = Vec::new();
-            cairn_formats::fat::write_fat32(&config, &entries, &mut image)
+            cairn_disk::fat::write_fat32(&config, &entries, &mut image)
                 .map_err(|e| Error::other(e))?;
             image.truncate(1 << 20);
             out.push(("boot-partition".into(), image));

@@ -22,7 +22,7 @@ impl BootPartition {
         let mut file = File::open(card).map_err(err)?;
         let mut sector = [0u8; 512];
         file.read_exact(&mut sector).map_err(err)?;
-        let (_, partitions) = cairn_formats::mbr::read_mbr(&sector)
+        let (_, partitions) = cairn_disk::mbr::read_mbr(&sector)
             .ok_or_else(|| Error::msg(format!("card {} has no partition table", card.display())))?;
         let (_, boot) = partitions.iter().find(|(n, _)| *n == 1).ok_or_else(|| {
             Error::msg(format!(
@@ -41,7 +41,7 @@ impl BootPartition {
     pub fn read(&self, name: &str) -> Result<Vec<u8>, Error> {
         // read_root_file seeks to every place it reads.
         let mut file = &self.file;
-        cairn_formats::fat::read_root_file(&mut file, self.offset, name)
+        cairn_disk::fat::read_root_file(&mut file, self.offset, name)
             .map_err(|e| Error::at(format!("card {}: boot partition", self.card.display()), e))?
             .ok_or_else(|| {
                 Error::msg(format!(

@@ -10,7 +10,7 @@
 //! offset. The store's image is never changed; the secrets exist only on the card.
 
 use cairn_formats::Digest;
-use cairn_formats::bmap::BlockMap;
+use cairn_disk::bmap::BlockMap;
 use cairn_node::build::{
     ANNOTATION_SECRETS_OFFSET, ANNOTATION_SECRETS_SIZE, MEDIA_BMAP, MEDIA_DISK,
 };
@@ -127,7 +127,7 @@ impl NodeImage {
             Some((digest, _)) => {
                 let text = String::from_utf8(store.read_blob(&digest)?)
                     .map_err(|_| Error::msg(format!("node {name}: the bmap is not text")))?;
-                let map = cairn_formats::bmap::parse(&text)
+                let map = cairn_disk::bmap::parse(&text)
                     .map_err(|e| Error::at(format!("node {name}: bmap {digest}"), e))?;
                 if map.image_size != size {
                     return Err(Error::msg(format!(
@@ -176,10 +176,10 @@ impl NodeImage {
         if let Some((offset, len)) = self.secrets_area {
             ranges.push((offset, offset + len));
         }
-        cairn_formats::bmap::blocks_of(&ranges)
+        cairn_disk::bmap::blocks_of(&ranges)
             .into_iter()
             .map(|(first, last)| {
-                let bs = cairn_formats::bmap::BLOCK_SIZE;
+                let bs = cairn_disk::bmap::BLOCK_SIZE;
                 (first * bs, ((last + 1) * bs).min(self.size))
             })
             .collect()
@@ -497,7 +497,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     let ranges = image.ranges();
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
     let secrets_ref = secrets.as_ref().map(|(at, b)| (*at, b.as_slice()));
-    const FIRST: u64 = cairn_formats::bmap::BLOCK_SIZE;
+    const FIRST: u64 = cairn_disk::bmap::BLOCK_SIZE;
     let mut buf = vec![0u8; 4 << 20];
 
     // Block 0 (the partition table) is cleared first and written last: a flash cut off

@@ -3,17 +3,14 @@
 //! Architecture invariant: nothing in this crate reads the clock, the environment or the
 //! filesystem. Every writer takes `impl Write` and data; time is a parameter.
 
-pub mod bmap;
 pub mod cpio;
 pub mod digest;
 pub mod elf;
-pub mod fat;
 pub mod fdt;
 pub mod gzip;
 pub mod hwdb;
 pub mod json;
 pub mod ldcache;
-pub mod mbr;
 pub mod tar;
 
 pub use digest::{Digest, DigestParseError, HashingReader, HashingWriter};

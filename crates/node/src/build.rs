@@ -297,7 +297,7 @@ pub fn build_node(
             let image = disk::write_sd_image(&store, node, &node_id, &boot, &base, epoch)
                 .context(|| format!("writing the SD image of node {name}"))?;
             let mut blob = store.open_blob(&image.digest)?;
-            let bmap = cairn_formats::bmap::write(&mut blob, image.size, &image.mapped)
+            let bmap = cairn_disk::bmap::write(&mut blob, image.size, &image.mapped)
                 .map_err(|e| Error::at(format!("the block map of node {name}'s image"), e))?;
             push(&format!("{name}.img"), MEDIA_DISK, image.digest, image.size);
             push(

@@ -15,8 +15,8 @@
 //! never depends on a secret and read-back verification covers the secrets too.
 
 use cairn_formats::Digest;
-use cairn_formats::fat::{FatConfig, FatEntry};
-use cairn_formats::mbr::MbrPartition;
+use cairn_disk::fat::{FatConfig, FatEntry};
+use cairn_disk::mbr::MbrPartition;
 use cairn_os::base::OsResult;
 use cairn_project::{Arch, NodeSpec};
 use cairn_steps::Error;
@@ -214,19 +214,19 @@ pub fn write_sd_image(
         MbrPartition {
             start_lba: (BOOT_START / SECTOR) as u32,
             sectors: (BOOT_SIZE / SECTOR) as u32,
-            kind: cairn_formats::mbr::MBR_KIND_FAT32_LBA,
+            kind: cairn_disk::mbr::MBR_KIND_FAT32_LBA,
             bootable: true,
         },
         MbrPartition {
             start_lba: (root_start / SECTOR) as u32,
             sectors: (root_size / SECTOR) as u32,
-            kind: cairn_formats::mbr::MBR_KIND_LINUX,
+            kind: cairn_disk::mbr::MBR_KIND_LINUX,
             bootable: false,
         },
     ];
     let io = |what: &'static str| move |e: std::io::Error| Error::at(what, e);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-    cairn_formats::mbr::write_mbr(ids.disk_id, &partitions, &mut w)
+    cairn_disk::mbr::write_mbr(ids.disk_id, &partitions, &mut w)
         .map_err(io("writing the partition table"))?;
     zeros(&mut w, BOOT_START - SECTOR).map_err(io("writing the disk image"))?;
     let config = FatConfig {
@@ -236,13 +236,13 @@ pub fn write_sd_image(
         hidden_sectors: (BOOT_START / SECTOR) as u32,
         mtime: epoch,
     };
-    cairn_formats::fat::write_fat32(&config, boot, &mut w)
+    cairn_disk::fat::write_fat32(&config, boot, &mut w)
         .map_err(io("writing the boot partition"))?;
-    let secrets_offset = cairn_formats::fat::file_offset(&config, boot, SECRETS_FILE)
+    let secrets_offset = cairn_disk::fat::file_offset(&config, boot, SECRETS_FILE)
         .map_err(io("placing the secrets file"))?
         .ok_or_else(|| Error::msg("the boot partition has no reserved secrets file"))?
         + BOOT_START;
-    let fat_used = cairn_formats::fat::used_bytes(&config, boot)
+    let fat_used = cairn_disk::fat::used_bytes(&config, boot)
         .map_err(io("measuring the boot partition"))?;
     let mut root = store.open_blob(&base.squashfs.0)?;
     std::io::copy(&mut root, &mut w).map_err(io("copying the root squashfs"))?;

@@ -74,7 +74,7 @@ pub(crate) fn sd_boot(
             let mut sector = [0u8; 512];
             std::io::Read::read_exact(&mut file, &mut sector)
                 .map_err(|e| Error::at(format!("card {}", card.display()), e))?;
-            let found = cairn_formats::mbr::read_mbr(&sector).map_or(0, |(id, _)| id);
+            let found = cairn_disk::mbr::read_mbr(&sector).map_or(0, |(id, _)| id);
             let ids = cairn_node::disk::DiskIds::from_node_id(&result.node_id);
             if found != ids.disk_id {
                 return Err(Error::msg(format!(

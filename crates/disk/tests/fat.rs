@@ -2,8 +2,8 @@
 //! with dosfstools (`fsck.vfat`), mtools and util-linux (`sfdisk`).
 
 use cairn_formats::Digest;
-use cairn_formats::fat::{FatConfig, FatEntry, fat32_size_needed, write_fat32};
-use cairn_formats::mbr::{MBR_KIND_FAT32_LBA, MBR_KIND_LINUX, MbrPartition, write_mbr};
+use cairn_disk::fat::{FatConfig, FatEntry, fat32_size_needed, write_fat32};
+use cairn_disk::mbr::{MBR_KIND_FAT32_LBA, MBR_KIND_LINUX, MbrPartition, write_mbr};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -454,22 +454,22 @@ fn a_file_overwritten_at_its_offset_reads_back_through_mtools() {
             b"arm_64bit=1\nkernel=vmlinuz-6.12.48+deb13-arm64\n",
         ),
     ] {
-        let at = cairn_formats::fat::file_offset(&config, &entries, path)
+        let at = cairn_disk::fat::file_offset(&config, &entries, path)
             .unwrap()
             .unwrap_or_else(|| panic!("{path} has an offset")) as usize;
         assert_eq!(&bytes[at..at + data.len()], data, "{path} at {at}");
     }
     assert_eq!(
-        cairn_formats::fat::file_offset(&config, &entries, "overlays").unwrap(),
+        cairn_disk::fat::file_offset(&config, &entries, "overlays").unwrap(),
         None,
         "a directory has no file offset"
     );
     assert_eq!(
-        cairn_formats::fat::file_offset(&config, &entries, "missing").unwrap(),
+        cairn_disk::fat::file_offset(&config, &entries, "missing").unwrap(),
         None
     );
 
-    let at = cairn_formats::fat::file_offset(&config, &entries, "cairn-secrets.env")
+    let at = cairn_disk::fat::file_offset(&config, &entries, "cairn-secrets.env")
         .unwrap()
         .unwrap() as usize;
     let mut secrets = b"join_token=abcdef.0123456789abcdef\n".to_vec();
