@@ -9,8 +9,8 @@
 //! is fsynced, dropped from the page cache and read back: a difference names its first
 //! offset. The store's image is never changed; the secrets exist only on the card.
 
-use cairn_formats::Digest;
 use cairn_disk::bmap::BlockMap;
+use cairn_formats::Digest;
 use cairn_node::build::{
     ANNOTATION_SECRETS_OFFSET, ANNOTATION_SECRETS_SIZE, MEDIA_BMAP, MEDIA_DISK,
 };

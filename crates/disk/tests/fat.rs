@@ -1,9 +1,9 @@
 //! FAT32 and MBR writers: a golden digest, determinism, errors, and differential checks
 //! with dosfstools (`fsck.vfat`), mtools and util-linux (`sfdisk`).
 
-use cairn_formats::Digest;
 use cairn_disk::fat::{FatConfig, FatEntry, fat32_size_needed, write_fat32};
 use cairn_disk::mbr::{MBR_KIND_FAT32_LBA, MBR_KIND_LINUX, MbrPartition, write_mbr};
+use cairn_formats::Digest;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -14,9 +14,9 @@
 //! one contiguous run at an offset recorded in the node's manifest, so the image's digest
 //! never depends on a secret and read-back verification covers the secrets too.
 
-use cairn_formats::Digest;
 use cairn_disk::fat::{FatConfig, FatEntry};
 use cairn_disk::mbr::MbrPartition;
+use cairn_formats::Digest;
 use cairn_os::base::OsResult;
 use cairn_project::{Arch, NodeSpec};
 use cairn_steps::Error;
@@ -242,8 +242,8 @@ pub fn write_sd_image(
         .map_err(io("placing the secrets file"))?
         .ok_or_else(|| Error::msg("the boot partition has no reserved secrets file"))?
         + BOOT_START;
-    let fat_used = cairn_disk::fat::used_bytes(&config, boot)
-        .map_err(io("measuring the boot partition"))?;
+    let fat_used =
+        cairn_disk::fat::used_bytes(&config, boot).map_err(io("measuring the boot partition"))?;
     let mut root = store.open_blob(&base.squashfs.0)?;
     std::io::copy(&mut root, &mut w).map_err(io("copying the root squashfs"))?;
     zeros(&mut w, root_size - base.squashfs.1).map_err(io("writing the disk image"))?;
