@@ -16,6 +16,7 @@ mod faults;
 mod flash;
 mod hermetic;
 mod images;
+mod layers;
 mod mirror;
 mod nodes;
 mod os;

@@ -161,19 +161,22 @@ fn main() -> ExitCode {
             .download_cache
             .unwrap_or_else(cairn_steps::Context::default_cache),
         progress: !cli.quiet && !json && std::io::stderr().is_terminal(),
-        remote_cache: cli.cache.map(|target| cairn_steps::RegistryOptions {
-            target,
-            insecure: cli.cache_insecure,
-            credentials: None,
-            tag: String::new(),
-            chunk_size: cairn_deliver::publish::DEFAULT_CHUNK_SIZE,
-            parallel: 4,
-            create_project: false,
-            ca_file: None,
+        substituter: cli.cache.map(|target| {
+            let options = cairn_registry::RegistryOptions {
+                target,
+                insecure: cli.cache_insecure,
+                credentials: None,
+                tag: String::new(),
+                chunk_size: cairn_deliver::publish::DEFAULT_CHUNK_SIZE,
+                parallel: 4,
+                create_project: false,
+                ca_file: None,
+            };
+            std::sync::Arc::new(cairn_registry::cache::RemoteCache::new(
+                options,
+                cache_trust,
+            )) as std::sync::Arc<dyn cairn_steps::Substituter>
         }),
-        substituted: Default::default(),
-        remote_cache_off: Default::default(),
-        cache_trust,
         root,
     };
     let env = Env { ctx };
@@ -224,7 +227,7 @@ fn main() -> ExitCode {
 fn cache_trust(
     sign: Option<&std::path::Path>,
     verify: Option<&std::path::Path>,
-) -> Result<cairn_steps::cache::Trust, String> {
+) -> Result<cairn_registry::cache::Trust, String> {
     use std::sync::Arc;
     let sign = sign
         .map(cairn_trust::SigningKey::load)
@@ -240,7 +243,7 @@ fn cache_trust(
             .as_ref()
             .map(|k| (k.public(), PathBuf::from("the --cache-sign key"))),
     };
-    Ok(cairn_steps::cache::Trust {
+    Ok(cairn_registry::cache::Trust {
         sign: sign.map(Arc::new),
         verify: verify.map(Arc::new),
     })

@@ -1,7 +1,7 @@
 //! Flags shared by `publish` and `pull`.
 
+use cairn_registry::RegistryOptions;
 use cairn_steps::Error;
-use cairn_steps::RegistryOptions;
 
 #[derive(clap::Args, Clone)]
 pub struct RegistryArgs {

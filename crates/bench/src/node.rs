@@ -99,11 +99,12 @@ pub fn run(ctx: &Context, node_name: &str) -> Result<NodeReport, Error> {
     let epoch = locked.epoch(&spec);
     let store = cairn_store::Store::open(&bench_ctx.store, || {})?;
     let cache = cairn_inputs::fetch::Cache::new(&ctx.cache);
+    let packages = lock.packages(locked, node.arch)?;
     let mut fs = cairn_os::base::assemble(
         &store,
         &cache,
         &spec,
-        &lock,
+        &packages,
         node.arch,
         epoch,
         &cairn_os::base::OsExtras::default(),

@@ -4,7 +4,7 @@
 
 use cairn_deliver::publish::publish;
 use cairn_project::Project;
-use cairn_steps::RegistryOptions;
+use cairn_registry::RegistryOptions;
 use cairn_steps::{Context, Error};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -106,7 +106,7 @@ pub fn run(ctx: &Context, image: &str, node: Option<&str>) -> Result<PushBench, 
         .ok_or_else(|| Error::msg("inputs.lock does not exist: run `cargo xtask lock`"))?;
     let ctx = Context {
         progress: false,
-        remote_cache: None,
+        substituter: None,
         ..ctx.clone()
     };
     // Built (or cached) before any clock starts.

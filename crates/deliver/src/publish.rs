@@ -8,9 +8,10 @@ use cairn_formats::Digest;
 use cairn_inputs::lockfile::Lockfile;
 use cairn_node::build::{self, ARTIFACT_TYPE, MEDIA_DISK, NodeFile, NodeResult};
 use cairn_project::{ImageKind, Project};
+use cairn_registry::RegistryOptions;
 use cairn_registry::{Descriptor, PushOptions, PushReport};
 use cairn_steps::error::Context as _;
-use cairn_steps::{BUILDER_VERSION, Context, Error, RegistryOptions};
+use cairn_steps::{BUILDER_VERSION, Context, Error};
 use cairn_store::{ActionRecord, BlobWriter, Store, Tag};
 use std::io::{Read, Write};
 
@@ -101,7 +102,10 @@ pub fn publish(
     // Blobs the build cache already holds (kernels, squashfs, layers) are mounted, not sent.
     let push_options = PushOptions {
         parallel: options.parallel,
-        mount_from: vec![repository(&namespace, cairn_steps::cache::CACHE_REPOSITORY)],
+        mount_from: vec![repository(
+            &namespace,
+            cairn_registry::cache::CACHE_REPOSITORY,
+        )],
         ..PushOptions::default()
     };
     let bars = cairn_steps::progress::BlobBars::new(ctx.progress, "pushing");

@@ -9,7 +9,8 @@ use cairn_formats::Digest;
 use cairn_inputs::lockfile::Lockfile;
 use cairn_node::build::{MEDIA_DISK, MEDIA_SQUASHFS};
 use cairn_project::Project;
-use cairn_steps::{Context, Error, RegistryOptions};
+use cairn_registry::RegistryOptions;
+use cairn_steps::{Context, Error};
 use cairn_store::Store;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -342,7 +343,7 @@ pub fn verify_rebuild(
         Some(options) => {
             let pulled_ctx = Context {
                 store: scratch.path().join("expected"),
-                remote_cache: None,
+                substituter: None,
                 ..ctx.clone()
             };
             let p = crate::publish::pull(&pulled_ctx, name, options, None)?;
@@ -361,7 +362,7 @@ pub fn verify_rebuild(
     };
     let rebuild_ctx = Context {
         store: scratch.path().join("rebuilt"),
-        remote_cache: None,
+        substituter: None,
         progress: false,
         ..ctx.clone()
     };

@@ -11,11 +11,14 @@ use cairn_formats::Digest;
 use cairn_formats::cpio::CpioWriter;
 use cairn_inputs::fetch::Download;
 use cairn_inputs::lockfile::Lockfile;
+use cairn_oci::Descriptor;
 use cairn_os::base::{OsExtras, OsResult};
 use cairn_project::{Arch, BootMethod, NodeSpec, Project};
 use cairn_steps::error::Context as _;
-use cairn_steps::{BUILDER_VERSION, Context, Error};
-use cairn_store::{ActionRecord, Store, Tag};
+use cairn_steps::{BUILDER_VERSION, Context, Error, Output, Step};
+use cairn_store::{Store, Tag};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A disk image's block map, in bmaptool's format.
 pub use cairn_oci::media::BMAP as MEDIA_BMAP;
@@ -95,33 +98,48 @@ impl NodeResult {
         })
     }
 
-    fn from_record(node: &NodeSpec, o: &serde_json::Value) -> Option<NodeResult> {
-        let files = o["files"]
-            .as_object()?
-            .iter()
-            .map(|(title, f)| {
-                Some(NodeFile {
-                    title: title.clone(),
-                    media_type: f["media_type"].as_str()?.to_string(),
-                    digest: f["digest"].as_str()?.parse().ok()?,
-                    size: f["size"].as_u64()?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(NodeResult {
+    fn from_record(node: &NodeSpec, node_id: Digest, r: NodeRecord, cached: bool) -> NodeResult {
+        NodeResult {
             node: node.name.clone(),
-            node_id: Digest::from_hex(o["node_id"].as_str()?).ok()?,
+            node_id,
             arch: node.arch,
             boot: node.boot,
-            manifest: (
-                o["manifest"]["digest"].as_str()?.parse().ok()?,
-                o["manifest"]["size"].as_u64()?,
-            ),
-            files,
-            cmdline: o["cmdline"].as_str()?.to_string(),
+            manifest: (r.manifest.digest, r.manifest.size),
+            files: r
+                .files
+                .into_iter()
+                .map(|(title, d)| NodeFile {
+                    title,
+                    media_type: d.media_type,
+                    digest: d.digest,
+                    size: d.size,
+                })
+                .collect(),
+            cmdline: r.cmdline,
             base_cached: true,
-            cached: true,
-        })
+            cached,
+        }
+    }
+}
+
+/// What the `node` step records.
+#[derive(Serialize, Deserialize)]
+struct NodeRecord {
+    /// The node's id (hex), for people reading the cache.
+    node_id: String,
+    manifest: Descriptor,
+    /// By title, each with its media type.
+    files: BTreeMap<String, Descriptor>,
+    cmdline: String,
+}
+
+impl Output for NodeRecord {
+    fn blobs(&self) -> Vec<Digest> {
+        self.files
+            .values()
+            .map(|f| f.digest)
+            .chain([self.manifest.digest, Digest::of(EMPTY_CONFIG)])
+            .collect()
     }
 }
 
@@ -243,136 +261,154 @@ pub fn build_node(
         "cmdline": cmdline,
         "layout": disk::LAYOUT_VERSION,
     });
-    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
+    let step = Step::new(format!("node {name}"), &key_doc);
     let store = ctx.open_store()?;
-    if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
-        if let Some(mut r) = NodeResult::from_record(node, &record.output) {
-            r.base_cached = base.cached;
-            tag(&store, &r)?;
-            return Ok(r);
-        }
-    }
-
-    let spinner = cairn_steps::progress::spinner(ctx.progress, &format!("building node {name}"));
-    let mut files = Vec::new();
-    let mut secrets_offset = None;
-    let mut initrd = store.read_blob(&base.initramfs.0)?;
-    initrd.extend_from_slice(&overlay);
-    let initrd_digest = store.write_blob(&initrd)?;
-    let mut push = |title: &str, media: &str, digest: Digest, size: u64| {
-        files.push(NodeFile {
-            title: title.into(),
-            media_type: media.into(),
-            digest,
-            size,
-        })
-    };
-    push("vmlinuz", MEDIA_KERNEL, base.kernel.0, base.kernel.1);
-    push(
-        "initrd.img",
-        MEDIA_INITRAMFS,
-        initrd_digest,
-        initrd.len() as u64,
-    );
-    push(
-        "root.squashfs",
-        MEDIA_SQUASHFS,
-        base.squashfs.0,
-        base.squashfs.1,
-    );
-    match node.boot {
-        BootMethod::Sd => {
-            spinner.set_message(format!("writing the SD image of {name}"));
-            let kernel = store.read_blob(&base.kernel.0)?;
-            let boot =
-                disk::boot_partition_files(node, &base, &store, kernel, initrd, &cmdline, &node_id)
-                    .context(|| format!("node {name} ({})", node.path.display()))?;
-            let cmd = cmdline.clone() + "\n";
-            push(
-                "cmdline.txt",
-                MEDIA_TEXT,
-                store.write_blob(cmd.as_bytes())?,
-                cmd.len() as u64,
-            );
-            let image = disk::write_sd_image(&store, node, &node_id, &boot, &base, epoch)
-                .context(|| format!("writing the SD image of node {name}"))?;
-            let mut blob = store.open_blob(&image.digest)?;
-            let bmap = cairn_disk::bmap::write(&mut blob, image.size, &image.mapped)
-                .map_err(|e| Error::at(format!("the block map of node {name}'s image"), e))?;
-            push(&format!("{name}.img"), MEDIA_DISK, image.digest, image.size);
-            push(
-                &format!("{name}.img.bmap"),
-                MEDIA_BMAP,
-                store.write_blob(bmap.as_bytes())?,
-                bmap.len() as u64,
-            );
-            secrets_offset = Some(image.secrets_offset);
-        }
-        BootMethod::Pxe => {
-            let mac = node.mac.expect("checked when the node loaded");
-            let script = crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.0);
-            push(
-                &crate::pxe::script_name(&mac),
-                MEDIA_IPXE,
-                store.write_blob(script.as_bytes())?,
-                script.len() as u64,
-            );
-            let chain = crate::pxe::CHAIN_SCRIPT;
-            push(
-                "boot.ipxe",
-                MEDIA_IPXE,
-                store.write_blob(chain.as_bytes())?,
-                chain.len() as u64,
-            );
-        }
-    }
-    files.sort_by(|a, b| a.title.cmp(&b.title));
-    spinner.finish_and_clear();
-
-    let mut annotations = node_annotations(node, &node_id, epoch);
-    if let Some(offset) = secrets_offset {
-        annotations.insert(ANNOTATION_SECRETS_OFFSET.into(), offset.to_string().into());
-        annotations.insert(
-            ANNOTATION_SECRETS_SIZE.into(),
-            disk::SECRETS_BYTES.to_string().into(),
-        );
-    }
-    let manifest = manifest_json(&annotations, &files);
-    let empty = store.write_blob(EMPTY_CONFIG)?;
-    let manifest_digest = store.write_blob(&manifest)?;
-    let result = NodeResult {
-        node: name.to_string(),
-        node_id,
-        arch: node.arch,
-        boot: node.boot,
-        manifest: (manifest_digest, manifest.len() as u64),
-        files,
-        cmdline,
-        base_cached: base.cached,
-        cached: false,
-    };
-    let mut output = result.to_json(std::path::Path::new(""));
-    let o = output.as_object_mut().expect("object");
-    for k in ["cached", "base_cached", "node", "arch", "boot"] {
-        o.remove(k);
-    }
-    cairn_steps::cache::put(
-        ctx,
-        &store,
-        &key,
-        &ActionRecord {
-            step: format!("node {name}"),
-            blobs: result
-                .files
-                .iter()
-                .map(|f| f.digest)
-                .chain([manifest_digest, empty])
-                .collect(),
-            output,
-        },
-    )?;
+    let (record, cached) = cairn_steps::step::run(ctx, &store, &step, || {
+        let built = Built {
+            node,
+            node_id: &node_id,
+            base: &base,
+            cmdline: &cmdline,
+            overlay,
+            epoch,
+        };
+        built.build(ctx, &store)
+    })?;
+    let mut result = NodeResult::from_record(node, node_id, record, cached);
+    result.base_cached = base.cached;
     tag(&store, &result)?;
     Ok(result)
+}
+
+/// What the `node` step builds from: all resolved before its key.
+struct Built<'a> {
+    node: &'a NodeSpec,
+    node_id: &'a Digest,
+    base: &'a OsResult,
+    cmdline: &'a str,
+    overlay: Vec<u8>,
+    epoch: u64,
+}
+
+impl Built<'_> {
+    /// The node's files, their manifest and its empty config, written to the store.
+    fn build(self, ctx: &Context, store: &Store) -> Result<NodeRecord, Error> {
+        let Built {
+            node,
+            node_id,
+            base,
+            cmdline,
+            overlay,
+            epoch,
+        } = self;
+        let name = node.name.as_str();
+        let spinner =
+            cairn_steps::progress::spinner(ctx.progress, &format!("building node {name}"));
+        let mut files = Vec::new();
+        let mut secrets_offset = None;
+        let mut initrd = store.read_blob(&base.initramfs.0)?;
+        initrd.extend_from_slice(&overlay);
+        let initrd_digest = store.write_blob(&initrd)?;
+        let mut push = |title: &str, media: &str, digest: Digest, size: u64| {
+            files.push(NodeFile {
+                title: title.into(),
+                media_type: media.into(),
+                digest,
+                size,
+            })
+        };
+        push("vmlinuz", MEDIA_KERNEL, base.kernel.0, base.kernel.1);
+        push(
+            "initrd.img",
+            MEDIA_INITRAMFS,
+            initrd_digest,
+            initrd.len() as u64,
+        );
+        push(
+            "root.squashfs",
+            MEDIA_SQUASHFS,
+            base.squashfs.0,
+            base.squashfs.1,
+        );
+        match node.boot {
+            BootMethod::Sd => {
+                spinner.set_message(format!("writing the SD image of {name}"));
+                let kernel = store.read_blob(&base.kernel.0)?;
+                let boot = disk::boot_partition_files(
+                    node, &base, &store, kernel, initrd, &cmdline, &node_id,
+                )
+                .context(|| format!("node {name} ({})", node.path.display()))?;
+                let cmd = format!("{cmdline}\n");
+                push(
+                    "cmdline.txt",
+                    MEDIA_TEXT,
+                    store.write_blob(cmd.as_bytes())?,
+                    cmd.len() as u64,
+                );
+                let image = disk::write_sd_image(&store, node, &node_id, &boot, &base, epoch)
+                    .context(|| format!("writing the SD image of node {name}"))?;
+                let mut blob = store.open_blob(&image.digest)?;
+                let bmap = cairn_disk::bmap::write(&mut blob, image.size, &image.mapped)
+                    .map_err(|e| Error::at(format!("the block map of node {name}'s image"), e))?;
+                push(&format!("{name}.img"), MEDIA_DISK, image.digest, image.size);
+                push(
+                    &format!("{name}.img.bmap"),
+                    MEDIA_BMAP,
+                    store.write_blob(bmap.as_bytes())?,
+                    bmap.len() as u64,
+                );
+                secrets_offset = Some(image.secrets_offset);
+            }
+            BootMethod::Pxe => {
+                let mac = node.mac.expect("checked when the node loaded");
+                let script =
+                    crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.0);
+                push(
+                    &crate::pxe::script_name(&mac),
+                    MEDIA_IPXE,
+                    store.write_blob(script.as_bytes())?,
+                    script.len() as u64,
+                );
+                let chain = crate::pxe::CHAIN_SCRIPT;
+                push(
+                    "boot.ipxe",
+                    MEDIA_IPXE,
+                    store.write_blob(chain.as_bytes())?,
+                    chain.len() as u64,
+                );
+            }
+        }
+        files.sort_by(|a, b| a.title.cmp(&b.title));
+        spinner.finish_and_clear();
+
+        let mut annotations = node_annotations(node, &node_id, epoch);
+        if let Some(offset) = secrets_offset {
+            annotations.insert(ANNOTATION_SECRETS_OFFSET.into(), offset.to_string().into());
+            annotations.insert(
+                ANNOTATION_SECRETS_SIZE.into(),
+                disk::SECRETS_BYTES.to_string().into(),
+            );
+        }
+        let manifest = manifest_json(&annotations, &files);
+        store.write_blob(EMPTY_CONFIG)?;
+        let manifest_digest = store.write_blob(&manifest)?;
+        Ok(NodeRecord {
+            node_id: node_id.hex(),
+            manifest: Descriptor::blob(manifest_digest, manifest.len() as u64),
+            files: files
+                .into_iter()
+                .map(|f| {
+                    let d = Descriptor {
+                        media_type: f.media_type,
+                        digest: f.digest,
+                        size: f.size,
+                    };
+                    (f.title, d)
+                })
+                .collect(),
+            cmdline: cmdline.to_string(),
+        })
+    }
 }
 
 fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
@@ -435,4 +471,43 @@ pub fn manifest_json(
         "annotations": annotations,
     });
     cairn_formats::json::to_canonical_vec(&doc).expect("json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's manifest bytes are part of its digest (tests/expected-digests.toml): these
+    /// are the bytes every earlier Cairn wrote for these files.
+    #[test]
+    fn a_node_manifest_keeps_its_bytes() {
+        let files = vec![
+            NodeFile {
+                title: "initrd.img".into(),
+                media_type: MEDIA_INITRAMFS.into(),
+                digest: Digest::of(b"initrd"),
+                size: 6,
+            },
+            NodeFile {
+                title: "pi.img".into(),
+                media_type: MEDIA_DISK.into(),
+                digest: Digest::of(b"disk"),
+                size: 4,
+            },
+        ];
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("dev.cairn.node".to_string(), "pi".into());
+        annotations.insert(ANNOTATION_SECRETS_OFFSET.to_string(), "4096".into());
+        let bytes = manifest_json(&annotations, &files);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with(r#"{"annotations":{"dev.cairn.node":"pi","#),
+            "{text}"
+        );
+        assert!(text.contains(r#""config":{"data":"e30=","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","mediaType":"application/vnd.oci.empty.v1+json","size":2}"#), "{text}");
+        assert_eq!(
+            Digest::of(&bytes).to_string(),
+            "sha256:83c4ac2c083cd0f26a007a4dcb6dc85cd66486f4806864205e03153e4ed64d87"
+        );
+    }
 }

@@ -4,14 +4,28 @@
 use cairn_formats::Digest;
 
 /// A blob as the registry and the store move it: what it is, its digest and its size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde form is the one Cairn's step records keep (`digest`, `size`, and `media_type`
+/// where it is known); an OCI document's descriptors are read with [`Descriptor::from_json`]
+/// and written through oci-spec.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Descriptor {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
 }
 
 impl Descriptor {
+    /// A blob whose media type its holder does not record (a step's output file).
+    pub fn blob(digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: String::new(),
+            digest,
+            size,
+        }
+    }
+
     /// Reads a descriptor's `mediaType`, `digest` and `size`; the error quotes it.
     pub fn from_json(d: &serde_json::Value) -> Result<Descriptor, String> {
         let bad = || format!("bad descriptor {d}");

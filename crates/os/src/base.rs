@@ -10,12 +10,14 @@ use crate::modules::depmod;
 use crate::rootfs::Rootfs;
 use cairn_formats::Digest;
 use cairn_inputs::fetch::{Cache, Download};
-use cairn_inputs::lockfile::Lockfile;
+use cairn_inputs::lockfile::{LockedPackage, Lockfile};
 use cairn_inputs::mirror;
+use cairn_oci::Descriptor;
 use cairn_project::{Arch, ImageKind, ImageSpec, Project};
 use cairn_steps::error::Context as _;
-use cairn_steps::{BUILDER_VERSION, Context, Error};
-use cairn_store::{ActionRecord, Store};
+use cairn_steps::{BUILDER_VERSION, Context, Error, Output, Step};
+use cairn_store::Store;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The outputs of an OS image's base step for one arch.
@@ -58,32 +60,42 @@ impl OsResult {
         })
     }
 
-    fn from_record(image: &str, arch: Arch, o: &serde_json::Value) -> Option<OsResult> {
-        let blob = |k: &str| {
-            Some((
-                o[k]["digest"].as_str()?.parse().ok()?,
-                o[k]["size"].as_u64()?,
-            ))
-        };
-        Some(OsResult {
+    fn from_record(image: &str, arch: Arch, r: OsRecord, cached: bool) -> OsResult {
+        let blob = |d: Descriptor| (d.digest, d.size);
+        OsResult {
             image: image.into(),
             arch,
-            kernel_release: o["kernel_release"].as_str()?.to_string(),
-            squashfs: blob("squashfs")?,
-            kernel: blob("kernel")?,
-            initramfs: blob("initramfs")?,
-            boot_files: o["boot_files"]
-                .as_object()?
-                .iter()
-                .map(|(name, b)| {
-                    Some((
-                        name.clone(),
-                        (b["digest"].as_str()?.parse().ok()?, b["size"].as_u64()?),
-                    ))
-                })
-                .collect::<Option<_>>()?,
-            cached: true,
-        })
+            kernel_release: r.kernel_release,
+            squashfs: blob(r.squashfs),
+            kernel: blob(r.kernel),
+            initramfs: blob(r.initramfs),
+            boot_files: r
+                .boot_files
+                .into_iter()
+                .map(|(name, d)| (name, blob(d)))
+                .collect(),
+            cached,
+        }
+    }
+}
+
+/// What the `os-base` step records.
+#[derive(Serialize, Deserialize)]
+struct OsRecord {
+    kernel_release: String,
+    squashfs: Descriptor,
+    kernel: Descriptor,
+    initramfs: Descriptor,
+    boot_files: BTreeMap<String, Descriptor>,
+}
+
+impl Output for OsRecord {
+    fn blobs(&self) -> Vec<Digest> {
+        [&self.squashfs, &self.kernel, &self.initramfs]
+            .into_iter()
+            .chain(self.boot_files.values())
+            .map(|d| d.digest)
+            .collect()
     }
 }
 
@@ -92,13 +104,11 @@ pub fn assemble(
     store: &Store,
     cache: &Cache,
     spec: &ImageSpec,
-    lock: &Lockfile,
+    packages: &[&LockedPackage],
     arch: Arch,
     epoch: u64,
     extras: &OsExtras,
 ) -> Result<Rootfs, Error> {
-    let locked = lock.image_for(spec)?;
-    let packages = lock.packages(locked, arch)?;
     let mut fs = Rootfs::new(&store.root().join("tmp"))?;
     let mut controls = BTreeMap::new();
     let mut alternatives = Vec::new();
@@ -207,15 +217,14 @@ pub fn assemble(
     Ok(fs)
 }
 
-fn step_key(
+/// The step and the inputs it declares.
+fn step(
     spec: &ImageSpec,
-    lock: &Lockfile,
+    packages: &[&LockedPackage],
     arch: Arch,
     epoch: u64,
     extras: &OsExtras,
-) -> Result<Digest, Error> {
-    let locked = lock.image_for(spec)?;
-    let packages = lock.packages(locked, arch)?;
+) -> Result<Step, Error> {
     let mut files = Vec::new();
     for f in &spec.files {
         let bytes = crate::container::file_bytes(spec, f)?;
@@ -250,9 +259,7 @@ fn step_key(
         "extra_texts": extras.texts.iter().map(|(p, t)| format!("{p} {}", Digest::of(t.as_bytes()))).collect::<Vec<_>>(),
         "boot_files": "raspi-firmware+broadcom-dtbs",
     });
-    Ok(Digest::of(
-        &cairn_formats::json::to_canonical_vec(&doc).expect("json"),
-    ))
+    Ok(Step::new(format!("os-base {} {arch}", spec.name), &doc))
 }
 
 /// Builds (or finds in the action cache) the base OS squashfs of `image` for `arch`.
@@ -290,18 +297,33 @@ pub fn build_os_with(
             spec.path.display()
         )));
     }
+    // The lock is read once here; what it pins is handed down.
     let locked = lock.image_for(spec)?;
     let epoch = locked.epoch(spec);
-    let key = step_key(spec, lock, arch, epoch, extras)?;
+    let packages = lock.packages(locked, arch)?;
+    let step = step(spec, &packages, arch, epoch, extras)?;
     let store = ctx.open_store()?;
-    if let Some(record) = cairn_steps::cache::get(ctx, &store, &key) {
-        if let Some(r) = OsResult::from_record(image, arch, &record.output) {
-            return Ok(r);
-        }
-    }
+    let (record, cached) = cairn_steps::step::run(ctx, &store, &step, || {
+        build_base(ctx, &store, spec, &packages, arch, epoch, extras)
+    })?;
+    Ok(OsResult::from_record(image, arch, record, cached))
+}
+
+/// The `os-base` step's work: the packages fetched, the root assembled, its boot files,
+/// kernel, initramfs and squashfs written to the store.
+fn build_base(
+    ctx: &Context,
+    store: &Store,
+    spec: &ImageSpec,
+    packages: &[&LockedPackage],
+    arch: Arch,
+    epoch: u64,
+    extras: &OsExtras,
+) -> Result<OsRecord, Error> {
+    let image = spec.name.as_str();
     let cache = Cache::new(&ctx.cache);
     let mut downloads = Vec::new();
-    for p in lock.packages(locked, arch)? {
+    for p in packages {
         let sha = Digest::from_hex(&p.sha256)
             .map_err(|e| Error::at(format!("inputs.lock: package {}", p.name), e))?;
         if !cache.has(&sha) {
@@ -328,7 +350,7 @@ pub fn build_os_with(
     })?;
     let spinner =
         cairn_steps::progress::spinner(ctx.progress, &format!("assembling {image} for {arch}"));
-    let mut fs = assemble(&store, &cache, spec, lock, arch, epoch, extras)
+    let mut fs = assemble(store, &cache, spec, packages, arch, epoch, extras)
         .context(|| format!("assembling {image} for {arch}"))?;
     let kver = crate::initramfs::kernel_release(&fs, image, arch)?;
     let mut boot_files = BTreeMap::new();
@@ -379,32 +401,17 @@ pub fn build_os_with(
     let staged = tmp.into_temp_path();
     store.adopt(&staged, &squashfs.0)?;
     spinner.finish_and_clear();
-    let result = OsResult {
-        image: image.into(),
-        arch,
+    let blob = |(digest, size): (Digest, u64)| Descriptor::blob(digest, size);
+    Ok(OsRecord {
         kernel_release: kver,
-        squashfs,
-        kernel,
-        initramfs,
-        boot_files,
-        cached: false,
-    };
-    let mut output = result.to_json(std::path::Path::new(""));
-    output.as_object_mut().expect("object").remove("cached");
-    cairn_steps::cache::put(
-        ctx,
-        &store,
-        &key,
-        &ActionRecord {
-            step: format!("os-base {image} {arch}"),
-            blobs: [squashfs.0, kernel.0, initramfs.0]
-                .into_iter()
-                .chain(result.boot_files.values().map(|b| b.0))
-                .collect(),
-            output,
-        },
-    )?;
-    Ok(result)
+        squashfs: blob(squashfs),
+        kernel: blob(kernel),
+        initramfs: blob(initramfs),
+        boot_files: boot_files
+            .into_iter()
+            .map(|(name, b)| (name, blob(b)))
+            .collect(),
+    })
 }
 
 /// `/etc/.updated` as systemd-update-done writes it: /usr's modification time, in

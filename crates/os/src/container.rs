@@ -4,13 +4,14 @@
 use crate::rootfs::Rootfs;
 use cairn_formats::{Digest, HashingWriter, gzip};
 use cairn_inputs::fetch::{Cache, Download};
-use cairn_inputs::lockfile::{LockedPackage, Lockfile};
+use cairn_inputs::lockfile::{LockedImage, LockedPackage, Lockfile};
 use cairn_inputs::mirror;
 use cairn_oci::{self as oci, ContainerConfig, OciMediaType, Platform};
 use cairn_project::{Arch, ImageKind, ImageSpec, Project};
 use cairn_steps::error::Context as _;
-use cairn_steps::{BUILDER_VERSION, Context, Error};
-use cairn_store::{ActionRecord, Store, Tag};
+use cairn_steps::{BUILDER_VERSION, Context, Error, Output, Step};
+use cairn_store::{Store, Tag};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -135,7 +136,7 @@ struct LayerPlan<'a> {
     packages: Vec<&'a LockedPackage>,
     files: Vec<(String, Vec<u8>, u32, u64, u64)>,
     downloads: Vec<PlannedDownload>,
-    key: Digest,
+    step: Step,
 }
 
 struct PlannedDownload {
@@ -152,10 +153,10 @@ struct PlannedDownload {
 fn plan_layer<'a>(
     spec: &ImageSpec,
     lock: &'a Lockfile,
+    locked: &'a LockedImage,
     arch: Arch,
     epoch: u64,
 ) -> Result<LayerPlan<'a>, Error> {
-    let locked = lock.image_for(spec)?;
     let packages = lock.packages(locked, arch)?;
     let mut files = Vec::new();
     for (path, text, mode, gid) in account_files(spec, epoch) {
@@ -200,20 +201,27 @@ fn plan_layer<'a>(
         "downloads": downloads.iter().map(|d| format!("{} {} {:o} {} {}", d.path, d.sha256, d.mode, d.uid, d.gid)).collect::<Vec<_>>(),
         "compression": format!("gzip-{}-members-{}", gzip::LEVEL, gzip::BLOCK),
     });
-    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
     Ok(LayerPlan {
         arch,
         packages,
         files,
         downloads,
-        key,
+        step: Step::new(format!("container-layer {} {arch}", spec.name), &key_doc),
     })
 }
 
+/// What the `container-layer` step records.
+#[derive(Serialize, Deserialize)]
 struct Layer {
     digest: Digest,
     size: u64,
     diff_id: Digest,
+}
+
+impl Output for Layer {
+    fn blobs(&self) -> Vec<Digest> {
+        vec![self.digest]
+    }
 }
 
 fn build_layer(
@@ -329,7 +337,7 @@ pub fn build_image(
     let epoch = locked.epoch(spec);
     let plans: Vec<LayerPlan<'_>> = arches
         .iter()
-        .map(|a| plan_layer(spec, lock, *a, epoch))
+        .map(|a| plan_layer(spec, lock, locked, *a, epoch))
         .collect::<Result<_, _>>()?;
 
     let store = ctx.open_store()?;
@@ -337,24 +345,8 @@ pub fn build_image(
 
     let mut layers: BTreeMap<Arch, (Layer, bool)> = BTreeMap::new();
     for p in &plans {
-        if let Some(record) = cairn_steps::cache::get(ctx, &store, &p.key) {
-            let o = &record.output;
-            let parse = |k: &str| o[k].as_str().and_then(|s| s.parse::<Digest>().ok());
-            if let (Some(digest), Some(diff_id), Some(size)) =
-                (parse("digest"), parse("diff_id"), o["size"].as_u64())
-            {
-                layers.insert(
-                    p.arch,
-                    (
-                        Layer {
-                            digest,
-                            size,
-                            diff_id,
-                        },
-                        true,
-                    ),
-                );
-            }
+        if let Some(layer) = cairn_steps::step::lookup::<Layer>(ctx, &store, &p.step) {
+            layers.insert(p.arch, (layer, true));
         }
     }
     // Anything without a usable record is built.
@@ -402,13 +394,13 @@ pub fn build_image(
                     .join(", ")
             ),
         );
-        let built: Vec<(Arch, Digest, Result<Layer, Error>)> = std::thread::scope(|s| {
+        let built: Vec<(Arch, &Step, Result<Layer, Error>)> = std::thread::scope(|s| {
             let handles: Vec<_> = todo
                 .iter()
                 .map(|p| {
                     (
                         p.arch,
-                        p.key,
+                        &p.step,
                         s.spawn(|| build_layer(&store, &cache, spec, p, epoch)),
                     )
                 })
@@ -426,18 +418,9 @@ pub fn build_image(
                 .collect()
         });
         spinner.finish_and_clear();
-        for (arch, key, layer) in built {
+        for (arch, step, layer) in built {
             let layer = layer.context(|| format!("building {name} for {arch}"))?;
-            cairn_steps::cache::put(
-                ctx,
-                &store,
-                &key,
-                &ActionRecord {
-                    step: format!("container-layer {name} {arch}"),
-                    blobs: vec![layer.digest],
-                    output: serde_json::json!({ "digest": layer.digest.to_string(), "size": layer.size, "diff_id": layer.diff_id.to_string() }),
-                },
-            )?;
+            cairn_steps::step::record(ctx, &store, step, &layer)?;
             layers.insert(arch, (layer, false));
         }
     }

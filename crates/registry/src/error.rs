@@ -114,3 +114,63 @@ impl From<cairn_store::StoreError> for RegistryError {
         RegistryError::Other(e.to_string())
     }
 }
+
+impl RegistryError {
+    /// What kind of failure this is, for the callers that act on one.
+    pub fn kind(&self) -> cairn_steps::Kind {
+        use cairn_steps::Kind;
+        match self {
+            RegistryError::Transport { .. } => Kind::Network,
+            RegistryError::Digest { .. } => Kind::DigestMismatch,
+            RegistryError::Http { status: 404, .. } => Kind::NotFound,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Kept typed, as the cause of a step's error, with its kind.
+impl From<RegistryError> for cairn_steps::Error {
+    fn from(e: RegistryError) -> cairn_steps::Error {
+        cairn_steps::Error::classified(e.kind(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_steps::Kind;
+
+    #[test]
+    fn a_registry_error_keeps_its_type_and_kind_in_a_step_error() {
+        let refused = RegistryError::Transport {
+            method: "GET".into(),
+            url: "http://127.0.0.1:1/v2/".into(),
+            message: "connection refused".into(),
+        };
+        let e = cairn_steps::Error::from(refused.clone()).context("pulling pi-worker");
+        assert_eq!(e.kind(), Kind::Network);
+        assert_eq!(
+            e.to_string(),
+            "pulling pi-worker: GET http://127.0.0.1:1/v2/: connection refused"
+        );
+        let source = std::error::Error::source(&e).expect("typed source");
+        assert_eq!(source.downcast_ref::<RegistryError>(), Some(&refused));
+        let missing = RegistryError::Http {
+            method: "GET".into(),
+            url: "u".into(),
+            status: 404,
+            message: "MANIFEST_UNKNOWN".into(),
+        };
+        assert_eq!(cairn_steps::Error::from(missing).kind(), Kind::NotFound);
+        let bad = RegistryError::Digest {
+            what: "blob".into(),
+            expected: "a".into(),
+            found: "b".into(),
+        };
+        assert_eq!(cairn_steps::Error::from(bad).kind(), Kind::DigestMismatch);
+        assert_eq!(
+            cairn_steps::Error::from(RegistryError::other("x")).kind(),
+            Kind::Other
+        );
+    }
+}

@@ -2,12 +2,17 @@
 //! (anonymous, Basic, Bearer tokens), credentials from the usual files and helpers, push
 //! and pull between the store and a repository, every byte verified by digest.
 //!
+//! It is also the shared build cache (`cache`), plugged into the step runner as its
+//! substituter by the command line.
+//!
 //! Architecture invariant: credentials never appear in messages, logs or errors.
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod options;
 pub mod pull;
 pub mod push;
 pub mod signatures;
@@ -15,6 +20,7 @@ pub mod signatures;
 pub use client::{Client, RegistryConfig};
 pub use credentials::{CredentialSources, Credentials};
 pub use error::RegistryError;
+pub use options::RegistryOptions;
 pub use push::{Descriptor, PushOptions, PushReport};
 
 /// Progress of each blob of a push or pull (for per-blob progress bars).
@@ -28,6 +34,19 @@ pub trait BlobProgress: Sync {
 /// No progress display.
 pub struct NoProgress;
 impl BlobProgress for NoProgress {}
+
+/// A bar per blob, on a terminal.
+impl BlobProgress for cairn_steps::progress::BlobBars {
+    fn start(&self, digest: &cairn_formats::Digest, size: u64) {
+        cairn_steps::progress::BlobBars::start(self, digest, size)
+    }
+    fn bytes(&self, digest: &cairn_formats::Digest, n: u64) {
+        cairn_steps::progress::BlobBars::bytes(self, digest, n)
+    }
+    fn done(&self, digest: &cairn_formats::Digest) {
+        cairn_steps::progress::BlobBars::done(self, digest)
+    }
+}
 
 /// Creates a Harbor project (private); Ok(false) when it already exists.
 pub fn harbor_create_project(client: &Client, name: &str) -> Result<bool, RegistryError> {

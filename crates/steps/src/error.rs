@@ -1,14 +1,13 @@
 use cairn_debian::{DebError, ReleaseError, ResolveError};
 use cairn_project::SpecError;
-use cairn_registry::RegistryError;
 use cairn_store::StoreError;
 use std::fmt;
 
 /// An error with the chain of what was being done, printed as
 /// `building haproxy: fetching libc6: sha256 mismatch: ...`.
 ///
-/// The cause keeps its type (an I/O error with its path, a store, spec, Debian or registry
-/// error) and is the error's `source()`; [`Error::kind`] says what kind of failure it is
+/// The cause keeps its type (an I/O error with its path, a store, spec or Debian error, or
+/// a crate's above this one, such as the registry client's, with the kind it says it is) and is the error's `source()`; [`Error::kind`] says what kind of failure it is
 /// for the callers that act on one (a full disk, a missing file, bad bytes, the network).
 #[derive(Debug)]
 pub struct Error {
@@ -55,8 +54,13 @@ pub enum Cause {
     Release(#[from] ReleaseError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
+    /// A typed error of a crate above this one (the registry client's), with the kind
+    /// that crate gave it when it was converted.
+    #[error("{source}")]
+    Classified {
+        kind: Kind,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The kinds of failure a caller acts on.
@@ -116,6 +120,19 @@ impl Error {
         .into()
     }
 
+    /// A typed error of a crate above this one, of the kind it says: how such a crate
+    /// implements `From<ItsError> for Error`.
+    pub fn classified(
+        kind: Kind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Cause::Classified {
+            kind,
+            source: source.into(),
+        }
+        .into()
+    }
+
     pub fn context(mut self, what: impl Into<String>) -> Error {
         self.context.push(what.into());
         self
@@ -132,7 +149,7 @@ impl Error {
             Cause::BareIo(e) => io_kind(e),
             Cause::Store(e) => store_kind(e),
             Cause::Deb(DebError::Io { err, .. }) => io_kind(err),
-            Cause::Registry(e) => registry_kind(e),
+            Cause::Classified { kind, .. } => *kind,
             Cause::NotFound(_) => Kind::NotFound,
             Cause::DigestMismatch { .. } => Kind::DigestMismatch,
             Cause::Network { .. } => Kind::Network,
@@ -159,8 +176,8 @@ fn boxed_kind(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Kind {
             io_kind(e)
         } else if let Some(e) = e.downcast_ref::<StoreError>() {
             store_kind(e)
-        } else if let Some(e) = e.downcast_ref::<RegistryError>() {
-            registry_kind(e)
+        } else if let Some(e) = e.downcast_ref::<Error>() {
+            e.kind()
         } else if let Some(DebError::Io { err, .. }) = e.downcast_ref::<DebError>() {
             io_kind(err)
         } else {
@@ -180,15 +197,6 @@ fn store_kind(e: &StoreError) -> Kind {
         StoreError::MissingBlob { .. } => Kind::NotFound,
         StoreError::DigestMismatch { .. } => Kind::DigestMismatch,
         StoreError::Corrupt { .. } => Kind::Other,
-    }
-}
-
-fn registry_kind(e: &RegistryError) -> Kind {
-    match e {
-        RegistryError::Transport { .. } => Kind::Network,
-        RegistryError::Digest { .. } => Kind::DigestMismatch,
-        RegistryError::Http { status: 404, .. } => Kind::NotFound,
-        _ => Kind::Other,
     }
 }
 
@@ -244,7 +252,7 @@ impl std::error::Error for Error {
             Cause::Deb(e) => Some(e),
             Cause::Release(e) => Some(e),
             Cause::Resolve(e) => Some(e),
-            Cause::Registry(e) => Some(e),
+            Cause::Classified { source, .. } => Some(source.as_ref()),
         }
     }
 }
@@ -259,14 +267,7 @@ macro_rules! from_cause {
     )*};
 }
 
-from_cause!(
-    SpecError,
-    StoreError,
-    DebError,
-    ReleaseError,
-    ResolveError,
-    RegistryError
-);
+from_cause!(SpecError, StoreError, DebError, ReleaseError, ResolveError);
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
@@ -357,12 +358,13 @@ mod tests {
             Error::digest_mismatch("libc6: sha256 mismatch").kind(),
             Kind::DigestMismatch
         );
-        let refused = Error::from(RegistryError::Transport {
-            method: "GET".into(),
-            url: "http://127.0.0.1:1/v2/".into(),
-            message: "connection refused".into(),
-        });
+        // A crate above (the registry client) says what its error is; carried as context
+        // or as another error's source, it stays that kind.
+        let refused = Error::classified(Kind::Network, io::Error::other("connection refused"));
         assert_eq!(refused.kind(), Kind::Network);
+        assert_eq!(refused.to_string(), "connection refused");
+        let carried = Error::at("pulling x", refused);
+        assert_eq!(carried.kind(), Kind::Network);
         assert_eq!(
             Error::network("http://127.0.0.1:1/x", "connection failed").kind(),
             Kind::Network

@@ -1,19 +1,19 @@
 //! What every build step shares, below every pipeline stage: where things are (`Context`),
 //! errors that carry what was being done (`Error`), the builders' version that is part of
-//! every step key (`BUILDER_VERSION`), the action cache with the registry as a substituter
-//! (`cache`), how a registry is reached (`remote`), and progress bars (`progress`).
+//! every step key (`BUILDER_VERSION`), the step runner (`step`: key, action cache,
+//! substituter, build, record) and progress bars (`progress`).
 //!
-//! It owns no step itself and knows nothing of Debian, OS images or nodes: the stage crates
-//! (`cairn-inputs`, `cairn-os`, `cairn-node`, `cairn-deliver`) build on it, never the
-//! other way round.
+//! It owns no step itself and knows nothing of OS images, nodes or registries: the stage
+//! crates (`cairn-inputs`, `cairn-os`, `cairn-node`, `cairn-deliver`) build on it, and the
+//! registry's build cache plugs in as a [`step::Substituter`], so no stage crate sits on the
+//! registry client.
 
-pub mod cache;
 pub mod error;
 pub mod progress;
-pub mod remote;
+pub mod step;
 
 pub use error::{Cause, Error, Kind};
-pub use remote::RegistryOptions;
+pub use step::{Output, Step, Substituter};
 
 use std::path::PathBuf;
 
@@ -32,14 +32,8 @@ pub struct Context {
     pub cache: PathBuf,
     /// Show progress bars (on a terminal, unless `--quiet` or `--json`).
     pub progress: bool,
-    /// A registry used as a shared build cache (`--cache`), if any.
-    pub remote_cache: Option<RegistryOptions>,
-    /// Steps taken from the remote cache instead of built, in this process.
-    pub substituted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// Set after the remote cache failed once: it is not asked again in this process.
-    pub remote_cache_off: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Signing and verification of the remote cache's entries.
-    pub cache_trust: cache::Trust,
+    /// Where steps missing from the store may be found built (`--cache`), if anywhere.
+    pub substituter: Option<std::sync::Arc<dyn Substituter>>,
 }
 
 impl Context {

@@ -28,8 +28,9 @@ impl BlobBars {
     }
 }
 
-impl cairn_registry::BlobProgress for BlobBars {
-    fn start(&self, digest: &Digest, size: u64) {
+/// Each blob's bar (the registry client reports through these).
+impl BlobBars {
+    pub fn start(&self, digest: &Digest, size: u64) {
         let Some(multi) = &self.multi else { return };
         let mut bars = self.bars.lock().expect("bars");
         let bar = bars
@@ -38,12 +39,12 @@ impl cairn_registry::BlobProgress for BlobBars {
         bar.set_message(format!("{} {}", self.verb, &digest.hex()[..12]));
         bar.set_position(0);
     }
-    fn bytes(&self, digest: &Digest, n: u64) {
+    pub fn bytes(&self, digest: &Digest, n: u64) {
         if let Some(bar) = self.bars.lock().expect("bars").get(digest) {
             bar.inc(n);
         }
     }
-    fn done(&self, digest: &Digest) {
+    pub fn done(&self, digest: &Digest) {
         if let Some(bar) = self.bars.lock().expect("bars").remove(digest) {
             bar.finish_and_clear();
         }

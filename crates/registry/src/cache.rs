@@ -10,12 +10,13 @@
 //! is substituted only when that key signed it for this very step (the manifest names the
 //! step's key); any other entry is ignored with a warning and the step is built.
 
-use crate::{Context, Error, RegistryOptions};
+use crate::{Client, Descriptor, PushOptions, RegistryOptions};
 use cairn_formats::Digest;
-use cairn_registry::{Client, Descriptor, PushOptions};
+use cairn_steps::Error;
 use cairn_store::{ActionRecord, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Who signs and whose signatures count, for the remote build cache.
 #[derive(Debug, Clone, Default)]
@@ -41,62 +42,56 @@ fn repository(namespace: &str) -> String {
     }
 }
 
-/// The local action cache, then the remote one (when `--cache` names one).
-pub fn get(ctx: &Context, store: &Store, key: &Digest) -> Option<ActionRecord> {
-    if let Some(r) = store.action_get(key) {
-        return Some(r);
-    }
-    let options = ctx.remote_cache.as_ref()?;
-    if ctx
-        .remote_cache_off
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
-        return None;
-    }
-    match fetch(store, key, options, &ctx.cache_trust) {
-        Ok(Some(record)) => {
-            if store.action_put(key, &record).is_ok() {
-                ctx.substituted
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Some(record)
-            } else {
-                None
-            }
-        }
-        Ok(None) => None,
-        Err(e) => {
-            ctx.remote_cache_off
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!(
-                "warning: the build cache {} could not be read ({e}); building instead, without it",
-                options.target
-            );
-            None
+/// A registry as the step runner's substituter (`--cache`).
+#[derive(Debug)]
+pub struct RemoteCache {
+    options: RegistryOptions,
+    trust: Trust,
+    /// Set after the cache failed once: it is not asked again in this process.
+    off: AtomicBool,
+}
+
+impl RemoteCache {
+    pub fn new(options: RegistryOptions, trust: Trust) -> RemoteCache {
+        RemoteCache {
+            options,
+            trust,
+            off: AtomicBool::new(false),
         }
     }
 }
 
-/// Records a step locally, and offers it to the remote cache.
-pub fn put(ctx: &Context, store: &Store, key: &Digest, record: &ActionRecord) -> Result<(), Error> {
-    store.action_put(key, record)?;
-    if let Some(options) = &ctx.remote_cache {
-        if ctx
-            .remote_cache_off
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return Ok(());
+impl cairn_steps::Substituter for RemoteCache {
+    fn fetch(&self, store: &Store, key: &Digest) -> Option<ActionRecord> {
+        if self.off.load(Ordering::SeqCst) {
+            return None;
         }
-        if let Err(e) = upload(store, key, record, options, &ctx.cache_trust) {
-            ctx.remote_cache_off
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+        match fetch(store, key, &self.options, &self.trust) {
+            Ok(found) => found,
+            Err(e) => {
+                self.off.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "warning: the build cache {} could not be read ({e}); building instead, without it",
+                    self.options.target
+                );
+                None
+            }
+        }
+    }
+
+    fn offer(&self, store: &Store, key: &Digest, record: &ActionRecord) {
+        if self.off.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = upload(store, key, record, &self.options, &self.trust) {
+            self.off.store(true, Ordering::SeqCst);
             eprintln!(
                 "warning: could not publish step {} to the build cache {}: {e}",
-                record.step, options.target
+                record.step, self.options.target
             );
             eprintln!("(the build cache is not tried again in this run)");
         }
     }
-    Ok(())
 }
 
 fn client(options: &RegistryOptions) -> Result<(Client, String), Error> {
@@ -112,8 +107,8 @@ fn fetch(
     let (client, namespace) = client(options)?;
     let repo = repository(&namespace);
     let tag = key.hex();
-    let (found, bytes) = match cairn_registry::pull::get_manifest(&client, &repo, &tag) {
-        Err(cairn_registry::RegistryError::Http { status: 404, .. }) => return Ok(None),
+    let (found, bytes) = match crate::pull::get_manifest(&client, &repo, &tag) {
+        Err(crate::RegistryError::Http { status: 404, .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
         Ok(m) => m,
     };
@@ -133,19 +128,18 @@ fn fetch(
                 names.unwrap_or("missing")
             ));
         }
-        if let Err(e) =
-            cairn_registry::signatures::verify(&client, store, &repo, &found.digest, &v.0, &v.1)
+        if let Err(e) = crate::signatures::verify(&client, store, &repo, &found.digest, &v.0, &v.1)
         {
             return ignore(e.to_string());
         }
     }
     // What was checked, whatever the tag points at by now.
-    let (root, _) = cairn_registry::pull::pull(
+    let (root, _) = crate::pull::pull(
         &client,
         store,
         &repo,
         &found.digest.to_string(),
-        &cairn_registry::NoProgress,
+        &crate::NoProgress,
     )?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&root.digest)?)
         .map_err(|e| Error::at(format!("{repo}:{tag}"), e))?;
@@ -205,7 +199,7 @@ fn upload(
         digest,
         size: bytes.len() as u64,
     };
-    cairn_registry::push::push(
+    crate::push::push(
         &client,
         store,
         &repo,
@@ -215,10 +209,10 @@ fn upload(
             parallel: options.parallel,
             ..PushOptions::default()
         },
-        &cairn_registry::NoProgress,
+        &crate::NoProgress,
     )?;
     if let Some(signer) = &trust.sign {
-        cairn_registry::signatures::sign(&client, store, &repo, &root, signer)?;
+        crate::signatures::sign(&client, store, &repo, &root, signer)?;
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Where and how to reach a registry: the target, TLS, credentials. Shared by the build
-//! cache (a `Context` carries the `--cache` registry) and by publish and pull.
+//! cache (`--cache`) and by publish and pull.
 
-use crate::Error;
-use cairn_registry::{Client, Credentials, RegistryConfig};
+use crate::{Client, Credentials, RegistryConfig};
+use cairn_steps::Error;
 use std::time::Duration;
 
 /// Where and how to publish or pull.
@@ -26,10 +26,10 @@ pub struct RegistryOptions {
 
 impl RegistryOptions {
     pub fn client(&self) -> Result<(Client, String), Error> {
-        let (host, namespace) = cairn_registry::split_target(&self.target)?;
+        let (host, namespace) = crate::split_target(&self.target)?;
         let credentials = match &self.credentials {
             Some(c) => Some(c.clone()),
-            None => cairn_registry::CredentialSources::from_env()
+            None => crate::CredentialSources::from_env()
                 .lookup(&host)
                 .map_err(Error::msg)?,
         };
