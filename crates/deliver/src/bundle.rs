@@ -13,6 +13,7 @@ use cairn_formats::Digest;
 use cairn_formats::tar::{EntryMeta, TarWriter};
 use cairn_inputs::fetch::{Cache, Download};
 use cairn_inputs::lockfile::Lockfile;
+use cairn_oci::{OciDescriptor, artifact};
 use cairn_project::{ImageKind, Project};
 use cairn_steps::{Context, Error};
 use cairn_store::Tag;
@@ -117,32 +118,16 @@ fn inputs_artifact(
         };
         wanted.insert(sha, (name, cairn_oci::media::OCTET_STREAM.into(), size));
     }
-    let layers: Vec<serde_json::Value> = wanted
+    let layers = wanted
         .iter()
         .map(|(d, (title, media, size))| {
-            serde_json::json!({
-                "mediaType": media, "digest": d.to_string(), "size": size,
-                "annotations": {TITLE: title},
-            })
+            artifact::annotated(artifact::blob(media, *d, *size), [(TITLE, title.as_str())])
         })
         .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::MANIFEST,
-        "artifactType": INPUTS_ARTIFACT_TYPE,
-        "config": {
-            "mediaType": cairn_node::build::EMPTY_MEDIA,
-            "digest": Digest::of(cairn_node::build::EMPTY_CONFIG).to_string(),
-            "size": cairn_node::build::EMPTY_CONFIG.len(),
-            "data": "e30=",
-        },
-        "layers": layers,
-    });
+    let manifest =
+        artifact::Manifest::artifact(INPUTS_ARTIFACT_TYPE, artifact::empty_config(true), layers);
     let files = wanted.keys().map(|d| (*d, cache.path(d))).collect();
-    Ok((
-        cairn_formats::json::to_canonical_vec(&manifest).expect("json"),
-        files,
-    ))
+    Ok((manifest.to_blob().bytes, files))
 }
 
 /// Writes `names` (images and nodes, built when needed) and, with `with_inputs`, every
@@ -168,13 +153,13 @@ pub fn export(
             "the store lacks blob {d}: run `cargo xtask store verify --repair`, then build again"
         )));
     }
-    let mut index: Vec<serde_json::Value> = tags
+    let mut index: Vec<OciDescriptor> = tags
         .iter()
         .map(|t| {
-            serde_json::json!({
-                "mediaType": t.media_type, "digest": t.digest.to_string(), "size": t.size,
-                "annotations": {REF_NAME: t.name},
-            })
+            artifact::annotated(
+                artifact::blob(&t.media_type, t.digest, t.size),
+                [(REF_NAME, t.name.as_str())],
+            )
         })
         .collect();
     // Each artifact's SBOM beside it, tagged `NAME.sbom`, pointing at it as its subject.
@@ -182,36 +167,26 @@ pub fn export(
         let sbom = crate::sbom::sbom(ctx, project, lock, &t.name, &[])
             .map_err(|e| e.context(format!("exporting the SBOM of {}", t.name)))?;
         let sbom_digest = store.write_blob(&sbom)?;
-        store.write_blob(cairn_node::build::EMPTY_CONFIG)?;
-        let manifest = cairn_formats::json::to_canonical_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": cairn_oci::media::MANIFEST,
-            "artifactType": SBOM_MEDIA,
-            "config": {
-                "mediaType": cairn_node::build::EMPTY_MEDIA,
-                "digest": Digest::of(cairn_node::build::EMPTY_CONFIG).to_string(),
-                "size": cairn_node::build::EMPTY_CONFIG.len(),
-            },
-            "layers": [{
-                "mediaType": SBOM_MEDIA, "digest": sbom_digest.to_string(), "size": sbom.len(),
-                "annotations": {TITLE: format!("{}.spdx.json", t.name)},
-            }],
-            "subject": {"mediaType": t.media_type, "digest": t.digest.to_string(), "size": t.size},
-        }))
-        .expect("json");
+        store.write_blob(artifact::EMPTY_CONFIG)?;
+        let layer = artifact::annotated(
+            artifact::blob(SBOM_MEDIA, sbom_digest, sbom.len() as u64),
+            [(TITLE, format!("{}.spdx.json", t.name))],
+        );
+        let mut manifest =
+            artifact::Manifest::artifact(SBOM_MEDIA, artifact::empty_config(false), vec![layer]);
+        manifest.subject = Some(artifact::blob(&t.media_type, t.digest, t.size));
+        let manifest = manifest.to_blob().bytes;
         let digest = store.write_blob(&manifest)?;
-        for d in [
-            digest,
-            sbom_digest,
-            Digest::of(cairn_node::build::EMPTY_CONFIG),
-        ] {
+        for d in [digest, sbom_digest, Digest::of(artifact::EMPTY_CONFIG)] {
             blobs.insert(d);
         }
-        index.push(serde_json::json!({
-            "mediaType": cairn_oci::media::MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
-            "artifactType": SBOM_MEDIA,
-            "annotations": {REF_NAME: format!("{}{SBOM_TAG_SUFFIX}", t.name)},
-        }));
+        index.push(artifact::annotated(
+            artifact::of_artifact_type(
+                artifact::blob(cairn_oci::media::MANIFEST, digest, manifest.len() as u64),
+                SBOM_MEDIA,
+            ),
+            [(REF_NAME, format!("{}{SBOM_TAG_SUFFIX}", t.name))],
+        ));
     }
     // Each artifact's signatures (`NAME.sig`, recorded by a signed publish or a pull), so
     // `import --verify-key` checks them offline; a record of an older build stays behind.
@@ -237,11 +212,13 @@ pub fn export(
             )));
         }
         blobs.extend(reached);
-        index.push(serde_json::json!({
-            "mediaType": sig.media_type, "digest": sig.digest.to_string(), "size": sig.size,
-            "artifactType": cairn_trust::record::ARTIFACT_TYPE,
-            "annotations": {REF_NAME: sig.name},
-        }));
+        index.push(artifact::annotated(
+            artifact::of_artifact_type(
+                artifact::blob(&sig.media_type, sig.digest, sig.size),
+                cairn_trust::record::ARTIFACT_TYPE,
+            ),
+            [(REF_NAME, sig.name.as_str())],
+        ));
     }
     // Blob path by digest: the store's, or the download cache's for inputs.
     let mut paths: BTreeMap<Digest, PathBuf> =
@@ -251,26 +228,23 @@ pub fn export(
         let (manifest, files) = inputs_artifact(ctx, lock)?;
         n_inputs = files.len();
         let digest = store.write_blob(&manifest)?;
-        store.write_blob(cairn_node::build::EMPTY_CONFIG)?;
-        for d in [digest, Digest::of(cairn_node::build::EMPTY_CONFIG)] {
+        store.write_blob(artifact::EMPTY_CONFIG)?;
+        for d in [digest, Digest::of(artifact::EMPTY_CONFIG)] {
             blobs.insert(d);
             paths.insert(d, store.blob_path(&d));
         }
         for (d, path) in files {
             paths.entry(d).or_insert(path);
         }
-        index.push(serde_json::json!({
-            "mediaType": cairn_oci::media::MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
-            "artifactType": INPUTS_ARTIFACT_TYPE,
-            "annotations": {REF_NAME: INPUTS_REF},
-        }));
+        index.push(artifact::annotated(
+            artifact::of_artifact_type(
+                artifact::blob(cairn_oci::media::MANIFEST, digest, manifest.len() as u64),
+                INPUTS_ARTIFACT_TYPE,
+            ),
+            [(REF_NAME, INPUTS_REF)],
+        ));
     }
-    let index_bytes = cairn_formats::json::to_canonical_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::INDEX,
-        "manifests": index,
-    }))
-    .expect("json");
+    let index_bytes = artifact::index(index).bytes;
 
     // Written beside the output and renamed when complete: never half a bundle.
     let dir = output

@@ -13,6 +13,7 @@ use cairn_registry::{Descriptor, PushOptions, PushReport};
 use cairn_steps::error::Context as _;
 use cairn_steps::{BUILDER_VERSION, Context, Error};
 use cairn_store::{ActionRecord, BlobWriter, Store, Tag};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 /// A chunk of a zstd-compressed disk image.
@@ -236,14 +237,8 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
     }
     let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.0)?)
         .map_err(|e| Error::at(format!("node manifest {}", r.manifest.0), e))?;
-    let mut annotations = original["annotations"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    annotations.insert(
-        "dev.cairn.node.manifest".into(),
-        r.manifest.0.to_string().into(),
-    );
+    let mut annotations = string_annotations(&original);
+    annotations.insert("dev.cairn.node.manifest".into(), r.manifest.0.to_string());
     let mut files = Vec::new();
     for f in &r.files {
         if f.media_type != MEDIA_DISK {
@@ -274,13 +269,10 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
                 size: *size,
             });
         }
-        annotations.insert("dev.cairn.disk".into(), f.title.clone().into());
-        annotations.insert("dev.cairn.disk.digest".into(), f.digest.to_string().into());
-        annotations.insert("dev.cairn.disk.size".into(), f.size.to_string().into());
-        annotations.insert(
-            "dev.cairn.disk.chunks".into(),
-            sink.done.len().to_string().into(),
-        );
+        annotations.insert("dev.cairn.disk".into(), f.title.clone());
+        annotations.insert("dev.cairn.disk.digest".into(), f.digest.to_string());
+        annotations.insert("dev.cairn.disk.size".into(), f.size.to_string());
+        annotations.insert("dev.cairn.disk.chunks".into(), sink.done.len().to_string());
     }
     files.sort_by(|a, b| a.title.cmp(&b.title));
     let bytes = build::manifest_json(&annotations, &files);
@@ -389,13 +381,22 @@ pub fn pull(
     })
 }
 
+/// A manifest's annotations (OCI's are strings: any other value is left out, and the
+/// manifest rebuilt from them then fails its digest check).
+fn string_annotations(manifest: &serde_json::Value) -> BTreeMap<String, String> {
+    manifest["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
 /// Joins and decompresses the disk chunks, then rebuilds the node's store manifest and
 /// checks it is the one that was published.
 fn node_from_registry_form(store: &Store, v: &serde_json::Value) -> Result<Tag, Error> {
-    let mut annotations = v["annotations"].as_object().cloned().unwrap_or_default();
-    let take = |a: &mut serde_json::Map<String, serde_json::Value>, k: &str| {
-        a.remove(k).and_then(|v| v.as_str().map(str::to_string))
-    };
+    let mut annotations = string_annotations(v);
+    let take = |a: &mut BTreeMap<String, String>, k: &str| a.remove(k);
     let expected: Digest = take(&mut annotations, "dev.cairn.node.manifest")
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| Error::msg("a node artifact without dev.cairn.node.manifest"))?;

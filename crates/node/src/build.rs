@@ -11,7 +11,7 @@ use cairn_formats::Digest;
 use cairn_formats::cpio::CpioWriter;
 use cairn_inputs::fetch::Download;
 use cairn_inputs::lockfile::Lockfile;
-use cairn_oci::Descriptor;
+use cairn_oci::{Descriptor, artifact};
 use cairn_os::base::{OsExtras, OsResult};
 use cairn_project::{Arch, BootMethod, NodeSpec, Project};
 use cairn_steps::error::Context as _;
@@ -33,8 +33,7 @@ pub use cairn_oci::media::TEXT as MEDIA_TEXT;
 /// Annotations of a node manifest: where the SD image's reserved secrets file lies.
 pub const ANNOTATION_SECRETS_OFFSET: &str = "dev.cairn.secrets.offset";
 pub const ANNOTATION_SECRETS_SIZE: &str = "dev.cairn.secrets.size";
-pub const EMPTY_CONFIG: &[u8] = b"{}";
-pub use cairn_oci::media::EMPTY as EMPTY_MEDIA;
+pub use cairn_oci::artifact::EMPTY_CONFIG;
 
 /// One file of a node's artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,52 +424,34 @@ fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
 }
 
 /// The annotations of a node's manifest.
-fn node_annotations(
-    node: &NodeSpec,
-    node_id: &Digest,
-    epoch: u64,
-) -> serde_json::Map<String, serde_json::Value> {
-    let v = serde_json::json!({
-        "org.opencontainers.image.created": cairn_oci::rfc3339(epoch),
-        "dev.cairn.node": node.name,
-        "dev.cairn.node-id": node_id.hex(),
-        "dev.cairn.arch": node.arch.as_str(),
-        "dev.cairn.boot": boot_name(node.boot),
-        "dev.cairn.hostname": node.hostname.to_string(),
-    });
-    v.as_object().expect("object").clone()
+fn node_annotations(node: &NodeSpec, node_id: &Digest, epoch: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "org.opencontainers.image.created".into(),
+            cairn_oci::rfc3339(epoch),
+        ),
+        ("dev.cairn.node".into(), node.name.clone()),
+        ("dev.cairn.node-id".into(), node_id.hex()),
+        ("dev.cairn.arch".into(), node.arch.as_str().into()),
+        ("dev.cairn.boot".into(), boot_name(node.boot).into()),
+        ("dev.cairn.hostname".into(), node.hostname.to_string()),
+    ])
 }
 
 /// A node's OCI artifact manifest: the empty config, one layer per file (sorted by title).
-pub fn manifest_json(
-    annotations: &serde_json::Map<String, serde_json::Value>,
-    files: &[NodeFile],
-) -> Vec<u8> {
-    let layers: Vec<serde_json::Value> = files
+pub fn manifest_json(annotations: &BTreeMap<String, String>, files: &[NodeFile]) -> Vec<u8> {
+    let layers = files
         .iter()
         .map(|f| {
-            serde_json::json!({
-                "mediaType": f.media_type,
-                "digest": f.digest.to_string(),
-                "size": f.size,
-                "annotations": {"org.opencontainers.image.title": f.title},
-            })
+            artifact::annotated(
+                artifact::blob(&f.media_type, f.digest, f.size),
+                [("org.opencontainers.image.title", f.title.as_str())],
+            )
         })
         .collect();
-    let doc = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": EMPTY_MEDIA,
-            "digest": Digest::of(EMPTY_CONFIG).to_string(),
-            "size": EMPTY_CONFIG.len(),
-            "data": "e30=",
-        },
-        "layers": layers,
-        "annotations": annotations,
-    });
-    cairn_formats::json::to_canonical_vec(&doc).expect("json")
+    let mut m = artifact::Manifest::artifact(ARTIFACT_TYPE, artifact::empty_config(true), layers);
+    m.annotations = annotations.clone();
+    m.to_blob().bytes
 }
 
 #[cfg(test)]
@@ -495,9 +476,9 @@ mod tests {
                 size: 4,
             },
         ];
-        let mut annotations = serde_json::Map::new();
-        annotations.insert("dev.cairn.node".to_string(), "pi".into());
-        annotations.insert(ANNOTATION_SECRETS_OFFSET.to_string(), "4096".into());
+        let mut annotations = BTreeMap::new();
+        annotations.insert("dev.cairn.node".to_string(), "pi".to_string());
+        annotations.insert(ANNOTATION_SECRETS_OFFSET.to_string(), "4096".to_string());
         let bytes = manifest_json(&annotations, &files);
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(

@@ -3,6 +3,7 @@
 //! layout index) built on oci-spec's types and serialised canonically (see
 //! [`cairn_formats::json`]).
 
+pub mod artifact;
 pub mod media;
 mod walk;
 
@@ -71,7 +72,7 @@ pub struct JsonBlob {
 }
 
 impl JsonBlob {
-    fn of<T: serde::Serialize>(value: &T) -> JsonBlob {
+    pub(crate) fn of<T: serde::Serialize>(value: &T) -> JsonBlob {
         let bytes =
             cairn_formats::json::to_canonical_vec(value).expect("oci-spec types always serialise");
         let digest = Digest::of(&bytes);
@@ -92,7 +93,7 @@ pub fn descriptor(media_type: MediaType, digest: Digest, size: u64) -> OciDescri
         .expect("required fields are set")
 }
 
-fn oci_digest(digest: Digest) -> oci_spec::image::Digest {
+pub(crate) fn oci_digest(digest: Digest) -> oci_spec::image::Digest {
     digest
         .to_string()
         .parse()

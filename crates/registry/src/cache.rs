@@ -12,6 +12,7 @@
 
 use crate::{Client, Descriptor, PushOptions, RegistryOptions};
 use cairn_formats::Digest;
+use cairn_oci::artifact;
 use cairn_steps::Error;
 use cairn_store::{ActionRecord, Store};
 use std::path::PathBuf;
@@ -178,21 +179,23 @@ fn upload(
         let size = std::fs::metadata(store.blob_path(b))
             .map_err(|e| Error::at(format!("blob {b}"), e))?
             .len();
-        layers.push(serde_json::json!({
-            "mediaType": cairn_oci::media::OCTET_STREAM,
-            "digest": b.to_string(),
-            "size": size,
-        }));
+        layers.push(artifact::blob(cairn_oci::media::OCTET_STREAM, *b, size));
     }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": cairn_oci::media::ACTION_RECORD, "digest": config.to_string(), "size": record_bytes.len()},
-        "layers": layers,
-        "annotations": {"dev.cairn.step": record.step, ACTION_ANNOTATION: key.hex()},
-    });
-    let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
+    let mut manifest = artifact::Manifest::artifact(
+        ARTIFACT_TYPE,
+        artifact::blob(
+            cairn_oci::media::ACTION_RECORD,
+            config,
+            record_bytes.len() as u64,
+        ),
+        layers,
+    );
+    manifest.annotations = [
+        ("dev.cairn.step".to_string(), record.step.clone()),
+        (ACTION_ANNOTATION.to_string(), key.hex()),
+    ]
+    .into();
+    let bytes = manifest.to_blob().bytes;
     let digest = store.write_blob(&bytes)?;
     let root = Descriptor {
         media_type: cairn_oci::media::MANIFEST.into(),

@@ -9,6 +9,7 @@
 
 use crate::{Client, Descriptor, PushOptions, RegistryError};
 use cairn_formats::Digest;
+use cairn_oci::{OciDescriptor, artifact};
 use cairn_store::Store;
 use cairn_trust::cosign::{self, Signature, Subject};
 use cairn_trust::{PublicKey, SigningKey};
@@ -294,26 +295,21 @@ fn refer_by_tag(
     artifact_type: &str,
 ) -> Result<(), RegistryError> {
     let tag = format!("sha256-{}", subject.hex());
-    let mut entries: Vec<serde_json::Value> = optional_manifest(client, repo, &tag)?
+    let mut entries: Vec<OciDescriptor> = optional_manifest(client, repo, &tag)?
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v["manifests"].as_array().cloned())
+        .and_then(|v| serde_json::from_value(v["manifests"].clone()).ok())
         .unwrap_or_default();
-    let ours = serde_json::json!({
-        "mediaType": referrer.media_type,
-        "digest": referrer.digest.to_string(),
-        "size": referrer.size,
-        "artifactType": artifact_type,
-    });
+    let ours = artifact::of_artifact_type(
+        artifact::blob(&referrer.media_type, referrer.digest, referrer.size),
+        artifact_type,
+    );
     if entries.contains(&ours) {
         return Ok(());
     }
-    entries.retain(|e| e["artifactType"] != artifact_type);
-    entries.push(ours);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::INDEX,
-        "manifests": entries,
+    entries.retain(|e| {
+        e.artifact_type().as_ref().map(|t| t.to_string()).as_deref() != Some(artifact_type)
     });
-    let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json");
+    entries.push(ours);
+    let bytes = artifact::index(entries).bytes;
     crate::push::put_manifest(client, repo, &tag, cairn_oci::media::INDEX, &bytes)
 }

@@ -242,23 +242,17 @@ impl Store {
     }
 
     pub(crate) fn write_index(&self, tags: &[Tag]) -> Result<(), StoreError> {
-        let manifests: Vec<serde_json::Value> = tags
+        use cairn_oci::artifact;
+        let manifests = tags
             .iter()
             .map(|t| {
-                serde_json::json!({
-                    "mediaType": t.media_type,
-                    "digest": t.digest.to_string(),
-                    "size": t.size,
-                    "annotations": { REF_NAME: t.name },
-                })
+                artifact::annotated(
+                    artifact::blob(&t.media_type, t.digest, t.size),
+                    [(REF_NAME, t.name.as_str())],
+                )
             })
             .collect();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": cairn_oci::media::INDEX,
-            "manifests": manifests,
-        });
-        let bytes = cairn_formats::json::to_canonical_vec(&index).expect("json values serialise");
+        let bytes = artifact::index(manifests).bytes;
         self.write_file_atomic(&self.root.join("index.json"), &bytes)
     }
 

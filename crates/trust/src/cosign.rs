@@ -9,6 +9,7 @@ use crate::keys::{PublicKey, SigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use cairn_formats::Digest;
+use cairn_oci::artifact;
 use cairn_store::Store;
 
 pub use cairn_oci::media::COSIGN_SIMPLE_SIGNING as SIMPLE_SIGNING_MEDIA;
@@ -202,12 +203,15 @@ fn write_layers(
     let mut history = Vec::new();
     for (bytes, media, annotations) in layers {
         let digest = store.write_blob(bytes).map_err(err)?;
-        descriptors.push(serde_json::json!({
-            "mediaType": media,
-            "size": bytes.len(),
-            "digest": digest.to_string(),
-            "annotations": annotations,
-        }));
+        let annotations = annotations
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()));
+        descriptors.push(artifact::annotated(
+            artifact::blob(media, digest, bytes.len() as u64),
+            annotations,
+        ));
         diff_ids.push(digest.to_string());
         history.push(serde_json::json!({"created": ZERO_TIME}));
     }
@@ -221,19 +225,22 @@ fn write_layers(
     });
     let config = cairn_formats::json::to_canonical_vec(&config).expect("json");
     let config_digest = store.write_blob(&config).map_err(err)?;
-    let mut manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::MANIFEST,
-        "config": {"mediaType": cairn_oci::media::IMAGE_CONFIG, "size": config.len(), "digest": config_digest.to_string()},
-        "layers": descriptors,
-    });
+    let mut manifest = artifact::Manifest {
+        artifact_type: None,
+        config: artifact::blob(
+            cairn_oci::media::IMAGE_CONFIG,
+            config_digest,
+            config.len() as u64,
+        ),
+        layers: descriptors,
+        subject: None,
+        annotations: Default::default(),
+    };
     if let Some((artifact_type, s)) = subject {
-        manifest["artifactType"] = artifact_type.into();
-        manifest["subject"] = serde_json::json!({
-            "mediaType": s.media_type, "digest": s.digest.to_string(), "size": s.size,
-        });
+        manifest.artifact_type = Some(artifact_type.into());
+        manifest.subject = Some(artifact::blob(&s.media_type, s.digest, s.size));
     }
-    let manifest = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
+    let manifest = manifest.to_blob().bytes;
     let digest = store.write_blob(&manifest).map_err(err)?;
     Ok((digest, manifest.len() as u64))
 }
@@ -299,5 +306,39 @@ mod tests {
         assert_eq!(v["subject"]["digest"], d.to_string());
         assert_eq!(v["subject"]["size"], 123);
         assert_eq!(layers(&store.read_blob(&r).unwrap()).unwrap(), ls);
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Signature manifests keep the bytes earlier Cairn wrote (a signature is found by the
+    /// digest of the manifest that holds it).
+    #[test]
+    fn signature_manifests_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), || {}).unwrap();
+        let d = Digest::of(b"signed");
+        let s = Signature {
+            payload: payload("reg.lan/lab/haproxy", &d),
+            signature: "MEUCIQ==".into(),
+        };
+        let (plain, _) = write_manifest(&store, std::slice::from_ref(&s), None).unwrap();
+        let subject = Subject {
+            media_type: cairn_oci::media::MANIFEST.into(),
+            digest: d,
+            size: 123,
+        };
+        let (referrer, _) = write_manifest(&store, &[s], Some(&subject)).unwrap();
+        assert_eq!(
+            [plain.to_string(), referrer.to_string()],
+            [
+                "sha256:47a134b0eefc6070f9fcadaa06726514669367688a03e92ae112279dd2954af8"
+                    .to_string(),
+                "sha256:611966068bfa31ef3b02469863dfa9c7cb5f0a12f8dd14327e3677582e953e20"
+                    .to_string()
+            ]
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::keys::PublicKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use cairn_formats::Digest;
+use cairn_oci::artifact;
 use cairn_store::Store;
 
 pub use cairn_oci::media::SIGNATURES_ARTIFACT as ARTIFACT_TYPE;
@@ -45,22 +46,21 @@ pub fn write(store: &Store, record: &Record) -> Result<(Digest, u64), TrustError
     let err = |e: cairn_store::StoreError| TrustError(format!("writing a signature record: {e}"));
     let (sig, sig_size) = cosign::write_manifest(store, &record.signatures, None)?;
     store.write_blob(b"{}").map_err(err)?;
-    let mut annotations = serde_json::json!({ SIGNED: record.signed.to_string() });
+    let mut m = artifact::Manifest::artifact(
+        ARTIFACT_TYPE,
+        artifact::empty_config(false),
+        vec![artifact::annotated(
+            artifact::blob(cairn_oci::media::MANIFEST, sig, sig_size),
+            [(SIGNED, record.signed.to_string())],
+        )],
+    );
+    m.annotations
+        .insert(SIGNED.into(), record.signed.to_string());
     if let Some(bytes) = &record.signed_manifest {
-        annotations[SIGNED_MANIFEST] = B64.encode(bytes).into();
+        m.annotations
+            .insert(SIGNED_MANIFEST.into(), B64.encode(bytes));
     }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": cairn_oci::media::MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": cairn_oci::media::EMPTY, "digest": Digest::of(b"{}").to_string(), "size": 2},
-        "layers": [{
-            "mediaType": cairn_oci::media::MANIFEST, "digest": sig.to_string(), "size": sig_size,
-            "annotations": {SIGNED: record.signed.to_string()},
-        }],
-        "annotations": annotations,
-    });
-    let bytes = cairn_formats::json::to_canonical_vec(&manifest).expect("json");
+    let bytes = m.to_blob().bytes;
     let digest = store.write_blob(&bytes).map_err(err)?;
     Ok((digest, bytes.len() as u64))
 }
@@ -230,5 +230,31 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("hashes to"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// A signature record keeps the bytes earlier Cairn wrote.
+    #[test]
+    fn a_record_manifest_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), || {}).unwrap();
+        let signed = Digest::of(b"registry form");
+        let record = Record {
+            signed,
+            signed_manifest: Some(b"{\"the\":\"registry form\"}".to_vec()),
+            signatures: vec![Signature {
+                payload: cosign::payload("reg.lan/lab/pi", &signed),
+                signature: "MEUCIQ==".into(),
+            }],
+        };
+        let (m, _) = write(&store, &record).unwrap();
+        assert_eq!(
+            m.to_string(),
+            "sha256:894e4b584bcfb13cb9b1d3fd36bc1745def0a1986e9bc186e37945a953c178cd"
+        );
     }
 }
