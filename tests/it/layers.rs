@@ -1,6 +1,6 @@
-//! The crate graph as ARCHITECTURE.md draws it, read from the workspace's manifests: no
-//! stage crate is built on the registry client, and nothing depends on the command line's
-//! neighbours (`bench`, `qemu`).
+//! The crate graph as ARCHITECTURE.md draws it, read from the workspace's manifests: the
+//! code map's block is the graph, no stage crate is built on the registry client, and
+//! nothing depends on the command line's neighbours (`bench`, `qemu`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -88,4 +88,61 @@ fn the_crate_graph_has_no_cycle_and_nothing_depends_on_the_command_lines_neighbo
             );
         }
     }
+}
+
+/// The code map's block (`crate → deps`, names without `cairn-`) as a graph.
+fn documented() -> BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let start = text.find("```text\nformats").expect("the code map's block");
+    let block = &text[start + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let full = |n: &str| {
+        if n == "xtask" {
+            n.to_string()
+        } else {
+            format!("cairn-{n}")
+        }
+    };
+    let mut graph = BTreeMap::new();
+    for line in block.lines() {
+        match line.split_once('→') {
+            Some((name, deps)) => {
+                let deps: BTreeSet<String> = deps.split(',').map(|d| full(d.trim())).collect();
+                graph.insert(full(name.trim()), deps);
+            }
+            None => {
+                let pure = line.split('(').next().unwrap();
+                for n in pure.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    graph.insert(full(n), BTreeSet::new());
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_architecture_code_map_is_the_crate_graph() {
+    let actual = graph();
+    let mut documented = documented();
+    // `xtask → every crate`.
+    let every: BTreeSet<String> = actual.keys().filter(|k| *k != "xtask").cloned().collect();
+    assert_eq!(
+        documented.insert("xtask".into(), every.clone()),
+        Some(BTreeSet::from(["cairn-every crate".to_string()]))
+    );
+    assert_eq!(actual["xtask"], every, "xtask uses every crate");
+    for (name, deps) in &actual {
+        assert_eq!(
+            documented.get(name),
+            Some(deps),
+            "ARCHITECTURE.md's code map line for {name} is not what its Cargo.toml says"
+        );
+    }
+    assert_eq!(
+        documented.keys().collect::<Vec<_>>(),
+        actual.keys().collect::<Vec<_>>(),
+        "the code map names crates the workspace does not have"
+    );
 }

@@ -53,7 +53,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let verify = args
         .verify_key
         .as_deref()
-        .map(cairn_deliver::signed::Verify::load)
+        .map(cairn_supply::signed::Verify::load)
         .transpose()?;
     if let Some(from) = &args.from {
         let project = crate::load_project(env).ok();
@@ -62,7 +62,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| e.context(format!("pulling {} from {from}", args.node)))?;
     }
     if let Some(v) = &verify {
-        cairn_deliver::signed::verify_stored(&env.ctx, &args.node, v)
+        cairn_supply::signed::verify_stored(&env.ctx, &args.node, v)
             .map_err(|e| e.context(format!("flashing {}", args.node)))?;
     }
     let store = env.ctx.open_store()?;

@@ -21,7 +21,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let verify = args
         .verify_key
         .as_deref()
-        .map(cairn_deliver::signed::Verify::load)
+        .map(cairn_supply::signed::Verify::load)
         .transpose()?;
     let r = cairn_deliver::bundle::import(&env.ctx, &args.bundle, verify.as_ref())?;
     if args.json {

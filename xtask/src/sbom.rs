@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let project = crate::load_project(env)?;
     let lock = crate::read_lock(env)?;
-    let doc = cairn_deliver::sbom::sbom(&env.ctx, &project, &lock, &args.name, &args.arch)
+    let doc = cairn_supply::sbom::sbom(&env.ctx, &project, &lock, &args.name, &args.arch)
         .map_err(|e| e.context(format!("the SBOM of {}", args.name)))?;
     match &args.output {
         Some(path) => std::fs::write(path, &doc).map_err(|e| Error::at(path.display(), e))?,

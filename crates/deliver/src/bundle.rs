@@ -164,7 +164,7 @@ pub fn export(
         .collect();
     // Each artifact's SBOM beside it, tagged `NAME.sbom`, pointing at it as its subject.
     for t in &tags {
-        let sbom = crate::sbom::sbom(ctx, project, lock, &t.name, &[])
+        let sbom = cairn_supply::sbom::sbom(ctx, project, lock, &t.name, &[])
             .map_err(|e| e.context(format!("exporting the SBOM of {}", t.name)))?;
         let sbom_digest = store.write_blob(&sbom)?;
         store.write_blob(artifact::EMPTY_CONFIG)?;
@@ -332,7 +332,7 @@ pub struct Imported {
 pub fn import(
     ctx: &Context,
     bundle: &Path,
-    verify: Option<&crate::signed::Verify>,
+    verify: Option<&cairn_supply::signed::Verify>,
 ) -> Result<Imported, Error> {
     let store = ctx.open_store()?;
     let name = bundle.display().to_string();
@@ -520,7 +520,7 @@ pub fn import(
                 .iter()
                 .find(|r| r.name == cairn_trust::record::tag(n))
                 .and_then(|r| read(&r.digest));
-            crate::signed::check(n, &t.digest, record.as_deref(), &read, v, &place)
+            cairn_supply::signed::check(n, &t.digest, record.as_deref(), &read, v, &place)
                 .map_err(|e| Error::msg(format!("{e}; nothing was imported")))?;
         }
     }

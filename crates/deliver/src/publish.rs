@@ -158,12 +158,18 @@ pub fn publish(
                 // Kept beside the artifact in the store, so export carries it and import
                 // and flash check it offline.
                 let carried = (kind == "node").then(|| bytes.clone());
-                crate::signed::record(&store, name, root.digest, carried, signed.signatures)?;
+                cairn_supply::signed::record(
+                    &store,
+                    name,
+                    root.digest,
+                    carried,
+                    signed.signatures,
+                )?;
             }
             signatures.push(signed.tag);
         }
         attestations = Some(
-            crate::attest::attach(
+            cairn_supply::attest::attach(
                 ctx, project, lock, &client, &store, &repo, name, kind, &root, key,
             )
             .context(|| format!("attaching the SBOM and provenance of {name}"))?,
@@ -303,7 +309,7 @@ pub struct Pulled {
     pub report: cairn_registry::pull::PullReport,
 }
 
-pub use crate::signed::Verify;
+pub use cairn_supply::signed::Verify;
 
 /// Pulls `name` from the registry into the store and tags it `name`, with its signatures
 /// (tag `NAME.sig`) when it has any. With `verify`, the tag's manifest must carry a
@@ -371,7 +377,7 @@ pub fn pull(
     };
     if let Some(signatures) = signatures {
         let carried = (kind == "node").then_some(bytes);
-        crate::signed::record(&store, name, root.digest, carried, signatures)?;
+        cairn_supply::signed::record(&store, name, root.digest, carried, signatures)?;
     }
     Ok(Pulled {
         name: name.into(),
