@@ -38,16 +38,17 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| e.context(format!("building {} for {arch}", args.name)))?;
         if !args.json {
             let how = if r.cached { "cached" } else { "built" };
-            for (what, (d, size)) in [
-                ("squashfs", r.squashfs),
-                ("kernel", r.kernel),
-                ("initramfs", r.initramfs),
+            for (what, b) in [
+                ("squashfs", &r.squashfs),
+                ("kernel", &r.kernel),
+                ("initramfs", &r.initramfs),
             ] {
                 eprintln!(
-                    "{:>10} {:<8} {what:<10} {d} {:>6.1} MiB ({how})",
+                    "{:>10} {:<8} {what:<10} {} {:>6.1} MiB ({how})",
                     r.image,
                     arch.as_str(),
-                    size as f64 / 1048576.0
+                    b.digest,
+                    b.size as f64 / 1048576.0
                 );
             }
         }

@@ -224,7 +224,7 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
     let key_doc = serde_json::json!({
         "step": "publish-node",
         "builder": BUILDER_VERSION,
-        "manifest": r.manifest.0.to_string(),
+        "manifest": r.manifest.digest.to_string(),
         "chunk_size": chunk_size,
         "zstd_level": ZSTD_LEVEL,
     });
@@ -241,10 +241,13 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
             });
         }
     }
-    let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.0)?)
-        .map_err(|e| Error::at(format!("node manifest {}", r.manifest.0), e))?;
+    let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.digest)?)
+        .map_err(|e| Error::at(format!("node manifest {}", r.manifest.digest), e))?;
     let mut annotations = string_annotations(&original);
-    annotations.insert("dev.cairn.node.manifest".into(), r.manifest.0.to_string());
+    annotations.insert(
+        "dev.cairn.node.manifest".into(),
+        r.manifest.digest.to_string(),
+    );
     let mut files = Vec::new();
     for f in &r.files {
         if f.media_type != MEDIA_DISK {

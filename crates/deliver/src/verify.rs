@@ -370,7 +370,7 @@ pub fn verify_rebuild(
         // (A node pulled from a registry is kept in the store in this same form.)
         cairn_node::build::build_node(&rebuild_ctx, project, lock, name)?
             .manifest
-            .0
+            .digest
     } else if project.image(name).is_some() {
         cairn_os::container::build_image(&rebuild_ctx, project, lock, name, &[])?.index
     } else {

@@ -53,7 +53,7 @@ pub struct NodeResult {
     pub arch: Arch,
     pub boot: BootMethod,
     /// The artifact manifest (tagged with the node's name).
-    pub manifest: (Digest, u64),
+    pub manifest: Descriptor,
     pub files: Vec<NodeFile>,
     /// Kernel command line (SD: cmdline.txt; PXE: the iPXE script's).
     pub cmdline: String,
@@ -89,7 +89,7 @@ impl NodeResult {
             "node_id": self.node_id.hex(),
             "arch": self.arch.as_str(),
             "boot": boot_name(self.boot),
-            "manifest": {"digest": self.manifest.0.to_string(), "size": self.manifest.1},
+            "manifest": {"digest": self.manifest.digest.to_string(), "size": self.manifest.size},
             "files": files,
             "cmdline": self.cmdline,
             "base_cached": self.base_cached,
@@ -103,7 +103,10 @@ impl NodeResult {
             node_id,
             arch: node.arch,
             boot: node.boot,
-            manifest: (r.manifest.digest, r.manifest.size),
+            manifest: Descriptor {
+                media_type: cairn_oci::media::MANIFEST.into(),
+                ..r.manifest
+            },
             files: r
                 .files
                 .into_iter()
@@ -250,10 +253,10 @@ pub fn build_node(
         "builder": BUILDER_VERSION,
         "definition": String::from_utf8_lossy(&config::canonical_definition(cluster, node, cluster_ca.as_deref())?),
         "base": {
-            "squashfs": base.squashfs.0.to_string(),
-            "kernel": base.kernel.0.to_string(),
-            "initramfs": base.initramfs.0.to_string(),
-            "boot_files": base.boot_files.iter().map(|(n, (d, _))| format!("{n} {d}")).collect::<Vec<_>>(),
+            "squashfs": base.squashfs.digest.to_string(),
+            "kernel": base.kernel.digest.to_string(),
+            "initramfs": base.initramfs.digest.to_string(),
+            "boot_files": base.boot_files.iter().map(|(n, b)| format!("{n} {}", b.digest)).collect::<Vec<_>>(),
         },
         "source_date_epoch": epoch,
         "overlay": Digest::of(&overlay).to_string(),
@@ -305,7 +308,7 @@ impl Built<'_> {
             cairn_steps::progress::spinner(ctx.progress, &format!("building node {name}"));
         let mut files = Vec::new();
         let mut secrets_offset = None;
-        let mut initrd = store.read_blob(&base.initramfs.0)?;
+        let mut initrd = store.read_blob(&base.initramfs.digest)?;
         initrd.extend_from_slice(&overlay);
         let initrd_digest = store.write_blob(&initrd)?;
         let mut push = |title: &str, media: &str, digest: Digest, size: u64| {
@@ -316,7 +319,12 @@ impl Built<'_> {
                 size,
             })
         };
-        push("vmlinuz", MEDIA_KERNEL, base.kernel.0, base.kernel.1);
+        push(
+            "vmlinuz",
+            MEDIA_KERNEL,
+            base.kernel.digest,
+            base.kernel.size,
+        );
         push(
             "initrd.img",
             MEDIA_INITRAMFS,
@@ -326,13 +334,13 @@ impl Built<'_> {
         push(
             "root.squashfs",
             MEDIA_SQUASHFS,
-            base.squashfs.0,
-            base.squashfs.1,
+            base.squashfs.digest,
+            base.squashfs.size,
         );
         match node.boot {
             BootMethod::Sd => {
                 spinner.set_message(format!("writing the SD image of {name}"));
-                let kernel = store.read_blob(&base.kernel.0)?;
+                let kernel = store.read_blob(&base.kernel.digest)?;
                 let boot = disk::boot_partition_files(
                     node, &base, &store, kernel, initrd, &cmdline, &node_id,
                 )
@@ -361,7 +369,7 @@ impl Built<'_> {
             BootMethod::Pxe => {
                 let mac = node.mac.expect("checked when the node loaded");
                 let script =
-                    crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.0);
+                    crate::pxe::node_script(node, &node_id, &mac, &cmdline, &base.squashfs.digest);
                 push(
                     &crate::pxe::script_name(&mac),
                     MEDIA_IPXE,
@@ -414,8 +422,8 @@ fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
     let tag = Tag {
         name: r.node.clone(),
         media_type: cairn_oci::media::MANIFEST.into(),
-        digest: r.manifest.0,
-        size: r.manifest.1,
+        digest: r.manifest.digest,
+        size: r.manifest.size,
     };
     if store.tag(&r.node)?.as_ref() != Some(&tag) {
         store.set_tag(tag)?;

@@ -136,8 +136,11 @@ pub fn boot_partition_files(
     let mut files = BTreeMap::new();
     let mut take = |name: &str, required: bool| -> Result<(), Error> {
         match base.boot_files.get(name) {
-            Some((digest, _)) => {
-                files.insert(name.to_string(), FatEntry::File(store.read_blob(digest)?));
+            Some(blob) => {
+                files.insert(
+                    name.to_string(),
+                    FatEntry::File(store.read_blob(&blob.digest)?),
+                );
                 Ok(())
             }
             None if !required => Ok(()),
@@ -201,7 +204,7 @@ pub fn write_sd_image(
 ) -> Result<SdImage, Error> {
     let ids = DiskIds::from_node_id(node_id);
     let root_start = ROOT_START;
-    let root_size = base.squashfs.1.div_ceil(ALIGN) * ALIGN;
+    let root_size = base.squashfs.size.div_ceil(ALIGN) * ALIGN;
     if root_start + root_size > data_start(node) {
         return Err(Error::msg(format!(
             "{}: the root squashfs is {} MiB, more than its slot on the card (root_slot_mib = {}): raise root_slot_mib. A running node's data partition starts after the old slot, so its card is then flashed anew and its data made again",
@@ -244,9 +247,9 @@ pub fn write_sd_image(
         + BOOT_START;
     let fat_used =
         cairn_disk::fat::used_bytes(&config, boot).map_err(io("measuring the boot partition"))?;
-    let mut root = store.open_blob(&base.squashfs.0)?;
+    let mut root = store.open_blob(&base.squashfs.digest)?;
     std::io::copy(&mut root, &mut w).map_err(io("copying the root squashfs"))?;
-    zeros(&mut w, root_size - base.squashfs.1).map_err(io("writing the disk image"))?;
+    zeros(&mut w, root_size - base.squashfs.size).map_err(io("writing the disk image"))?;
     let w = w
         .into_inner()
         .map_err(|e| Error::at("writing the disk image", e.into_error()))?;
@@ -258,7 +261,7 @@ pub fn write_sd_image(
         mapped: vec![
             (0, SECTOR),
             (BOOT_START, BOOT_START + fat_used),
-            (root_start, root_start + base.squashfs.1),
+            (root_start, root_start + base.squashfs.size),
         ],
     })
 }

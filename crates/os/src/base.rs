@@ -25,12 +25,12 @@ pub struct OsResult {
     pub image: String,
     pub arch: Arch,
     pub kernel_release: String,
-    pub squashfs: (Digest, u64),
-    pub kernel: (Digest, u64),
-    pub initramfs: (Digest, u64),
+    pub squashfs: Descriptor,
+    pub kernel: Descriptor,
+    pub initramfs: Descriptor,
     /// Raspberry Pi firmware (`/usr/lib/raspi-firmware/*`) and the kernel's Broadcom device
     /// trees, by file name: what an SD card's boot partition is made of.
-    pub boot_files: BTreeMap<String, (Digest, u64)>,
+    pub boot_files: BTreeMap<String, Descriptor>,
     pub cached: bool,
 }
 
@@ -49,31 +49,26 @@ pub struct OsExtras {
 
 impl OsResult {
     pub fn to_json(&self, store: &std::path::Path) -> serde_json::Value {
-        let blob = |(d, size): (Digest, u64)| serde_json::json!({"digest": d.to_string(), "size": size, "path": store.join("blobs/sha256").join(d.hex()).display().to_string()});
+        let blob = |b: &Descriptor| serde_json::json!({"digest": b.digest.to_string(), "size": b.size, "path": store.join("blobs/sha256").join(b.digest.hex()).display().to_string()});
         serde_json::json!({
             "kernel_release": self.kernel_release,
-            "squashfs": blob(self.squashfs),
-            "kernel": blob(self.kernel),
-            "initramfs": blob(self.initramfs),
-            "boot_files": self.boot_files.iter().map(|(name, b)| (name.clone(), blob(*b))).collect::<serde_json::Map<_, _>>(),
+            "squashfs": blob(&self.squashfs),
+            "kernel": blob(&self.kernel),
+            "initramfs": blob(&self.initramfs),
+            "boot_files": self.boot_files.iter().map(|(name, b)| (name.clone(), blob(b))).collect::<serde_json::Map<_, _>>(),
             "cached": self.cached,
         })
     }
 
     fn from_record(image: &str, arch: Arch, r: OsRecord, cached: bool) -> OsResult {
-        let blob = |d: Descriptor| (d.digest, d.size);
         OsResult {
             image: image.into(),
             arch,
             kernel_release: r.kernel_release,
-            squashfs: blob(r.squashfs),
-            kernel: blob(r.kernel),
-            initramfs: blob(r.initramfs),
-            boot_files: r
-                .boot_files
-                .into_iter()
-                .map(|(name, d)| (name, blob(d)))
-                .collect(),
+            squashfs: r.squashfs,
+            kernel: r.kernel,
+            initramfs: r.initramfs,
+            boot_files: r.boot_files,
             cached,
         }
     }
