@@ -268,9 +268,32 @@ fn attestations(
     found
 }
 
+/// An openssl P-256 key pair (PKCS#8 PEM), as a CI would bring.
+fn openssl_key(pem: &Path, public: &Path) {
+    run_ok(
+        Command::new(openssl())
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(pem),
+    );
+    run_ok(
+        Command::new(openssl())
+            .args(["pkey", "-pubout", "-in"])
+            .arg(pem)
+            .arg("-out")
+            .arg(public),
+    );
+}
+
 #[test]
 #[ignore = "slow: builds from the Debian mirror"]
-fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_cover() {
+fn signed_publishes_verify_with_openssl_and_carry_attestations_a_second_key_signs_beside() {
     let site = Site::start();
     let project = site.dir.path().join("project");
     copy_project(&project);
@@ -296,44 +319,7 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
     );
     assert!(err.contains("exists: refusing to replace a key"), "{err}");
     let ci_key = keys.join("ci.pem");
-    run_ok(
-        Command::new(openssl())
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(&ci_key),
-    );
-    run_ok(
-        Command::new(openssl())
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&ci_key)
-            .arg("-out")
-            .arg(keys.join("ci.pub")),
-    );
-    run_ok(
-        Command::new(openssl())
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(keys.join("stranger.pem")),
-    );
-    run_ok(
-        Command::new(openssl())
-            .args(["pkey", "-pubout", "-in"])
-            .arg(keys.join("stranger.pem"))
-            .arg("-out")
-            .arg(keys.join("stranger.pub")),
-    );
+    openssl_key(&ci_key, &keys.join("ci.pub"));
     // The key is read before anything is built or pushed.
     let err = run_err(
         site.xtask(&project)
@@ -474,6 +460,49 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
     assert_eq!(
         attestations(&site, "homelab/haproxy", &index, &keys.join("ci.pub")).len(),
         2
+    );
+
+    // The key never went anywhere but its file.
+    let key_text = std::fs::read_to_string(keys.join("cairn.key")).unwrap();
+    let body: String = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(!site.reg.log().contains(&body[..40]));
+}
+
+#[test]
+#[ignore = "slow: builds from the Debian mirror"]
+fn pull_verify_key_refuses_a_strangers_unsigned_replayed_or_altered_signature() {
+    let site = Site::start();
+    let (project, keys) = site.project_with_keys(&["cairn", "ci", "stranger"]);
+    // haproxy signed by two keys.
+    let publish = |key: &str| {
+        json(&run_ok(
+            site.xtask(&project)
+                .args([
+                    "publish",
+                    "haproxy",
+                    "--to",
+                    &site.target(),
+                    "--insecure",
+                    "--json",
+                    "--sign",
+                ])
+                .arg(keys.join(key)),
+        ))
+    };
+    let first = publish("cairn.key");
+    let index = first["published"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    publish("ci.key");
+    // (Fetches the signature manifest and its blobs into the site's directory, which the
+    // forgeries below are made of.)
+    assert_eq!(
+        openssl_verifies(&site, "homelab/haproxy", &index, &keys.join("cairn.pub")),
+        [true, false]
     );
 
     // pull --verify-key into an empty checkout: either key is accepted, a stranger's not.
@@ -667,14 +696,6 @@ fn published_signatures_verify_with_openssl_and_pull_refuses_what_they_do_not_co
     );
     let out = json(&run_ok(&mut pull("keepalived", "enc.pub")));
     assert_eq!(out["pulled"][0]["digest"], keepalived.as_str());
-
-    // The key never went anywhere but its file.
-    let key_text = std::fs::read_to_string(keys.join("cairn.key")).unwrap();
-    let body: String = key_text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    assert!(!site.reg.log().contains(&body[..40]));
 }
 
 /// The action keys a store recorded (`cache/actions/<hex>.json`).
