@@ -11,8 +11,9 @@ use cairn_project::{ImageKind, Project};
 use cairn_registry::RegistryOptions;
 use cairn_registry::{Descriptor, PushOptions, PushReport};
 use cairn_steps::error::Context as _;
-use cairn_steps::{BUILDER_VERSION, Context, Error};
-use cairn_store::{ActionRecord, BlobWriter, Store, Tag};
+use cairn_steps::{BUILDER_VERSION, Context, Error, Output, Step};
+use cairn_store::{BlobWriter, Store, Tag};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
@@ -228,19 +229,38 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
         "chunk_size": chunk_size,
         "zstd_level": ZSTD_LEVEL,
     });
-    let key = Digest::of(&cairn_formats::json::to_canonical_vec(&key_doc).expect("json"));
-    if let Some(rec) = store.action_get(&key) {
-        if let (Some(d), Some(size)) = (
-            rec.output["digest"].as_str().and_then(|d| d.parse().ok()),
-            rec.output["size"].as_u64(),
-        ) {
-            return Ok(Descriptor {
-                media_type: cairn_oci::media::MANIFEST.into(),
-                digest: d,
-                size,
-            });
-        }
+    let step = Step::new(format!("publish-node {}", r.node), &key_doc);
+    let (form, _) =
+        cairn_steps::step::run_local(store, &step, || build_registry_form(store, r, chunk_size))?;
+    Ok(Descriptor {
+        media_type: cairn_oci::media::MANIFEST.into(),
+        digest: form.digest,
+        size: form.size,
+    })
+}
+
+/// What the `publish-node` step records: the registry form's manifest, and the blobs it
+/// names (the chunks, the node's other files).
+#[derive(Serialize, Deserialize)]
+struct RegistryForm {
+    digest: Digest,
+    size: u64,
+    /// (Records before this field have it empty; their `blobs` list them.)
+    #[serde(default)]
+    parts: Vec<Digest>,
+}
+
+impl Output for RegistryForm {
+    fn blobs(&self) -> Vec<Digest> {
+        self.parts.iter().copied().chain([self.digest]).collect()
     }
+}
+
+fn build_registry_form(
+    store: &Store,
+    r: &NodeResult,
+    chunk_size: u64,
+) -> Result<RegistryForm, Error> {
     let original: serde_json::Value = serde_json::from_slice(&store.read_blob(&r.manifest.digest)?)
         .map_err(|e| Error::at(format!("node manifest {}", r.manifest.digest), e))?;
     let mut annotations = string_annotations(&original);
@@ -287,18 +307,10 @@ pub fn registry_form(store: &Store, r: &NodeResult, chunk_size: u64) -> Result<D
     let bytes = build::manifest_json(&annotations, &files);
     let digest = store.write_blob(&bytes)?;
     store.write_blob(build::EMPTY_CONFIG)?;
-    store.action_put(
-        &key,
-        &ActionRecord {
-            step: format!("publish-node {}", r.node),
-            blobs: files.iter().map(|f| f.digest).chain([digest]).collect(),
-            output: serde_json::json!({"digest": digest.to_string(), "size": bytes.len()}),
-        },
-    )?;
-    Ok(Descriptor {
-        media_type: cairn_oci::media::MANIFEST.into(),
+    Ok(RegistryForm {
         digest,
         size: bytes.len() as u64,
+        parts: files.iter().map(|f| f.digest).collect(),
     })
 }
 

@@ -225,10 +225,7 @@ pub fn build_node(
     let cluster_ca = config::read_cluster_ca(cluster)?;
     let node_id = config::node_id(cluster, node, cluster_ca.as_deref())?;
     let base = base(ctx, project, lock, node)?;
-    let spec = project
-        .image(node.image.get_ref())
-        .expect("checked when the project loaded");
-    let epoch = lock.image_for(spec)?.epoch(spec);
+    let epoch = base.epoch;
 
     let (cmdline, boot_partition) = match node.boot {
         BootMethod::Sd => {

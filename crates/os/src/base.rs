@@ -31,6 +31,9 @@ pub struct OsResult {
     /// Raspberry Pi firmware (`/usr/lib/raspi-firmware/*`) and the kernel's Broadcom device
     /// trees, by file name: what an SD card's boot partition is made of.
     pub boot_files: BTreeMap<String, Descriptor>,
+    /// The image's `source_date_epoch`, as the lock resolved it: what the node built on
+    /// this base uses, without asking the lock again.
+    pub epoch: u64,
     pub cached: bool,
 }
 
@@ -60,10 +63,11 @@ impl OsResult {
         })
     }
 
-    fn from_record(image: &str, arch: Arch, r: OsRecord, cached: bool) -> OsResult {
+    fn from_record(image: &str, arch: Arch, epoch: u64, r: OsRecord, cached: bool) -> OsResult {
         OsResult {
             image: image.into(),
             arch,
+            epoch,
             kernel_release: r.kernel_release,
             squashfs: r.squashfs,
             kernel: r.kernel,
@@ -301,7 +305,7 @@ pub fn build_os_with(
     let (record, cached) = cairn_steps::step::run(ctx, &store, &step, || {
         build_base(ctx, &store, spec, &packages, arch, epoch, extras)
     })?;
-    Ok(OsResult::from_record(image, arch, record, cached))
+    Ok(OsResult::from_record(image, arch, epoch, record, cached))
 }
 
 /// The `os-base` step's work: the packages fetched, the root assembled, its boot files,

@@ -62,11 +62,30 @@ pub fn run<O: Output>(
     step: &Step,
     build: impl FnOnce() -> Result<O, Error>,
 ) -> Result<(O, bool), Error> {
-    if let Some(output) = lookup(ctx, store, step) {
+    run_with(ctx.substituter.as_deref(), store, step, build)
+}
+
+/// [`run`] for a step that is neither substituted nor offered: one whose output only this
+/// store needs (a node's registry form, which a pull rebuilds from what it brings).
+pub fn run_local<O: Output>(
+    store: &Store,
+    step: &Step,
+    build: impl FnOnce() -> Result<O, Error>,
+) -> Result<(O, bool), Error> {
+    run_with(None, store, step, build)
+}
+
+fn run_with<O: Output>(
+    substituter: Option<&dyn Substituter>,
+    store: &Store,
+    step: &Step,
+    build: impl FnOnce() -> Result<O, Error>,
+) -> Result<(O, bool), Error> {
+    if let Some(output) = lookup_with(substituter, store, step) {
         return Ok((output, true));
     }
     let output = build()?;
-    record(ctx, store, step, &output)?;
+    record_with(substituter, store, step, &output)?;
     Ok((output, false))
 }
 
@@ -74,10 +93,18 @@ pub fn run<O: Output>(
 /// container image's layers, one per arch, in parallel): the recorded output, from the
 /// local cache, else from the substituter (then kept locally).
 pub fn lookup<O: Output>(ctx: &Context, store: &Store, step: &Step) -> Option<O> {
+    lookup_with(ctx.substituter.as_deref(), store, step)
+}
+
+fn lookup_with<O: Output>(
+    substituter: Option<&dyn Substituter>,
+    store: &Store,
+    step: &Step,
+) -> Option<O> {
     let found = match store.action_get(&step.key) {
         Some(r) => r,
         None => {
-            let r = ctx.substituter.as_ref()?.fetch(store, &step.key)?;
+            let r = substituter?.fetch(store, &step.key)?;
             store.action_put(&step.key, &r).ok()?;
             r
         }
@@ -92,13 +119,22 @@ pub fn record<O: Output>(
     step: &Step,
     output: &O,
 ) -> Result<(), Error> {
+    record_with(ctx.substituter.as_deref(), store, step, output)
+}
+
+fn record_with<O: Output>(
+    substituter: Option<&dyn Substituter>,
+    store: &Store,
+    step: &Step,
+    output: &O,
+) -> Result<(), Error> {
     let record = ActionRecord {
         step: step.name.clone(),
         blobs: output.blobs(),
         output: serde_json::to_value(output).expect("step outputs serialise"),
     };
     store.action_put(&step.key, &record)?;
-    if let Some(s) = &ctx.substituter {
+    if let Some(s) = substituter {
         s.offer(store, &step.key, &record);
     }
     Ok(())
