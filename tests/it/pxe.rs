@@ -113,6 +113,33 @@ fn x86_storage_boots_from_serve_pxe_beside_the_lans_dhcp_server() {
     // An SD node is not served, and says what to do instead.
     let err = run_err(xtask(dir).args(["serve-pxe", "pi-worker", "--listen", "127.0.0.1"]));
     assert!(err.contains("boots from an SD card"), "{err}");
+    // Secrets the node could not join with are refused before anything is served.
+    let bad = dir.join("bad-secrets");
+    std::fs::create_dir_all(&bad).unwrap();
+    let serve_bad = || {
+        let mut c = xtask(dir);
+        c.args([
+            "serve-pxe",
+            "x86-storage",
+            "--listen",
+            "127.0.0.1",
+            "--secrets-dir",
+        ])
+        .arg(&bad);
+        c
+    };
+    let err = run_err(&mut serve_bad());
+    assert!(
+        err.contains("--secrets-dir serves x86-storage the file x86-storage.env")
+            && err.contains("bad-secrets/x86-storage.env"),
+        "{err}"
+    );
+    std::fs::write(bad.join("x86-storage.env"), "JOIN_TOKEN=abc\n").unwrap();
+    let err = run_err(&mut serve_bad());
+    assert!(
+        err.contains("x86-storage.env:1: unknown key JOIN_TOKEN (keys are lower case: join_token)"),
+        "{err}"
+    );
 
     let mut lan = Lan::new();
     let logs = tempfile::tempdir().unwrap();

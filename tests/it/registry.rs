@@ -651,10 +651,11 @@ fn no_secret_reaches_the_store_the_bundle_or_the_registry() {
     let built = built();
     let dir = &built.dir;
     let token = "zq91vx.s3cr3tj01nt0k3n";
-    let key = "c3VwZXItc2VjcmV0LWNlcnRpZmljYXRlLWtleQ";
+    // The second secret a node reads (a kubeadm worker's CA hash; k3s nodes ignore it).
+    let key = "sha256:c0ffee5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
     let secrets_dir = dir.join("secrets-scan");
     std::fs::create_dir_all(&secrets_dir).unwrap();
-    let secrets_text = format!("join_token={token}\ncertificate_key={key}\n");
+    let secrets_text = format!("join_token={token}\nca_cert_hash={key}\n");
     for node in ["pi-worker", "x86-storage"] {
         std::fs::write(secrets_dir.join(format!("{node}.env")), &secrets_text).unwrap();
     }

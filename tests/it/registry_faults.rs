@@ -349,3 +349,26 @@ fn a_missing_harbor_project_is_explained_or_created() {
         .collect();
     assert_eq!(creates, [true], "the API call carries the credentials");
 }
+
+#[test]
+#[ignore = "slow: runs docker-registry"]
+fn a_plain_http_registry_reached_over_tls_says_to_pass_insecure() {
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "pw".into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    let err = run_err(xtask(dir.path()).args([
+        "pull",
+        "haproxy",
+        "--from",
+        &format!("{}/homelab", reg.host),
+    ]));
+    assert!(
+        err.contains(&format!("https://{}/v2/", reg.host))
+            && err.contains("the registry answered in plain HTTP, not TLS")
+            && err.contains("pass --insecure"),
+        "{err}"
+    );
+}

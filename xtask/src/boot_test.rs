@@ -68,7 +68,14 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::at(format!("secrets file {}", path.display()), e))?;
-            cairn_deliver::flash::check_secrets(path, &bytes, cairn_node::disk::SECRETS_BYTES)?;
+            for name in &names {
+                let needs = project
+                    .node(name)
+                    .map(|n| cairn_node::secrets::Needs::of(&project.cluster, n))
+                    .unwrap_or_default();
+                cairn_node::secrets::check(path, &bytes, cairn_node::disk::SECRETS_BYTES, needs)
+                    .map_err(|e| e.context(format!("the secrets of node {name}")))?;
+            }
             Some(bytes)
         }
         None => None,

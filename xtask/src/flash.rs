@@ -1,6 +1,6 @@
 use crate::Env;
 use crate::registry_args::RegistryArgs;
-use cairn_deliver::flash::{FlashConfig, NodeImage, Target, check_secrets, flash};
+use cairn_deliver::flash::{FlashConfig, NodeImage, Target, flash};
 use cairn_steps::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +45,20 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         Some(path) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::at(format!("secrets file {}", path.display()), e))?;
-            check_secrets(path, &bytes, cairn_node::disk::SECRETS_BYTES)?;
+            // What the node needs, from its file when this checkout has it (a node pulled
+            // onto another machine gets the checks every node needs).
+            let project = crate::load_project(env).ok();
+            let needs = project
+                .as_ref()
+                .and_then(|p| {
+                    Some(cairn_node::secrets::Needs::of(
+                        &p.cluster,
+                        p.node(&args.node)?,
+                    ))
+                })
+                .unwrap_or_default();
+            cairn_node::secrets::check(path, &bytes, cairn_node::disk::SECRETS_BYTES, needs)
+                .map_err(|e| e.context(format!("the secrets of node {}", args.node)))?;
             Some(bytes)
         }
         None => None,

@@ -89,6 +89,22 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         let mac = spec
             .mac
             .ok_or_else(|| Error::msg(format!("node {name} has no MAC address")))?;
+        // Its secrets checked before anything is pulled, built or served.
+        if let Some(dir) = &args.secrets_dir {
+            let path = dir.join(format!("{name}.env"));
+            let bytes = std::fs::read(&path).map_err(|e| {
+                Error::at(format!("secrets file {}", path.display()), e).context(format!(
+                    "--secrets-dir serves {name} the file {name}.env, which it needs to join the cluster"
+                ))
+            })?;
+            cairn_node::secrets::check(
+                &path,
+                &bytes,
+                cairn_node::disk::SECRETS_BYTES,
+                cairn_node::secrets::Needs::of(&project.cluster, spec),
+            )
+            .map_err(|e| e.context(format!("the secrets of node {name}")))?;
+        }
         let result = match &pull_options {
             Some((from, options)) => {
                 cairn_deliver::publish::pull(&env.ctx, name, options, verify.as_ref())

@@ -186,64 +186,6 @@ impl NodeImage {
     }
 }
 
-/// Checks a secrets file: text, `KEY=value` lines, no larger than the reserved area.
-pub fn check_secrets(path: &Path, bytes: &[u8], area: u64) -> Result<(), Error> {
-    if bytes.len() as u64 > area {
-        return Err(Error::msg(format!(
-            "{}: {} bytes; the card reserves {area} for secrets",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    let text = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|t| !t.contains('\0'))
-        .ok_or_else(|| Error::msg(format!("{}: not a text file", path.display())))?;
-    // The node reads the file as shell assignments: only plain KEY=value lines, whose
-    // values need no quoting, pass.
-    let unsafe_char =
-        |c: char| c.is_whitespace() || c.is_control() || "\"'`$\\;&|<>(){}*?[]#~!".contains(c);
-    let mut assignments = 0;
-    for (n, line) in text.split('\n').enumerate() {
-        let place = || format!("{}:{}", path.display(), n + 1);
-        if line.contains('\r') {
-            return Err(Error::msg(format!(
-                "{}: a carriage return (Windows line ends): save the file with plain newlines",
-                place()
-            )));
-        }
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(Error::msg(format!("{}: not a KEY=value line", place())));
-        };
-        let key_ok = !key.is_empty()
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !key.starts_with(|c: char| c.is_ascii_digit());
-        if !key_ok {
-            return Err(Error::msg(format!(
-                "{}: {key:?} is not a variable name",
-                place()
-            )));
-        }
-        if value.chars().any(unsafe_char) {
-            return Err(Error::msg(format!(
-                "{}: the value of {key} holds a space, quote or shell character (tokens, hashes and keys never do)",
-                place()
-            )));
-        }
-        assignments += 1;
-    }
-    if assignments == 0 {
-        return Err(Error::msg(format!(
-            "{}: no KEY=value line (e.g. join_token=abcdef.0123456789abcdef)",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
 const O_EXCL: i32 = libc::O_EXCL;
 
 /// The sysfs directory of a block device node.
@@ -410,7 +352,6 @@ pub fn verify(
 /// Writes `image` (from `store`) to the target and verifies it.
 pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<FlashReport, Error> {
     let start = Instant::now();
-    let target = config.target.path();
     let secrets = match &config.secrets {
         Some(bytes) => {
             let (offset, len) = image.secrets_area.ok_or_else(|| {
@@ -472,19 +413,57 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                     )));
                 }
             }
-            // The file becomes exactly the image: unwritten blocks are holes (zeros).
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(Error::msg(format!(
+                        "{}: the directory {} does not exist: create it, or write the image elsewhere",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+            }
+            // The file becomes exactly the image: unwritten blocks are holes (zeros). With
+            // secrets in it, only its owner may read it (whatever the umask, and also when
+            // --force replaces a file that was readable).
+            let mode = if secrets.is_some() { 0o600 } else { 0o666 };
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(mode)
                 .open(path)
                 .map_err(|e| Error::at(path.display(), e))?;
+            if secrets.is_some() {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::at(path.display(), e))?;
+            }
             file.set_len(image.size)
                 .map_err(|e| Error::at(path.display(), e))?;
             file
         }
     };
+    let written = write_and_verify(store, image, config, &mut out, secrets.as_ref(), start);
+    if written.is_err() {
+        if let Target::File(path) = &config.target {
+            // Never an image file that is not the image: what was begun goes.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    written
+}
+
+/// The write, the store's copy checked, block 0 last, and the read-back.
+fn write_and_verify(
+    store: &Store,
+    image: &NodeImage,
+    config: &FlashConfig,
+    out: &mut File,
+    secrets: Option<&(u64, Vec<u8>)>,
+    start: Instant,
+) -> Result<FlashReport, Error> {
+    let target = config.target.path();
     let io = |what: &str, e: std::io::Error| Error::at(format!("{what} {}", target.display()), e);
     // A damaged copy in the store must not reach a card (the read-back would compare the
     // card with the same damaged bytes). It is hashed on the other core while the card is
@@ -496,7 +475,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     let mut source = store.open_blob(&image.disk)?;
     let ranges = image.ranges();
     let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
-    let secrets_ref = secrets.as_ref().map(|(at, b)| (*at, b.as_slice()));
+    let secrets_ref = secrets.map(|(at, b)| (*at, b.as_slice()));
     const FIRST: u64 = cairn_disk::bmap::BLOCK_SIZE;
     let mut buf = vec![0u8; 4 << 20];
 
@@ -524,7 +503,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     for &(from, to) in &ranges {
         let from = from.max(FIRST);
         if from < to {
-            write_range(&mut out, from, to)?;
+            write_range(out, from, to)?;
         }
     }
     out.sync_all().map_err(|e| io("syncing", e))?;
@@ -539,7 +518,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
         )));
     }
     if let Some(&(from, to)) = ranges.first().filter(|(from, _)| *from < FIRST) {
-        write_range(&mut out, from, to.min(FIRST))?;
+        write_range(out, from, to.min(FIRST))?;
     }
     out.sync_all().map_err(|e| io("syncing", e))?;
     bar.finish_and_clear();
@@ -547,7 +526,7 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
     // Read back what was written, from the device, not the page cache.
     drop_cache(&out).map_err(|e| io("dropping the page cache of", e))?;
     let bar = cairn_steps::progress::bytes(config.progress, total, "verifying");
-    verify(&mut source, &mut out, &ranges, secrets_ref, &|n| bar.inc(n))
+    verify(&mut source, out, &ranges, secrets_ref, &|n| bar.inc(n))
         .map_err(|e| e.context(format!("verifying {}", target.display())))?;
     bar.finish_and_clear();
     Ok(FlashReport {

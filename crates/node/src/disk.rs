@@ -145,13 +145,13 @@ pub fn boot_partition_files(
             }
             None if !required => Ok(()),
             None if name.ends_with(".dtb") => Err(Error::msg(format!(
-                "board {:?} needs the device tree {name}, which the kernel of image {} for {} does not ship",
+                "board {} needs the device tree {name}, which the kernel of image {} for {} does not ship",
                 node.board,
                 node.image.get_ref(),
                 node.arch
             ))),
             None => Err(Error::msg(format!(
-                "board {:?} needs the firmware file {name} from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.{}` of image {} (component non-free-firmware), then run `cargo xtask lock`",
+                "board {} needs the firmware file {name} from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.{}` of image {} (component non-free-firmware), then run `cargo xtask lock`",
                 node.board,
                 node.arch,
                 node.image.get_ref()

@@ -11,3 +11,4 @@ pub mod config;
 pub mod disk;
 pub mod kubernetes;
 pub mod pxe;
+pub mod secrets;

@@ -41,6 +41,16 @@ pub struct QemuBoard {
 }
 
 impl Board {
+    /// The name a node file gives the board (`board = "rpi4"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Board::Rpi4 => "rpi4",
+            Board::Rpi3 => "rpi3",
+            Board::Rpi2 => "rpi2",
+            Board::Pc => "pc",
+        }
+    }
+
     pub fn info(self) -> &'static BoardInfo {
         match self {
             Board::Rpi4 => &RPI4,
@@ -178,5 +188,12 @@ mod tests {
         assert_eq!(pi2.serial_console, "ttyAMA0");
         assert!(pi2.qemu.unwrap().usb_ethernet);
         assert!(!is_pi_dtb("bcm2711-rpi-4-b.dtbo") && !is_pi_dtb("rk3399.dtb"));
+    }
+}
+
+/// As the node file writes it.
+impl std::fmt::Display for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -379,7 +379,7 @@ impl NodeSpec {
             return Err(err(
                 "arch",
                 format!(
-                    "board {:?} cannot run {}: use one of {}",
+                    "board {} cannot run {}: use one of {}",
                     node.board,
                     node.arch,
                     arches.join(", ")
@@ -557,6 +557,22 @@ impl NodeSpec {
                     find_key(&self.source, key),
                     format!(
                         "{what} is also node {}'s ({}): every node needs its own; change `{key}` in one of them",
+                        other.name,
+                        other.path.display()
+                    ),
+                ));
+            }
+        }
+        // A second server would bootstrap a second, separate cluster (its rendered config
+        // joins nothing): refused until several control-plane nodes are supported.
+        if self.role == Role::ControlPlane {
+            if let Some(other) = earlier.iter().find(|o| o.role == Role::ControlPlane) {
+                return Err(SpecError::at(
+                    &self.path,
+                    &self.source,
+                    find_key(&self.source, "role"),
+                    format!(
+                        "a second control-plane node: {} ({}) is the cluster's control plane, and Cairn runs one per cluster for now (another would start a second, separate cluster); make this node `role = \"worker\"`",
                         other.name,
                         other.path.display()
                     ),

@@ -194,7 +194,13 @@ fn missing_image() {
 #[test]
 fn board_cannot_run_arch() {
     let err = bad_node("arch = \"aarch64\"", "arch = \"x86_64\"");
-    assert_names(&err, "pi-worker.toml", 2, "arch", "cannot run x86_64");
+    assert_names(
+        &err,
+        "pi-worker.toml",
+        2,
+        "arch",
+        "board rpi4 cannot run x86_64",
+    );
 }
 
 #[test]
@@ -420,6 +426,38 @@ fn kubernetes_versions_have_the_distribution_form() {
             "{bad}: {err}"
         );
     }
+}
+
+#[test]
+fn a_second_control_plane_node_is_refused_at_its_role() {
+    // pi-control.toml copied as a new user would, with its own hostname, MAC and address.
+    let control = std::fs::read_to_string(repo_root().join("nodes/pi-control.toml")).unwrap();
+    let copy = control
+        .replace("hostname = \"pi-control\"", "hostname = \"pi-control2\"")
+        .replace("dc:a6:32:00:10:11", "dc:a6:32:00:10:19")
+        .replace("10.0.10.11/24", "10.0.10.19/24");
+    let (_, err) = project_with("nodes/pi-control2.toml", &copy);
+    assert_names(
+        &err,
+        "pi-control2.toml",
+        6,
+        "role",
+        "a second control-plane node: pi-control (",
+    );
+    assert!(
+        err.contains("nodes/pi-control.toml) is the cluster's control plane")
+            && err.contains("make this node `role = \"worker\"`"),
+        "{err}"
+    );
+    // As a worker it loads.
+    let worker = copy
+        .replace("role = \"control-plane\"", "role = \"worker\"")
+        .replace(
+            "taints = [\"node-role.kubernetes.io/control-plane:NoSchedule\"]\n",
+            "",
+        );
+    let dir = scratch_project(&[("nodes/pi-control2.toml", &worker)]);
+    assert_eq!(Project::load(dir.path()).unwrap().nodes.len(), 5);
 }
 
 #[test]

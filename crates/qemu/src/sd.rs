@@ -182,7 +182,7 @@ pub(crate) fn sd_boot(
         Machine::Board => {
             let qemu = node.board.info().qemu.ok_or_else(|| {
                 Error::msg(format!(
-                    "node {} is a {:?}: QEMU has no model of its board",
+                    "node {} is a {} board: QEMU has no model of it",
                     result.node, node.board
                 ))
             })?;

@@ -272,10 +272,7 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) if idempotent && attempt < ATTEMPTS && transient(&e) => self.sleep(attempt),
                 Err(e) => {
-                    let mut message = e.to_string();
-                    if message.contains("certificate") || message.contains("UnknownIssuer") {
-                        message.push_str(": if the registry has a private CA, pass --ca-file (or set registry.ca_file in nodes/cluster.toml)");
-                    }
+                    let message = explain(&e, self.config.insecure);
                     return Err(RegistryError::Transport {
                         method: method.into(),
                         url: url.into(),
@@ -307,7 +304,7 @@ impl Client {
             .map_err(|e| RegistryError::Transport {
                 method: "POST".into(),
                 url: url.clone(),
-                message: e.to_string(),
+                message: explain(&e, self.config.insecure),
             })?;
         let status = resp.status().as_u16();
         Ok((status, read_small(resp)))
@@ -411,7 +408,7 @@ impl Client {
                         return Err(RegistryError::Transport {
                             method: "GET".into(),
                             url: realm.into(),
-                            message: e.to_string(),
+                            message: explain(&e, self.config.insecure),
                         });
                     }
                 }
@@ -497,4 +494,19 @@ pub fn read_small(resp: Response) -> Vec<u8> {
 /// A response header as text.
 pub fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A transport error's text, with what to do where the cause is a known setup mistake: a
+/// registry that answers TLS with plain HTTP, or a certificate the system does not trust.
+fn explain(e: &ureq::Error, insecure: bool) -> String {
+    let mut message = e.to_string();
+    if !insecure && (message.contains("InvalidContentType") || message.contains("corrupt message"))
+    {
+        message.push_str(
+            ": the registry answered in plain HTTP, not TLS; if it serves plain HTTP (a test registry on a trusted LAN), pass --insecure (--cache-insecure for --cache)",
+        );
+    } else if message.contains("certificate") || message.contains("UnknownIssuer") {
+        message.push_str(": if the registry has a private CA, pass --ca-file (or set registry.ca_file in nodes/cluster.toml)");
+    }
+    message
 }
