@@ -800,7 +800,8 @@ fn store_verify_and_gc() {
     verify.args(["store", "verify"]);
     let err = run_err(&mut verify);
     assert!(
-        err.contains(&format!("corrupt: blobs/sha256/{layer} hashes to sha256:")),
+        err.contains(&format!("corrupt: blobs/sha256/{layer} hashes to sha256:"))
+            && err.contains("problems found in app; run `cargo xtask store verify --repair`"),
         "{err}"
     );
     // --repair removes it and the cache record; the next build writes it again.
@@ -815,6 +816,7 @@ fn store_verify_and_gc() {
     );
     let repaired = json(&String::from_utf8(out_repair.stdout).unwrap());
     assert_eq!(repaired["repaired"], 1);
+    assert_eq!(repaired["affected_tags"], serde_json::json!(["app"]));
     assert!(!path.exists(), "the corrupt blob is gone");
     let rebuilt = json(&run_ok(repo.xtask().args(["build-image", "app", "--json"])));
     assert_eq!(rebuilt["manifests"]["x86_64"]["cached"], false);
@@ -830,4 +832,79 @@ fn store_verify_and_gc() {
     let gc = json(&run_ok(repo.xtask().args(["store", "gc", "--json"])));
     assert_eq!(gc["removed_tags"], serde_json::json!(["app"]));
     assert_eq!(repo.n_blobs(), 0);
+}
+
+#[test]
+fn store_gc_keeps_what_was_imported_unless_asked_and_says_what_it_would_remove() {
+    let repo = repo();
+    repo.lock();
+    run_ok(repo.xtask().args(["build-image", "app"]));
+    let bundle = repo.project.path().join("app.tar");
+    run_ok(
+        repo.xtask()
+            .args(["export", "app", "--output"])
+            .arg(&bundle),
+    );
+    // The spare laptop: another store, whose checkout no longer has the image's spec.
+    let spare = repo.project.path().join("spare-store");
+    let at_spare = || {
+        let mut c = support::xtask_store(repo.project.path(), &spare);
+        c.env("CAIRN_CACHE_DIR", repo.cache.path());
+        c
+    };
+    run_ok(at_spare().arg("import").arg(&bundle));
+    std::fs::remove_file(repo.project.path().join("images/app.toml")).unwrap();
+    let blobs = || {
+        std::fs::read_dir(spare.join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+    assert!(before > 0);
+
+    // Kept, and said so.
+    let out = at_spare().args(["store", "gc"]).output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "kept app (imported from {}; `store gc --pulled` or `store gc app` drops it)",
+            bundle.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(blobs(), before, "nothing of the imported image removed");
+
+    // --dry-run says what --pulled would remove, and removes nothing.
+    let dry = json(&run_ok(at_spare().args([
+        "store",
+        "gc",
+        "--pulled",
+        "--dry-run",
+        "--json",
+    ])));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["removed_tags"], serde_json::json!(["app", "app.sbom"]));
+    assert!(dry["removed"][0]["bytes"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(dry["removed_blobs"].as_u64().unwrap() as usize, before);
+    assert_eq!(blobs(), before);
+    let out = at_spare()
+        .args(["store", "gc", "--pulled", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("would untag app (imported from")
+            && err.contains(", and --pulled): ")
+            && err.contains(&format!("would remove {before} blobs")),
+        "{err}"
+    );
+
+    // Named: dropped; a name the store lacks is refused.
+    let err = run_err(at_spare().args(["store", "gc", "nosuch"]));
+    assert!(err.contains("the store has no tag \"nosuch\""), "{err}");
+    let gc = json(&run_ok(at_spare().args(["store", "gc", "app", "--json"])));
+    assert_eq!(gc["removed"][0]["tag"], "app");
+    assert_eq!(gc["removed"][0]["why"], "as asked");
+    assert_eq!(blobs(), 0);
 }

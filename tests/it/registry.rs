@@ -227,6 +227,21 @@ fn round_trip(reg: &Registry, user: &str, password: &str, login: &dyn Fn(&mut Co
         .join(built.pi_worker_disk.trim_start_matches("sha256:"));
     assert!(disk.exists(), "the disk image was joined and decompressed");
     run_ok(support::xtask_store(&built.dir, empty.path()).args(["store", "verify"]));
+
+    // The spare laptop's checkout does not name the pulled node: gc keeps it anyway.
+    let spare = tempfile::tempdir().unwrap();
+    support::copy_project(spare.path());
+    std::fs::remove_file(spare.path().join("nodes/pi-worker.toml")).unwrap();
+    let gc = json(&run_ok(
+        support::xtask_store(spare.path(), empty.path()).args(["store", "gc", "--json"]),
+    ));
+    assert_eq!(
+        gc["kept_pulled"],
+        serde_json::json!([{"tag": "pi-worker", "origin": format!("pulled from {target}")}]),
+        "{gc}"
+    );
+    assert_eq!(gc["removed_tags"], serde_json::json!([]), "{gc}");
+    assert!(disk.exists(), "the copy for an offline reinstall is kept");
 }
 
 fn stdin_login(user: &'static str) -> impl Fn(&mut Command) {

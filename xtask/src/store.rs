@@ -14,8 +14,19 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Untag what no current spec names, then delete every blob and cache record no tag reaches
+    /// Untag what no current spec names (keeping what was pulled or imported), then delete
+    /// every blob and cache record no tag reaches
     Gc {
+        /// Tags to drop even though a spec names them or they were pulled or imported
+        #[arg(value_name = "TAG")]
+        drop: Vec<String>,
+        /// Also drop the pulled and imported tags no spec names (kept by default: they are
+        /// the copies for an offline reinstall)
+        #[arg(long)]
+        pulled: bool,
+        /// Print what would be removed, and remove nothing
+        #[arg(long)]
+        dry_run: bool,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -29,6 +40,27 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
             let bar = cairn_steps::progress::spinner(env.ctx.progress && !json, "verifying blobs");
             let report = store.verify(|_| bar.tick())?;
             bar.finish_and_clear();
+            // The tags that reach a corrupt or missing blob: what to build or pull again.
+            let bad: BTreeSet<cairn_formats::Digest> = report
+                .corrupt
+                .iter()
+                .filter_map(|(name, _)| cairn_formats::Digest::from_hex(name).ok())
+                .chain(report.missing.iter().map(|(_, d)| *d))
+                .collect();
+            let affected: Vec<String> = if bad.is_empty() {
+                Vec::new()
+            } else {
+                store
+                    .tags()?
+                    .into_iter()
+                    .filter(|t| {
+                        let (reached, missing) = store.reachable(&[t.digest]);
+                        reached.iter().chain(&missing).any(|d| bad.contains(d))
+                            || bad.contains(&t.digest)
+                    })
+                    .map(|t| t.name)
+                    .collect()
+            };
             let repaired = if repair { store.repair(&report)? } else { 0 };
             if json {
                 println!(
@@ -40,6 +72,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                         "missing": report.missing.iter().map(|(t, d)| serde_json::json!({"tag": t, "digest": d.to_string()})).collect::<Vec<_>>(),
                         "ok": report.is_ok(),
                         "repaired": repaired,
+                        "affected_tags": affected,
                     })
                 );
             } else {
@@ -52,12 +85,15 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 for (tag, d) in &report.missing {
                     eprintln!("missing: {d} (needed by tag {tag})");
                 }
+                let names = affected.join(" ");
                 let advice = if report.is_ok() {
-                    "ok"
+                    "ok".to_string()
                 } else if repaired > 0 {
-                    "corrupt blobs removed; build the affected images again"
+                    format!("corrupt blobs removed; build or pull again: {names}")
                 } else {
-                    "problems found; run `cargo xtask store verify --repair`, then build the affected images again"
+                    format!(
+                        "problems found in {names}; run `cargo xtask store verify --repair`, then build (or pull) them again"
+                    )
                 };
                 eprintln!(
                     "{} blobs, {} bytes checked: {advice}",
@@ -70,7 +106,12 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 ExitCode::FAILURE
             })
         }
-        Command::Gc { json } => {
+        Command::Gc {
+            drop,
+            pulled,
+            dry_run,
+            json,
+        } => {
             let project = crate::load_project(env)?;
             let mut keep: BTreeSet<String> = project.nodes.iter().map(|n| n.name.clone()).collect();
             for image in &project.images {
@@ -87,6 +128,35 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                     keep.insert(cairn_os::container::subset_tag(&image.name, &arches));
                 }
             }
+            let store = env.ctx.open_store()?;
+            let tags: BTreeSet<String> = store.tags()?.into_iter().map(|t| t.name).collect();
+            if let Some(unknown) = drop.iter().find(|t| !tags.contains(*t)) {
+                return Err(Error::msg(format!(
+                    "the store has no tag {unknown:?}: `cargo xtask store list` shows its tags"
+                )));
+            }
+            // What was pulled or imported stays (the copy kept for an offline reinstall),
+            // unless asked.
+            let origins = store.origins();
+            let mut kept_pulled = Vec::new();
+            // (An SBOM or signatures tag goes with what it describes, below.)
+            let beside_of = |t: &str| {
+                [
+                    cairn_deliver::bundle::SBOM_TAG_SUFFIX,
+                    cairn_trust::record::TAG_SUFFIX,
+                ]
+                .iter()
+                .any(|suffix| t.strip_suffix(suffix).is_some_and(|s| tags.contains(s)))
+            };
+            for (tag, origin) in &origins {
+                if tags.contains(tag) && !keep.contains(tag) && !pulled && !beside_of(tag) {
+                    keep.insert(tag.clone());
+                    kept_pulled.push((tag.clone(), origin.clone()));
+                }
+            }
+            for t in &drop {
+                keep.remove(t);
+            }
             // SBOMs and signatures stay as long as what they describe.
             let beside: Vec<String> = keep
                 .iter()
@@ -98,13 +168,28 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 })
                 .collect();
             keep.extend(beside);
-            let store = env.ctx.open_store()?;
-            let report = store.gc(&keep)?;
+            let report = if dry_run {
+                store.gc_dry_run(&keep)?
+            } else {
+                store.gc(&keep)?
+            };
+            let why = |t: &str| {
+                if drop.iter().any(|d| d == t) {
+                    "as asked".to_string()
+                } else if let Some(o) = origins.get(t) {
+                    format!("{o}, and --pulled")
+                } else {
+                    "no spec of that name".to_string()
+                }
+            };
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
+                        "dry_run": dry_run,
                         "removed_tags": report.removed_tags,
+                        "removed": report.removed_tag_bytes.iter().map(|(t, b)| serde_json::json!({"tag": t, "bytes": b, "why": why(t)})).collect::<Vec<_>>(),
+                        "kept_pulled": kept_pulled.iter().map(|(t, o)| serde_json::json!({"tag": t, "origin": o})).collect::<Vec<_>>(),
                         "removed_blobs": report.removed_blobs,
                         "removed_bytes": report.removed_bytes,
                         "removed_actions": report.removed_actions,
@@ -112,13 +197,18 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                     })
                 );
             } else {
-                for t in &report.removed_tags {
-                    eprintln!("untagged {t} (no spec of that name)");
+                let verb = if dry_run { "would untag" } else { "untagged" };
+                for (t, bytes) in &report.removed_tag_bytes {
+                    eprintln!("{verb} {t} ({}): {} only it held", why(t), mib(*bytes));
+                }
+                for (t, o) in &kept_pulled {
+                    eprintln!("kept {t} ({o}; `store gc --pulled` or `store gc {t}` drops it)");
                 }
                 eprintln!(
-                    "removed {} blobs ({} bytes) and {} action records; kept {} blobs",
+                    "{} {} blobs ({}) and {} action records; kept {} blobs",
+                    if dry_run { "would remove" } else { "removed" },
                     report.removed_blobs,
-                    report.removed_bytes,
+                    mib(report.removed_bytes),
                     report.removed_actions,
                     report.kept_blobs
                 );
@@ -126,4 +216,8 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }

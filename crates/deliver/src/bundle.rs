@@ -556,6 +556,7 @@ pub fn import(
         if store.tag(&tag.name)?.as_ref() != Some(&tag) {
             store.set_tag(tag.clone())?;
         }
+        store.set_origin(&tag.name, Some(&format!("imported from {name}")))?;
         report.tags.push(tag.name);
     }
     Ok(report)

@@ -382,6 +382,7 @@ pub fn pull(
         ..tag
     };
     store.set_tag(tag)?;
+    store.set_origin(name, Some(&format!("pulled from {}", options.target)))?;
     // Its signatures come along (checked whenever they are used, not here), so `export`
     // carries them and `import`/`flash --verify-key` check them offline.
     let signatures = match verified {

@@ -425,6 +425,8 @@ fn tag(store: &Store, r: &NodeResult) -> Result<(), Error> {
     if store.tag(&r.node)?.as_ref() != Some(&tag) {
         store.set_tag(tag)?;
     }
+    // Built here: no longer a pulled or imported copy.
+    store.set_origin(&r.node, None)?;
     Ok(())
 }
 

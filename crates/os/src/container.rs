@@ -479,6 +479,8 @@ pub fn build_image(
     if store.tag(&tag_name)?.as_ref() != Some(&tag) {
         store.set_tag(tag)?;
     }
+    // Built here: no longer a pulled or imported copy.
+    store.set_origin(&tag_name, None)?;
     Ok(ImageResult {
         name: name.to_string(),
         tag: tag_name,

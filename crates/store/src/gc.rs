@@ -24,6 +24,9 @@ impl VerifyReport {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct GcReport {
     pub removed_tags: Vec<String>,
+    /// Each removed tag and the bytes of the blobs only it reached (what dropping it alone
+    /// frees).
+    pub removed_tag_bytes: Vec<(String, u64)>,
     pub removed_blobs: usize,
     pub removed_bytes: u64,
     pub removed_actions: usize,
@@ -157,14 +160,38 @@ impl Store {
     /// Drops tags not in `keep_tags`, then every blob no remaining tag reaches, then action
     /// records whose blobs are gone.
     pub fn gc(&self, keep_tags: &BTreeSet<String>) -> Result<GcReport, StoreError> {
+        self.collect(keep_tags, false)
+    }
+
+    /// What [`Store::gc`] would remove, removing nothing.
+    pub fn gc_dry_run(&self, keep_tags: &BTreeSet<String>) -> Result<GcReport, StoreError> {
+        self.collect(keep_tags, true)
+    }
+
+    fn collect(&self, keep_tags: &BTreeSet<String>, dry_run: bool) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let tags = self.tags()?;
         let (kept, dropped): (Vec<_>, Vec<_>) =
             tags.into_iter().partition(|t| keep_tags.contains(&t.name));
-        report.removed_tags = dropped.into_iter().map(|t| t.name).collect();
-        self.write_index(&kept)?;
         let roots: Vec<Digest> = kept.iter().map(|t| t.digest).collect();
         let (live, _) = self.reachable(&roots);
+        let size = |d: &Digest| {
+            fs::metadata(self.blob_path(d))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        for t in &dropped {
+            let (reached, _) = self.reachable(&[t.digest]);
+            let only: u64 = reached.iter().filter(|d| !live.contains(d)).map(size).sum();
+            report.removed_tag_bytes.push((t.name.clone(), only));
+        }
+        report.removed_tags = dropped.iter().map(|t| t.name.clone()).collect();
+        if !dry_run {
+            self.write_index(&kept)?;
+            for t in &dropped {
+                self.set_origin(&t.name, None)?;
+            }
+        }
         for name in self.blob_names()? {
             let keep = Digest::from_hex(&name).is_ok_and(|d| live.contains(&d));
             if keep {
@@ -173,10 +200,12 @@ impl Store {
             }
             let path = self.root.join("blobs/sha256").join(&name);
             report.removed_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).map_err(|err| StoreError::Io {
-                path: path.clone(),
-                err,
-            })?;
+            if !dry_run {
+                fs::remove_file(&path).map_err(|err| StoreError::Io {
+                    path: path.clone(),
+                    err,
+                })?;
+            }
             report.removed_blobs += 1;
         }
         let actions = self.root.join("cache/actions");
@@ -192,10 +221,12 @@ impl Store {
                 .and_then(|b| serde_json::from_slice(&b).ok());
             let alive = record.is_some_and(|r| r.blobs.iter().all(|d| live.contains(d)));
             if !alive {
-                fs::remove_file(e.path()).map_err(|err| StoreError::Io {
-                    path: e.path(),
-                    err,
-                })?;
+                if !dry_run {
+                    fs::remove_file(e.path()).map_err(|err| StoreError::Io {
+                        path: e.path(),
+                        err,
+                    })?;
+                }
                 report.removed_actions += 1;
             }
         }

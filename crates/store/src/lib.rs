@@ -13,11 +13,14 @@ pub use gc::{GcReport, VerifyReport, child_digests};
 
 use cairn_formats::{Digest, HashingWriter};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+/// Where pulled and imported tags came from (see [`Store::origins`]).
+const ORIGINS: &str = "origins.json";
 pub const REF_NAME: &str = cairn_oci::REF_NAME;
 
 /// An open store, holding its lock until dropped.
@@ -239,6 +242,30 @@ impl Store {
         tags.push(tag);
         tags.sort_by(|a, b| a.name.cmp(&b.name));
         self.write_index(&tags)
+    }
+
+    /// Where each tag that did not come from a build came from (`pulled from REG/NS`,
+    /// `imported from FILE`), kept in `origins.json` beside `index.json`: `store gc` keeps
+    /// such tags, and `store list` shows it. A tag a build sets has no origin.
+    pub fn origins(&self) -> BTreeMap<String, String> {
+        fs::read(self.root.join(ORIGINS))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records (or, with `None`, forgets) where `tag` came from.
+    pub fn set_origin(&self, tag: &str, origin: Option<&str>) -> Result<(), StoreError> {
+        let mut origins = self.origins();
+        let changed = match origin {
+            Some(o) => origins.insert(tag.to_string(), o.to_string()).as_deref() != Some(o),
+            None => origins.remove(tag).is_some(),
+        };
+        if !changed {
+            return Ok(());
+        }
+        let bytes = cairn_formats::json::to_canonical_vec(&origins).expect("strings serialise");
+        self.write_file_atomic(&self.root.join(ORIGINS), &bytes)
     }
 
     pub(crate) fn write_index(&self, tags: &[Tag]) -> Result<(), StoreError> {
