@@ -853,6 +853,30 @@ fn store_gc_keeps_what_was_imported_unless_asked_and_says_what_it_would_remove()
         c
     };
     run_ok(at_spare().arg("import").arg(&bundle));
+    // store list: what each tag is and where it came from.
+    let listed = json(&run_ok(repo.xtask().args(["store", "list", "--json"])));
+    assert_eq!(listed["tags"][0]["tag"], "app");
+    assert_eq!(listed["tags"][0]["kind"], "image");
+    assert_eq!(listed["tags"][0]["from"], "built");
+    assert!(listed["tags"][0]["bytes"].as_u64().unwrap() > 0);
+    let listed = json(&run_ok(at_spare().args(["store", "list", "--json"])));
+    let imported = format!("imported from {}", bundle.display());
+    assert_eq!(
+        listed["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (
+                t["tag"].as_str().unwrap(),
+                t["kind"].as_str().unwrap(),
+                t["from"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("app", "image", imported.as_str()),
+            ("app.sbom", "sbom", imported.as_str())
+        ]
+    );
     std::fs::remove_file(repo.project.path().join("images/app.toml")).unwrap();
     let blobs = || {
         std::fs::read_dir(spare.join("blobs/sha256"))

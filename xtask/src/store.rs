@@ -14,6 +14,12 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// List the store's tags: what each is, its digest, the bytes it reaches, where it came from
+    List {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Untag what no current spec names (keeping what was pulled or imported), then delete
     /// every blob and cache record no tag reaches
     Gc {
@@ -106,6 +112,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 ExitCode::FAILURE
             })
         }
+        Command::List { json } => list(env, json),
         Command::Gc {
             drop,
             pulled,
@@ -220,4 +227,82 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+/// `store list`.
+fn list(env: &Env, json: bool) -> Result<ExitCode, Error> {
+    // Which tags a spec names, when this checkout's specs load (a store is listed without).
+    let project = crate::load_project(env).ok();
+    let store = env.ctx.open_store()?;
+    let origins = store.origins();
+    let mut rows = Vec::new();
+    for t in store.tags()? {
+        let doc: serde_json::Value = store
+            .read_blob(&t.digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let kind = match doc["artifactType"].as_str() {
+            Some(cairn_oci::media::NODE_ARTIFACT) => "node",
+            Some(cairn_oci::media::SPDX) => "sbom",
+            Some(cairn_oci::media::SIGNATURES_ARTIFACT) => "signatures",
+            Some(_) => "artifact",
+            None if t.media_type == cairn_oci::media::INDEX => "image",
+            None => "manifest",
+        };
+        let (reached, missing) = store.reachable(&[t.digest]);
+        let bytes: u64 = reached
+            .iter()
+            .map(|d| std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len()))
+            .sum();
+        let spec = project.as_ref().is_some_and(|p| {
+            p.node(&t.name).is_some()
+                || p.images.iter().any(|i| {
+                    t.name == i.name
+                        || t.name
+                            .strip_prefix(&format!("{}-", i.name))
+                            .is_some_and(|rest| {
+                                rest.split('-')
+                                    .all(|a| i.arches.iter().any(|x| x.as_str() == a))
+                            })
+                })
+        });
+        let from = match origins.get(&t.name) {
+            Some(o) => o.clone(),
+            None if spec => "built".to_string(),
+            None => "built (no spec of that name now)".to_string(),
+        };
+        rows.push((t, kind, bytes, missing.len(), from));
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(t, kind, bytes, missing, from)| {
+                serde_json::json!({
+                    "tag": t.name, "kind": kind, "digest": t.digest.to_string(),
+                    "bytes": bytes, "missing_blobs": missing, "from": from,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "tags": list }));
+    } else {
+        for (t, kind, bytes, missing, from) in &rows {
+            let missing = if *missing > 0 {
+                format!(", {missing} blobs missing")
+            } else {
+                String::new()
+            };
+            println!(
+                "{:<24} {:<10} {} {:>9}  {from}{missing}",
+                t.name,
+                kind,
+                &t.digest.to_string()[..19],
+                mib(*bytes)
+            );
+        }
+        if rows.is_empty() {
+            eprintln!("the store {} has no tags", env.ctx.store.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
