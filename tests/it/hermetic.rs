@@ -927,8 +927,41 @@ fn store_gc_keeps_what_was_imported_unless_asked_and_says_what_it_would_remove()
     // Named: dropped; a name the store lacks is refused.
     let err = run_err(at_spare().args(["store", "gc", "nosuch"]));
     assert!(err.contains("the store has no tag \"nosuch\""), "{err}");
+    // Under --json, a failure is JSON too.
+    let out = at_spare()
+        .args(["store", "gc", "nosuch", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let doc = json(&String::from_utf8(out.stdout).unwrap());
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the store has no tag \"nosuch\""),
+        "{doc}"
+    );
+    assert_eq!(doc["kind"], "Other");
     let gc = json(&run_ok(at_spare().args(["store", "gc", "app", "--json"])));
     assert_eq!(gc["removed"][0]["tag"], "app");
     assert_eq!(gc["removed"][0]["why"], "as asked");
     assert_eq!(blobs(), 0);
+}
+
+#[test]
+fn a_truncated_lock_is_named_with_its_line_and_what_to_do_offline() {
+    let repo = repo();
+    let text = repo.lock();
+    let path = repo.project.path().join("inputs.lock");
+    // Cut in the middle of a line, as a full disk or a bad copy leaves it.
+    let cut = text.find("sha256 = \"").expect("a pinned sha256") + 12;
+    std::fs::write(&path, &text[..cut]).unwrap();
+    let line = text[..cut].matches('\n').count() + 1;
+    let err = run_err(repo.xtask().args(["build-image", "app"]));
+    assert!(
+        err.contains(&format!("{}:{line}:", path.display()))
+            && err.contains("is not a valid lock file")
+            && err.contains("git checkout -- inputs.lock"),
+        "{err}"
+    );
 }

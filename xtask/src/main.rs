@@ -146,7 +146,15 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::Flash(a) if a.json)
         || matches!(&cli.command, Command::Export(a) if a.json)
         || matches!(&cli.command, Command::Import(a) if a.json)
-        || matches!(&cli.command, Command::Verify(a) if a.json);
+        || matches!(&cli.command, Command::Verify(a) if a.json)
+        || matches!(
+            &cli.command,
+            Command::Store(
+                store::Command::Verify { json: true, .. }
+                    | store::Command::Gc { json: true, .. }
+                    | store::Command::List { json: true }
+            )
+        );
     let cache_trust = match cache_trust(cli.cache_sign.as_deref(), cli.cache_verify_key.as_deref())
     {
         Ok(t) => t,
@@ -210,6 +218,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if json {
+                // What a script reading --json gets instead of the result.
+                println!(
+                    "{}",
+                    serde_json::json!({"error": e.to_string(), "kind": format!("{:?}", e.kind())})
+                );
+            }
             if e.is_out_of_space() {
                 eprintln!(
                     "error: a disk is full: the store is {} and the download cache {}. Free space there (`cargo xtask store gc` drops what no tag reaches), or point --store or --download-cache at a larger disk; the store holds nothing of the failed step",

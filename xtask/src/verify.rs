@@ -7,8 +7,9 @@ use std::process::ExitCode;
 pub struct Args {
     /// The image or node to check
     pub name: String,
-    /// Rebuild NAME in a scratch store from the lock and compare every digest
-    #[arg(long, required = true)]
+    /// Rebuild NAME in a scratch store from the lock and compare every digest (what verify
+    /// does; the flag is accepted, and implied)
+    #[arg(long)]
     pub rebuild: bool,
     /// Compare with what this registry and namespace holds instead of the store
     #[arg(long, value_name = "REG/NS")]

@@ -81,10 +81,20 @@ impl Lockfile {
             Err(e) => return Err(Error::at(path.display(), e)),
         };
         let lock: Lockfile = toml::from_str(&text).map_err(|e| {
+            // Where, as line:column, when the parser knows.
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
             Error::msg(format!(
-                "{} is not a valid lock file ({}): run `cargo xtask lock` to rewrite it",
+                "{}{at} is not a valid lock file ({}): restore it from version control (`git checkout -- inputs.lock`), or run `cargo xtask lock` to pin the inputs again (that needs the mirror)",
                 path.display(),
-                e.message()
+                e.message().trim_end()
             ))
         })?;
         if lock.version != VERSION {
