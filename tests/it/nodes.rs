@@ -765,7 +765,7 @@ fn bad_nodes_are_refused_with_the_file_and_key() {
     let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
     assert!(
         err.contains("nodes/pi-worker.toml:3:1")
-            && err.contains("board Rpi2 cannot run aarch64: use one of armv7"),
+            && err.contains("board rpi2 cannot run aarch64: use one of armv7"),
         "{err}"
     );
 
@@ -822,7 +822,7 @@ fn missing_kernel_or_firmware_is_a_clear_error() {
     .unwrap();
     run_ok(xtask(project.path()).args(["lock"]));
     let err = run_err(xtask(project.path()).args(["build-node", "pi-worker"]));
-    assert!(err.contains("board Rpi4 needs the firmware file start4.elf from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.aarch64`"), "{err}");
+    assert!(err.contains("board rpi4 needs the firmware file start4.elf from /usr/lib/raspi-firmware: add raspi-firmware to `arch_packages.aarch64`"), "{err}");
     let index = std::fs::read_to_string(&store_index).unwrap_or_default();
     assert!(!index.contains("pi-worker"), "no tag for a failed build");
 }

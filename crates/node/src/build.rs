@@ -143,6 +143,13 @@ impl Output for NodeRecord {
             .chain([self.manifest.digest, Digest::of(EMPTY_CONFIG)])
             .collect()
     }
+    fn sizes(&self) -> Vec<(Digest, u64)> {
+        self.files
+            .values()
+            .chain([&self.manifest])
+            .map(|f| (f.digest, f.size))
+            .collect()
+    }
 }
 
 fn boot_name(boot: BootMethod) -> &'static str {

@@ -96,6 +96,13 @@ impl Output for OsRecord {
             .map(|d| d.digest)
             .collect()
     }
+    fn sizes(&self) -> Vec<(Digest, u64)> {
+        [&self.squashfs, &self.kernel, &self.initramfs]
+            .into_iter()
+            .chain(self.boot_files.values())
+            .map(|d| (d.digest, d.size))
+            .collect()
+    }
 }
 
 /// Assembles the OS root filesystem of `spec` for `arch`.

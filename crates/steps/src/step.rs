@@ -26,6 +26,11 @@ pub trait Substituter: Send + Sync + std::fmt::Debug {
 /// counts only while they all exist).
 pub trait Output: Serialize + DeserializeOwned {
     fn blobs(&self) -> Vec<Digest>;
+    /// The blobs whose sizes the output records: a recorded output is used only while the
+    /// store's copies have those sizes (a truncated blob is found before it is trusted).
+    fn sizes(&self) -> Vec<(Digest, u64)> {
+        Vec::new()
+    }
 }
 
 /// A step: what it is called in the cache, and its key.
@@ -109,7 +114,18 @@ fn lookup_with<O: Output>(
             r
         }
     };
-    serde_json::from_value(found.output).ok()
+    let output: O = serde_json::from_value(found.output).ok()?;
+    for (digest, size) in output.sizes() {
+        let found = std::fs::metadata(store.blob_path(&digest)).map_or(0, |m| m.len());
+        if found != size {
+            eprintln!(
+                "warning: the store's copy of {digest} is {found} bytes, step {} recorded {size}: building it again (`cargo xtask store verify --repair` finds other damage)",
+                step.name
+            );
+            return None;
+        }
+    }
+    Some(output)
 }
 
 /// The second half of [`run`]: records what was built, and offers it to the substituter.
@@ -220,6 +236,50 @@ mod tests {
         .unwrap();
         assert!(!cached);
         assert_eq!(builds, 2);
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sized {
+        blob: Digest,
+        size: u64,
+    }
+    impl Output for Sized {
+        fn blobs(&self) -> Vec<Digest> {
+            vec![self.blob]
+        }
+        fn sizes(&self) -> Vec<(Digest, u64)> {
+            vec![(self.blob, self.size)]
+        }
+    }
+
+    #[test]
+    fn a_record_whose_blob_was_truncated_is_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path(), None);
+        let store = ctx.open_store().unwrap();
+        let step = Step::new("sized", &serde_json::json!({"step": "sized"}));
+        let build = || {
+            let blob = store.write_blob(b"the whole output")?;
+            Ok(Sized { blob, size: 16 })
+        };
+        let (out, cached) = run(&ctx, &store, &step, build).unwrap();
+        assert!(!cached);
+        assert!(run(&ctx, &store, &step, build).unwrap().1, "intact: cached");
+        // Cut short in place (as a full disk or a bad copy leaves it).
+        let path = store.blob_path(&out.blob);
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).unwrap();
+        std::fs::write(&path, b"the whole").unwrap();
+        let mut rebuilt = false;
+        let (_, cached) = run(&ctx, &store, &step, || {
+            rebuilt = true;
+            build()
+        })
+        .unwrap();
+        assert!(!cached && rebuilt, "a truncated blob is not trusted");
+        assert_eq!(std::fs::read(&path).unwrap(), b"the whole output");
     }
 
     #[test]
