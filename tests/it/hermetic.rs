@@ -965,3 +965,37 @@ fn a_truncated_lock_is_named_with_its_line_and_what_to_do_offline() {
         "{err}"
     );
 }
+
+#[test]
+fn keygen_json_names_the_key_and_refuses_to_replace_it_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("ci");
+    let out = json(&run_ok(
+        xtask(dir.path())
+            .args(["keygen", "--json", "--output"])
+            .arg(&prefix),
+    ));
+    assert!(out["id"].as_str().unwrap().starts_with("sha256:"), "{out}");
+    let key = std::path::PathBuf::from(out["private_key"].as_str().unwrap());
+    assert_eq!(key, dir.path().join("ci.key"));
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions())
+            & 0o777,
+        0o600
+    );
+    assert!(std::path::Path::new(out["public_key"].as_str().unwrap()).is_file());
+    let again = xtask(dir.path())
+        .args(["keygen", "--json", "--output"])
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let doc = json(&String::from_utf8(again.stdout).unwrap());
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("exists: refusing to replace a key"),
+        "{doc}"
+    );
+}

@@ -184,7 +184,16 @@ fn unpinned_kubernetes_inputs_name_the_command_and_a_changed_pin_is_refused() {
     let b = project.path().join("b");
     std::fs::write(&a, b"first").unwrap();
     std::fs::write(&b, b"second").unwrap();
-    run_ok(xtask(project.path()).args(["prefetch", url, "--sha256", &sha256_hex(b"first")]));
+    let pin = support::json(&run_ok(xtask(project.path()).args([
+        "prefetch",
+        url,
+        "--sha256",
+        &sha256_hex(b"first"),
+        "--json",
+    ])));
+    assert_eq!(pin["name"], "kubernetes/k3s-arm64");
+    assert_eq!(pin["url"], url);
+    assert_eq!(pin["sha256"], sha256_hex(b"first"));
     let lock = std::fs::read_to_string(&lock_path).unwrap();
     assert!(
         lock.contains(&format!(

@@ -14,6 +14,9 @@ pub struct Args {
     /// COSIGN_PASSWORD (else unencrypted PKCS#8 PEM, as openssl writes)
     #[arg(long)]
     pub encrypt: bool,
+    /// Print the key's id and both paths as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Creates `path` only if it does not exist yet, with `mode`.
@@ -68,7 +71,19 @@ pub fn run(_env: &Env, args: Args) -> Result<ExitCode, Error> {
     .map_err(|e| Error::msg(e.0))?;
     create_new(&key_path, 0o600, private.as_bytes())?;
     create_new(&pub_path, 0o644, key.public().to_pem().as_bytes())?;
-    println!("{}", key.public().id());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": key.public().id(),
+                "private_key": key_path.display().to_string(),
+                "public_key": pub_path.display().to_string(),
+                "encrypted": args.encrypt,
+            })
+        );
+    } else {
+        println!("{}", key.public().id());
+    }
     eprintln!(
         "wrote {} (keep it secret: a CI secret, never the repository) and {} (give it to whoever verifies)",
         key_path.display(),

@@ -147,6 +147,8 @@ fn main() -> ExitCode {
         || matches!(&cli.command, Command::Export(a) if a.json)
         || matches!(&cli.command, Command::Import(a) if a.json)
         || matches!(&cli.command, Command::Verify(a) if a.json)
+        || matches!(&cli.command, Command::Keygen(a) if a.json)
+        || matches!(&cli.command, Command::Prefetch(a) if a.json)
         || matches!(
             &cli.command,
             Command::Store(

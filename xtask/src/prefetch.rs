@@ -17,6 +17,9 @@ pub struct Args {
     /// The lock's name for the input [default: from cluster.toml, else the URL's file name]
     #[arg(long)]
     pub name: Option<String>,
+    /// Print the pin (name, URL, sha256, size) as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
@@ -28,7 +31,20 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         args.name.as_deref(),
     )
     .map_err(|e| e.context(format!("pinning {}", args.url)))?;
-    println!("sha256:{}", pinned.sha256);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": pinned.name,
+                "url": pinned.url,
+                "sha256": pinned.sha256,
+                "size": pinned.size,
+                "lock": env.ctx.lock_path().display().to_string(),
+            })
+        );
+    } else {
+        println!("sha256:{}", pinned.sha256);
+    }
     eprintln!(
         "pinned {} ({}{}) in {}",
         pinned.name,
