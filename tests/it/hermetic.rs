@@ -605,6 +605,24 @@ fn a_stale_lock_and_bad_specs_are_errors_that_say_what_to_do() {
             && err.contains("run `cargo xtask lock`"),
         "{err}"
     );
+    // lock says what it changed (the new package list drops what only the old one pulled).
+    let locked = json(&run_ok(repo.xtask().args(["lock", "--json"])));
+    let changes: Vec<&str> = locked["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for arch in ["x86_64", "aarch64"] {
+        assert!(
+            changes
+                .iter()
+                .any(|c| *c == format!("app {arch}: - setuid-tool 1-1")),
+            "{changes:?}"
+        );
+    }
+    let again = json(&run_ok(repo.xtask().args(["lock", "--json"])));
+    assert_eq!(again["changes"], serde_json::json!([]));
     let err = run_err(repo.xtask().args(["build-image", "nope"]));
     assert!(
         err.contains("no container image named \"nope\" in images/: there are app"),

@@ -11,7 +11,14 @@ pub struct Args {
 
 pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
     let project = crate::load_project(env)?;
+    // (A lock that does not read is replaced: everything in the new one is a change.)
+    let before = cairn_inputs::lockfile::Lockfile::read(&env.ctx.lock_path())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let summary = cairn_inputs::lock::lock(&env.ctx, &project)?;
+    let after = crate::read_lock(env)?;
+    let changes = cairn_inputs::lockfile::changes(&before, &after);
     if args.json {
         let entries: Vec<_> = summary
             .entries
@@ -20,7 +27,7 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "images": entries, "kubernetes_pinned": summary.kubernetes})
+            serde_json::json!({"lock": env.ctx.lock_path().display().to_string(), "changed": summary.changed, "changes": changes, "images": entries, "kubernetes_pinned": summary.kubernetes})
         );
     } else {
         for (image, arch, n, bytes) in &summary.entries {
@@ -32,6 +39,9 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         }
         for name in &summary.kubernetes {
             eprintln!("{name:>32} pinned from upstream's checksum file");
+        }
+        for c in &changes {
+            eprintln!("  {c}");
         }
         let what = if summary.changed {
             "updated"

@@ -235,6 +235,74 @@ fn q(s: &str) -> String {
     out
 }
 
+/// What changed from `old` to `new`, one line per change, for people: each image's
+/// packages per arch (a new version, a package added or dropped), images added or dropped,
+/// and URL pins (a new sha256, a pin added or dropped).
+pub fn changes(old: &Lockfile, new: &Lockfile) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut out = Vec::new();
+    let versions = |a: &LockedArch| -> BTreeMap<String, String> {
+        a.packages
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    };
+    for image in &new.image {
+        let Some(before) = old.image.iter().find(|i| i.name == image.name) else {
+            out.push(format!("+ image {}", image.name));
+            continue;
+        };
+        for arch in &image.arch {
+            let now = versions(arch);
+            let was = before
+                .arch
+                .iter()
+                .find(|a| a.arch == arch.arch)
+                .map(versions)
+                .unwrap_or_default();
+            let at = format!("{} {}", image.name, arch.arch);
+            for (name, v) in &now {
+                match was.get(name) {
+                    None => out.push(format!("{at}: + {name} {v}")),
+                    Some(w) if w != v => out.push(format!("{at}: {name} {w} -> {v}")),
+                    Some(_) => {}
+                }
+            }
+            for (name, w) in &was {
+                if !now.contains_key(name) {
+                    out.push(format!("{at}: - {name} {w}"));
+                }
+            }
+        }
+    }
+    for image in &old.image {
+        if !new.image.iter().any(|i| i.name == image.name) {
+            out.push(format!("- image {}", image.name));
+        }
+    }
+    for u in &new.url {
+        match old.url.iter().find(|o| o.name == u.name) {
+            None => out.push(format!("+ url {} ({})", u.name, u.url)),
+            Some(o) if o.sha256 != u.sha256 || o.url != u.url => out.push(format!(
+                "url {}: {} sha256:{} -> {} sha256:{}",
+                u.name,
+                o.url,
+                &o.sha256[..o.sha256.len().min(12)],
+                u.url,
+                &u.sha256[..u.sha256.len().min(12)]
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.url {
+        if !new.url.iter().any(|u| u.name == o.name) {
+            out.push(format!("- url {}", o.name));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +346,56 @@ mod tests {
         let back: Lockfile = toml::from_str(&text).unwrap();
         assert_eq!(back.to_toml(), text);
         assert_eq!(back.package, lock.package);
+    }
+
+    #[test]
+    fn changes_name_each_package_image_and_pin() {
+        let arch = |pkgs: &[&str]| LockedArch {
+            arch: Arch::X86_64,
+            packages: pkgs.iter().map(|p| p.to_string()).collect(),
+        };
+        let image = |name: &str, pkgs: &[&str]| LockedImage {
+            name: name.into(),
+            inputs: String::new(),
+            suite: "bookworm".into(),
+            source_date_epoch: 1,
+            arch: vec![arch(pkgs)],
+        };
+        let url = |sha: &str| LockedUrl {
+            name: "kubernetes/k3s".into(),
+            url: "https://x/k3s".into(),
+            size: None,
+            sha256: sha.into(),
+        };
+        let old = Lockfile {
+            version: VERSION,
+            image: vec![
+                image("app", &["libc6=2.36-9", "zlib1g=1:1.2.13", "gone=1"]),
+                image("old", &[]),
+            ],
+            package: vec![],
+            url: vec![url("aaaaaaaaaaaaaaaa")],
+        };
+        let new = Lockfile {
+            version: VERSION,
+            image: vec![
+                image("app", &["libc6=2.36-10", "zlib1g=1:1.2.13", "added=2"]),
+                image("new", &[]),
+            ],
+            package: vec![],
+            url: vec![url("bbbbbbbbbbbbbbbb")],
+        };
+        assert_eq!(
+            changes(&old, &new),
+            [
+                "app x86_64: + added 2",
+                "app x86_64: libc6 2.36-9 -> 2.36-10",
+                "app x86_64: - gone 1",
+                "+ image new",
+                "- image old",
+                "url kubernetes/k3s: https://x/k3s sha256:aaaaaaaaaaaa -> https://x/k3s sha256:bbbbbbbbbbbb",
+            ]
+        );
+        assert!(changes(&new, &new).is_empty());
     }
 }
