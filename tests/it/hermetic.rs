@@ -1017,3 +1017,42 @@ fn keygen_json_names_the_key_and_refuses_to_replace_it_in_json() {
         "{doc}"
     );
 }
+
+#[test]
+fn export_hashes_what_it_writes_and_leaves_no_bundle_from_a_damaged_blob() {
+    let repo = repo();
+    repo.lock();
+    let out = json(&run_ok(repo.xtask().args(["build-image", "app", "--json"])));
+    let layer = out["manifests"]["x86_64"]["layer"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let path = repo.store().join("blobs/sha256").join(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let bundle = repo.project.path().join("app.tar");
+    let err = run_err(
+        repo.xtask()
+            .args(["export", "app", "--output"])
+            .arg(&bundle),
+    );
+    assert!(
+        err.contains(&format!(
+            "should hash to sha256:{layer} and hashes to sha256:"
+        )) && err.contains("store verify --repair"),
+        "{err}"
+    );
+    assert!(!bundle.exists(), "no bundle from a damaged store");
+    let left: Vec<_> = std::fs::read_dir(repo.project.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".cairn-export-")
+        })
+        .collect();
+    assert!(left.is_empty(), "no temp file left: {left:?}");
+}

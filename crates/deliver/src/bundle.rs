@@ -292,14 +292,23 @@ pub fn export(
         let file = std::fs::File::open(path)
             .map_err(|e| Error::at(format!("{} ({digest})", path.display()), e))?;
         let size = file.metadata().map_err(io)?.len();
-        let reader = bar.wrap_read(file);
+        // Hashed as it is written: a damaged copy never leaves in a bundle (the temp file
+        // goes with the error).
+        let mut reader = cairn_formats::HashingReader::new(bar.wrap_read(file));
         tar.file(
             &format!("blobs/sha256/{}", digest.hex()),
             META,
             size,
-            reader,
+            &mut reader,
         )
         .map_err(io)?;
+        let (_, found, _) = reader.finish();
+        if found != *digest {
+            return Err(Error::digest_mismatch(format!(
+                "{} should hash to {digest} and hashes to {found}: not exported; run `cargo xtask store verify --repair`, then build or pull what it belongs to again",
+                path.display()
+            )));
+        }
     }
     let mut w = tar.finish().map_err(io)?;
     w.flush().map_err(io)?;
