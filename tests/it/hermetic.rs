@@ -1056,3 +1056,29 @@ fn export_hashes_what_it_writes_and_leaves_no_bundle_from_a_damaged_blob() {
         .collect();
     assert!(left.is_empty(), "no temp file left: {left:?}");
 }
+
+#[test]
+fn each_command_lists_only_the_registry_flags_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |cmd: &str| run_ok(xtask(dir.path()).args([cmd, "--help"]));
+    let push_only = ["--chunk-size", "--parallel", "--create-project"];
+    let publish = help("publish");
+    for flag in push_only {
+        assert!(publish.contains(flag), "publish takes {flag}: {publish}");
+    }
+    for cmd in ["pull", "flash", "verify", "serve-pxe"] {
+        let text = help(cmd);
+        assert!(
+            text.contains("--insecure"),
+            "{cmd} reaches a registry: {text}"
+        );
+        for flag in push_only {
+            assert!(
+                !text.contains(flag),
+                "{cmd} does not push, yet lists {flag}"
+            );
+        }
+    }
+    let err = run_err(xtask(dir.path()).args(["pull", "x", "--parallel", "2"]));
+    assert!(err.contains("unexpected argument '--parallel'"), "{err}");
+}

@@ -1,5 +1,5 @@
 use crate::Env;
-use crate::registry_args::{RegistryArgs, target};
+use crate::registry_args::{PushArgs, RegistryArgs, target};
 use cairn_project::ImageKind;
 use cairn_steps::Error;
 use std::process::ExitCode;
@@ -17,6 +17,8 @@ pub struct Args {
     pub to: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub push: PushArgs,
     /// Sign every manifest pushed, in cosign's format (tag sha256-<hex>.sig), with this key:
     /// PKCS#8 PEM P-256 (`cargo xtask keygen`, openssl) or cosign's encrypted key (password
     /// in COSIGN_PASSWORD)
@@ -42,7 +44,8 @@ pub fn run(env: &Env, args: Args) -> Result<ExitCode, Error> {
         args.names.clone()
     };
     let to = target(args.to.clone(), &project);
-    let options = args.registry.options(to.clone(), Some(&project))?;
+    let mut options = args.registry.options(to.clone(), Some(&project))?;
+    args.push.apply(&mut options);
     let registry = to.split('/').next().unwrap_or(&to).to_string();
     // The key is read before anything is built or pushed.
     let key = args

@@ -1,4 +1,5 @@
-//! Flags shared by `publish` and `pull`.
+//! Flags of every command that reaches a registry (`RegistryArgs`), and the ones only a
+//! push takes (`PushArgs`).
 
 use cairn_registry::RegistryOptions;
 use cairn_steps::Error;
@@ -18,6 +19,15 @@ pub struct RegistryArgs {
     /// The tag in the registry
     #[arg(long, default_value = "latest")]
     pub tag: String,
+    /// Trust the CA certificates in this PEM file for the registry (a private CA)
+    /// [default: nodes/cluster.toml's registry.ca_file, for the cluster's registry]
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Flags only a push takes (`publish`).
+#[derive(clap::Args, Clone)]
+pub struct PushArgs {
     /// Largest blob a node's disk image is split into (e.g. 512MiB, 1GiB, 1048576)
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub chunk_size: u64,
@@ -27,10 +37,14 @@ pub struct RegistryArgs {
     /// When Harbor says the project does not exist, create it (private) through its API
     #[arg(long)]
     pub create_project: bool,
-    /// Trust the CA certificates in this PEM file for the registry (a private CA)
-    /// [default: nodes/cluster.toml's registry.ca_file, for the cluster's registry]
-    #[arg(long)]
-    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl PushArgs {
+    pub fn apply(&self, options: &mut RegistryOptions) {
+        options.chunk_size = self.chunk_size;
+        options.parallel = self.parallel;
+        options.create_project = self.create_project;
+    }
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -89,9 +103,10 @@ impl RegistryArgs {
             insecure: self.insecure,
             credentials,
             tag: self.tag.clone(),
-            chunk_size: self.chunk_size,
-            parallel: self.parallel,
-            create_project: self.create_project,
+            // A push's own (PushArgs::apply); what a pull uses of them is the parallelism.
+            chunk_size: cairn_deliver::publish::DEFAULT_CHUNK_SIZE,
+            parallel: 4,
+            create_project: false,
             ca_file,
         })
     }
