@@ -21,6 +21,10 @@ impl VerifyReport {
     }
 }
 
+/// The step name of a base OS's record (`os-base IMAGE ARCH`), which `gc` keeps whole
+/// while a kept tag reaches one of its blobs.
+const BASE_STEP: &str = "os-base ";
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct GcReport {
     pub removed_tags: Vec<String>,
@@ -174,7 +178,20 @@ impl Store {
         let (kept, dropped): (Vec<_>, Vec<_>) =
             tags.into_iter().partition(|t| keep_tags.contains(&t.name));
         let roots: Vec<Digest> = kept.iter().map(|t| t.digest).collect();
-        let (live, _) = self.reachable(&roots);
+        let (mut live, _) = self.reachable(&roots);
+        // A base OS that a kept node still runs stays whole: its record and the boot files
+        // and kernel only the record names, so the next node built on it is not a rebuild.
+        let actions = self.root.join("cache/actions");
+        for e in fs::read_dir(&actions).into_iter().flatten().flatten() {
+            let record: Option<ActionRecord> = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(r) = record.filter(|r| r.step.starts_with(BASE_STEP)) {
+                if r.blobs.iter().any(|d| live.contains(d)) {
+                    live.extend(r.blobs);
+                }
+            }
+        }
         let size = |d: &Digest| {
             fs::metadata(self.blob_path(d))
                 .map(|m| m.len())

@@ -184,3 +184,52 @@ fn second_open_waits_for_the_lock() {
     assert_eq!(rx.recv().unwrap(), "opened");
     t.join().unwrap();
 }
+
+#[test]
+fn gc_keeps_a_base_os_whole_while_a_kept_node_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), || {}).unwrap();
+    let squashfs = store.write_blob(b"the shared root").unwrap();
+    let firmware = store.write_blob(b"start4.elf").unwrap();
+    let old_squashfs = store.write_blob(b"last month's root").unwrap();
+    let old_firmware = store.write_blob(b"last month's start4.elf").unwrap();
+    let node =
+        format!("{{\"layers\":[{{\"mediaType\":\"m\",\"digest\":\"{squashfs}\",\"size\":15}}]}}");
+    let m = store.write_blob(node.as_bytes()).unwrap();
+    store
+        .set_tag(Tag {
+            name: "pi-worker".into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: m,
+            size: node.len() as u64,
+        })
+        .unwrap();
+    let base = |key: &[u8], blobs: Vec<Digest>| {
+        store
+            .action_put(
+                &Digest::of(key),
+                &ActionRecord {
+                    step: "os-base node-os aarch64".into(),
+                    blobs,
+                    output: serde_json::Value::Null,
+                },
+            )
+            .unwrap()
+    };
+    base(b"now", vec![squashfs, firmware]);
+    base(b"then", vec![old_squashfs, old_firmware]);
+    let report = store
+        .gc(&BTreeSet::from(["pi-worker".to_string()]))
+        .unwrap();
+    assert!(
+        store.has_blob(&firmware) && store.action_get(&Digest::of(b"now")).is_some(),
+        "the running base stays whole: {report:?}"
+    );
+    assert!(
+        !store.has_blob(&old_firmware)
+            && !store.has_blob(&old_squashfs)
+            && store.action_get(&Digest::of(b"then")).is_none(),
+        "a base no kept node runs goes: {report:?}"
+    );
+    assert_eq!((report.removed_blobs, report.removed_actions), (2, 1));
+}
