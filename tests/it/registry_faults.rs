@@ -372,3 +372,50 @@ fn a_plain_http_registry_reached_over_tls_says_to_pass_insecure() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "slow: runs docker-registry"]
+fn a_registry_that_stops_answering_is_said_at_once_and_given_up_on_in_bounded_time() {
+    let reg = Registry::start(Auth::Basic {
+        user: "ci".into(),
+        password: "pw".into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    copy_project(dir.path());
+    let pid = reg.pid().to_string();
+    run_ok(Command::new("kill").args(["-STOP", &pid]));
+    let start = std::time::Instant::now();
+    let out = xtask(dir.path())
+        .env("CAIRN_REGISTRY_TIMEOUT", "2")
+        .args([
+            "pull",
+            "haproxy",
+            "--from",
+            &format!("{}/homelab", reg.host),
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    run_ok(Command::new("kill").args(["-CONT", &pid]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // Visible while it waits (stderr is no terminal here), and a clear end naming the host.
+    assert!(
+        err.contains(&format!(
+            "waiting for the registry: GET http://{}/v2/",
+            reg.host
+        )) && err.contains("no answer for 1 s (gives up after 2 s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("http://{}/v2/", reg.host))
+            && err.contains("no answer within 2 s")
+            && err.contains("is the registry up and reachable?"),
+        "{err}"
+    );
+    // Each of the five attempts waited its 2 s (one notice each), then the pull gave up.
+    let notices = err.matches("waiting for the registry: ").count();
+    assert!((5..=10).contains(&notices), "{notices} notices: {err}");
+    eprintln!("(gave up after {took:?})");
+}

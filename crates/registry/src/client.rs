@@ -106,8 +106,8 @@ fn agent(ca_pem: Option<&[u8]>) -> Result<ureq::Agent, RegistryError> {
         .tls_config(tls.build())
         .http_status_as_error(false)
         .max_redirects(0)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(300)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(response_timeout()))
         // ureq has no idle timeout: bound each body so a stalled connection cannot hang a
         // push or pull (a 512 MiB chunk needs only ~150 KB/s to finish within it).
         .timeout_send_body(Some(Duration::from_secs(3600)))
@@ -173,6 +173,10 @@ impl Client {
         body: Body<'_>,
         auth: Option<&str>,
     ) -> Result<Response, ureq::Error> {
+        // Said on stderr (terminal or not) while the registry takes long to answer (an
+        // upload's own time is the upload's: its bars show it).
+        let _waiting =
+            (!matches!(body, Body::File { .. })).then(|| Waiting::start(format!("{method} {url}")));
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -500,7 +504,13 @@ pub fn header<'a>(resp: &'a Response, name: &str) -> Option<&'a str> {
 /// registry that answers TLS with plain HTTP, or a certificate the system does not trust.
 fn explain(e: &ureq::Error, insecure: bool) -> String {
     let mut message = e.to_string();
-    if !insecure && (message.contains("InvalidContentType") || message.contains("corrupt message"))
+    if matches!(e, ureq::Error::Timeout(_)) {
+        message.push_str(&format!(
+            ": no answer within {} s (a request that can be repeated is tried {ATTEMPTS} times): is the registry up and reachable? (CAIRN_REGISTRY_TIMEOUT sets the wait, in seconds)",
+            response_timeout().as_secs()
+        ));
+    } else if !insecure
+        && (message.contains("InvalidContentType") || message.contains("corrupt message"))
     {
         message.push_str(
             ": the registry answered in plain HTTP, not TLS; if it serves plain HTTP (a test registry on a trusted LAN), pass --insecure (--cache-insecure for --cache)",
@@ -509,4 +519,70 @@ fn explain(e: &ureq::Error, insecure: bool) -> String {
         message.push_str(": if the registry has a private CA, pass --ca-file (or set registry.ca_file in nodes/cluster.toml)");
     }
     message
+}
+
+/// How long a request waits for the registry's answer (its status line) before it counts
+/// as failed and is retried: 60 s, or `CAIRN_REGISTRY_TIMEOUT` seconds.
+pub fn response_timeout() -> Duration {
+    std::env::var("CAIRN_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(Duration::from_secs(60), Duration::from_secs)
+}
+
+/// After [`wait_notice`] without an answer, a line on stderr every [`wait_notice`] naming
+/// the request, until it is answered or fails (a stopped registry is visible at once, not
+/// after the timeouts and retries).
+struct Waiting {
+    done: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// 5 s, or half the response timeout when that is shorter.
+fn wait_notice() -> Duration {
+    (response_timeout() / 2).min(Duration::from_secs(5))
+}
+
+impl Waiting {
+    fn start(what: String) -> Waiting {
+        let done = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let (lock, cvar) = &*flag;
+            let mut finished = lock.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let (guard, timeout) = cvar
+                    .wait_timeout(finished, wait_notice())
+                    .unwrap_or_else(|e| e.into_inner());
+                finished = guard;
+                if *finished {
+                    return;
+                }
+                if timeout.timed_out() {
+                    eprintln!(
+                        "waiting for the registry: {what}: no answer for {} s (gives up after {} s)",
+                        start.elapsed().as_secs(),
+                        response_timeout().as_secs()
+                    );
+                }
+            }
+        });
+        Waiting {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -41,6 +41,14 @@ pub struct Registry {
     pub ca: Option<PathBuf>,
 }
 
+impl Registry {
+    /// The docker-registry process (to stop it with SIGSTOP: a registry that no longer
+    /// answers, its port still open).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
