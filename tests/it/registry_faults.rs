@@ -405,7 +405,7 @@ fn a_registry_that_stops_answering_is_said_at_once_and_given_up_on_in_bounded_ti
         err.contains(&format!(
             "waiting for the registry: GET http://{}/v2/",
             reg.host
-        )) && err.contains("no answer for 1 s (gives up after 2 s)"),
+        )) && err.contains("no answer for 1 s (an attempt waits 2 s)"),
         "{err}"
     );
     assert!(

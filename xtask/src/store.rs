@@ -91,7 +91,11 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 for (tag, d) in &report.missing {
                     eprintln!("missing: {d} (needed by tag {tag})");
                 }
-                let names = affected.join(" ");
+                let names = if affected.is_empty() {
+                    "no tag".to_string()
+                } else {
+                    affected.join(" ")
+                };
                 let advice = if report.is_ok() {
                     "ok".to_string()
                 } else if repaired > 0 {
@@ -156,7 +160,12 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 .any(|suffix| t.strip_suffix(suffix).is_some_and(|s| tags.contains(s)))
             };
             for (tag, origin) in &origins {
-                if tags.contains(tag) && !keep.contains(tag) && !pulled && !beside_of(tag) {
+                if tags.contains(tag)
+                    && !keep.contains(tag)
+                    && !pulled
+                    && !beside_of(tag)
+                    && !drop.contains(tag)
+                {
                     keep.insert(tag.clone());
                     kept_pulled.push((tag.clone(), origin.clone()));
                 }
@@ -175,6 +184,10 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
                 })
                 .collect();
             keep.extend(beside);
+            // Named: dropped, an SBOM or signatures tag too.
+            for t in &drop {
+                keep.remove(t);
+            }
             let report = if dry_run {
                 store.gc_dry_run(&keep)?
             } else {

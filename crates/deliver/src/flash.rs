@@ -434,13 +434,18 @@ pub fn flash(store: &Store, image: &NodeImage, config: &FlashConfig) -> Result<F
                 .mode(mode)
                 .open(path)
                 .map_err(|e| Error::at(path.display(), e))?;
-            if secrets.is_some() {
-                use std::os::unix::fs::PermissionsExt;
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| Error::at(path.display(), e))?;
+            let sized = (|| {
+                if secrets.is_some() {
+                    use std::os::unix::fs::PermissionsExt;
+                    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                }
+                file.set_len(image.size)
+            })();
+            if let Err(e) = sized {
+                // Created or emptied above: not left behind as a file that is not the image.
+                let _ = std::fs::remove_file(path);
+                return Err(Error::at(path.display(), e));
             }
-            file.set_len(image.size)
-                .map_err(|e| Error::at(path.display(), e))?;
             file
         }
     };

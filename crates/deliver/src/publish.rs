@@ -254,6 +254,9 @@ impl Output for RegistryForm {
     fn blobs(&self) -> Vec<Digest> {
         self.parts.iter().copied().chain([self.digest]).collect()
     }
+    fn sizes(&self) -> Vec<(Digest, u64)> {
+        vec![(self.digest, self.size)]
+    }
 }
 
 fn build_registry_form(

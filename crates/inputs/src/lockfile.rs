@@ -85,7 +85,7 @@ impl Lockfile {
             let at = e
                 .span()
                 .map(|span| {
-                    let before = &text[..span.start.min(text.len())];
+                    let before = text.get(..span.start).unwrap_or(&text);
                     let line = before.matches('\n').count() + 1;
                     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                     format!(":{line}:{column}")
@@ -275,6 +275,11 @@ pub fn changes(old: &Lockfile, new: &Lockfile) -> Vec<String> {
                 }
             }
         }
+        for arch in &before.arch {
+            if !image.arch.iter().any(|a| a.arch == arch.arch) {
+                out.push(format!("{} {}: - arch", image.name, arch.arch));
+            }
+        }
     }
     for image in &old.image {
         if !new.image.iter().any(|i| i.name == image.name) {
@@ -288,9 +293,9 @@ pub fn changes(old: &Lockfile, new: &Lockfile) -> Vec<String> {
                 "url {}: {} sha256:{} -> {} sha256:{}",
                 u.name,
                 o.url,
-                &o.sha256[..o.sha256.len().min(12)],
+                o.sha256.chars().take(12).collect::<String>(),
                 u.url,
-                &u.sha256[..u.sha256.len().min(12)]
+                u.sha256.chars().take(12).collect::<String>()
             )),
             Some(_) => {}
         }

@@ -222,6 +222,9 @@ impl Output for Layer {
     fn blobs(&self) -> Vec<Digest> {
         vec![self.digest]
     }
+    fn sizes(&self) -> Vec<(Digest, u64)> {
+        vec![(self.digest, self.size)]
+    }
 }
 
 fn build_layer(

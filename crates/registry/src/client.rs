@@ -77,6 +77,9 @@ impl Body<'_> {
 
 pub struct Client {
     agent: ureq::Agent,
+    /// For PUT, POST and PATCH: a registry may take minutes to commit a large blob (Harbor
+    /// on object storage, a small home server), so their answer is waited for longer.
+    writing: ureq::Agent,
     pub config: RegistryConfig,
     base: String,
     tokens: Mutex<TokenCache>,
@@ -86,7 +89,7 @@ pub struct Client {
 
 pub type Response = http::Response<ureq::Body>;
 
-fn agent(ca_pem: Option<&[u8]>) -> Result<ureq::Agent, RegistryError> {
+fn agent(ca_pem: Option<&[u8]>, answer: Duration) -> Result<ureq::Agent, RegistryError> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(pem) = ca_pem {
         let mut certs = Vec::new();
@@ -107,7 +110,7 @@ fn agent(ca_pem: Option<&[u8]>) -> Result<ureq::Agent, RegistryError> {
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_recv_response(Some(response_timeout()))
+        .timeout_recv_response(Some(answer))
         // ureq has no idle timeout: bound each body so a stalled connection cannot hang a
         // push or pull (a 512 MiB chunk needs only ~150 KB/s to finish within it).
         .timeout_send_body(Some(Duration::from_secs(3600)))
@@ -120,7 +123,8 @@ impl Client {
     pub fn new(config: RegistryConfig) -> Result<Client, RegistryError> {
         let scheme = if config.insecure { "http" } else { "https" };
         Ok(Client {
-            agent: agent(config.ca_pem.as_deref())?,
+            agent: agent(config.ca_pem.as_deref(), response_timeout())?,
+            writing: agent(config.ca_pem.as_deref(), write_timeout())?,
             base: format!("{scheme}://{}", config.host),
             config,
             tokens: Mutex::new(TokenCache::default()),
@@ -173,10 +177,15 @@ impl Client {
         body: Body<'_>,
         auth: Option<&str>,
     ) -> Result<Response, ureq::Error> {
+        let (agent, answer) = if matches!(method, "PUT" | "POST" | "PATCH") {
+            (&self.writing, write_timeout())
+        } else {
+            (&self.agent, response_timeout())
+        };
         // Said on stderr (terminal or not) while the registry takes long to answer (an
         // upload's own time is the upload's: its bars show it).
-        let _waiting =
-            (!matches!(body, Body::File { .. })).then(|| Waiting::start(format!("{method} {url}")));
+        let _waiting = (!matches!(body, Body::File { .. }))
+            .then(|| Waiting::start(format!("{method} {url}"), answer));
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -189,11 +198,11 @@ impl Client {
             req = req.header("Content-Length", body.len().to_string());
         }
         match body {
-            Body::Empty => self.agent.run(
+            Body::Empty => agent.run(
                 req.body(())
                     .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
             ),
-            Body::Bytes(b) => self.agent.run(
+            Body::Bytes(b) => agent.run(
                 req.body(b)
                     .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
             ),
@@ -210,7 +219,7 @@ impl Client {
                     on_read,
                 };
                 let send = ureq::SendBody::from_reader(&mut limited);
-                self.agent.run(
+                agent.run(
                     req.body(send)
                         .map_err(|e| ureq::Error::BadUri(e.to_string()))?,
                 )
@@ -506,8 +515,9 @@ fn explain(e: &ureq::Error, insecure: bool) -> String {
     let mut message = e.to_string();
     if matches!(e, ureq::Error::Timeout(_)) {
         message.push_str(&format!(
-            ": no answer within {} s (a request that can be repeated is tried {ATTEMPTS} times): is the registry up and reachable? (CAIRN_REGISTRY_TIMEOUT sets the wait, in seconds)",
-            response_timeout().as_secs()
+            ": no answer within {} s ({} s for a PUT, POST or PATCH; a request that can be repeated is tried {ATTEMPTS} times): is the registry up and reachable? (CAIRN_REGISTRY_TIMEOUT sets the wait, in seconds)",
+            response_timeout().as_secs(),
+            write_timeout().as_secs()
         ));
     } else if !insecure
         && (message.contains("InvalidContentType") || message.contains("corrupt message"))
@@ -531,7 +541,8 @@ pub fn response_timeout() -> Duration {
         .map_or(Duration::from_secs(60), Duration::from_secs)
 }
 
-/// After [`wait_notice`] without an answer, a line on stderr every [`wait_notice`] naming
+/// After 5 s (or half the wait, when shorter) without an answer, a line on stderr as often,
+/// naming
 /// the request, until it is answered or fails (a stopped registry is visible at once, not
 /// after the timeouts and retries).
 struct Waiting {
@@ -539,13 +550,14 @@ struct Waiting {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// 5 s, or half the response timeout when that is shorter.
-fn wait_notice() -> Duration {
-    (response_timeout() / 2).min(Duration::from_secs(5))
+/// How long a PUT, POST or PATCH waits for its answer: ten times [`response_timeout`]
+/// (a blob's commit may take minutes).
+pub fn write_timeout() -> Duration {
+    response_timeout() * 10
 }
 
 impl Waiting {
-    fn start(what: String) -> Waiting {
+    fn start(what: String, answer: Duration) -> Waiting {
         let done = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = done.clone();
         let thread = std::thread::spawn(move || {
@@ -554,7 +566,7 @@ impl Waiting {
             let mut finished = lock.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 let (guard, timeout) = cvar
-                    .wait_timeout(finished, wait_notice())
+                    .wait_timeout(finished, (answer / 2).min(Duration::from_secs(5)))
                     .unwrap_or_else(|e| e.into_inner());
                 finished = guard;
                 if *finished {
@@ -562,9 +574,9 @@ impl Waiting {
                 }
                 if timeout.timed_out() {
                     eprintln!(
-                        "waiting for the registry: {what}: no answer for {} s (gives up after {} s)",
+                        "waiting for the registry: {what}: no answer for {} s (an attempt waits {} s)",
                         start.elapsed().as_secs(),
-                        response_timeout().as_secs()
+                        answer.as_secs()
                     );
                 }
             }

@@ -295,10 +295,22 @@ fn refer_by_tag(
     artifact_type: &str,
 ) -> Result<(), RegistryError> {
     let tag = format!("sha256-{}", subject.hex());
-    let mut entries: Vec<OciDescriptor> = optional_manifest(client, repo, &tag)?
+    // Entry by entry: what other tools listed stays; only an entry that is not a
+    // descriptor at all is left out, and said.
+    let listed: Vec<serde_json::Value> = optional_manifest(client, repo, &tag)?
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| serde_json::from_value(v["manifests"].clone()).ok())
+        .and_then(|v| v["manifests"].as_array().cloned())
         .unwrap_or_default();
+    let mut entries: Vec<OciDescriptor> = Vec::new();
+    for e in listed {
+        match serde_json::from_value::<OciDescriptor>(e.clone()) {
+            Ok(d) => entries.push(d),
+            Err(why) => eprintln!(
+                "warning: {}/{repo}:{tag} lists {e}, which is not an OCI descriptor ({why}): leaving it out",
+                client.config.host
+            ),
+        }
+    }
     let ours = artifact::of_artifact_type(
         artifact::blob(&referrer.media_type, referrer.digest, referrer.size),
         artifact_type,
