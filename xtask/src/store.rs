@@ -124,21 +124,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<ExitCode, Error> {
             json,
         } => {
             let project = crate::load_project(env)?;
-            let mut keep: BTreeSet<String> = project.nodes.iter().map(|n| n.name.clone()).collect();
-            for image in &project.images {
-                keep.insert(image.name.clone());
-                // Tags of builds for a subset of the arches (`haproxy-aarch64`).
-                for subset in 1u32..(1 << image.arches.len()) {
-                    let arches: Vec<&str> = image
-                        .arches
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| subset & (1 << i) != 0)
-                        .map(|(_, a)| a.as_str())
-                        .collect();
-                    keep.insert(cairn_os::container::subset_tag(&image.name, &arches));
-                }
-            }
+            let mut keep = spec_tags(&project);
             let store = env.ctx.open_store()?;
             let tags: BTreeSet<String> = store.tags()?.into_iter().map(|t| t.name).collect();
             if let Some(unknown) = drop.iter().find(|t| !tags.contains(*t)) {
@@ -242,10 +228,32 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
+/// The tags the current specs name: each node, each image and its builds for a subset of
+/// its arches (`haproxy-aarch64`). `gc` keeps them; `list` calls them built.
+fn spec_tags(project: &cairn_project::Project) -> BTreeSet<String> {
+    let mut tags: BTreeSet<String> = project.nodes.iter().map(|n| n.name.clone()).collect();
+    for image in &project.images {
+        tags.insert(image.name.clone());
+        for subset in 1u32..(1 << image.arches.len()) {
+            let arches: Vec<&str> = image
+                .arches
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| subset & (1 << i) != 0)
+                .map(|(_, a)| a.as_str())
+                .collect();
+            tags.insert(cairn_os::container::subset_tag(&image.name, &arches));
+        }
+    }
+    tags
+}
+
 /// `store list`.
 fn list(env: &Env, json: bool) -> Result<ExitCode, Error> {
     // Which tags a spec names, when this checkout's specs load (a store is listed without).
-    let project = crate::load_project(env).ok();
+    let specs = crate::load_project(env)
+        .map(|p| spec_tags(&p))
+        .unwrap_or_default();
     let store = env.ctx.open_store()?;
     let origins = store.origins();
     let mut rows = Vec::new();
@@ -268,21 +276,9 @@ fn list(env: &Env, json: bool) -> Result<ExitCode, Error> {
             .iter()
             .map(|d| std::fs::metadata(store.blob_path(d)).map_or(0, |m| m.len()))
             .sum();
-        let spec = project.as_ref().is_some_and(|p| {
-            p.node(&t.name).is_some()
-                || p.images.iter().any(|i| {
-                    t.name == i.name
-                        || t.name
-                            .strip_prefix(&format!("{}-", i.name))
-                            .is_some_and(|rest| {
-                                rest.split('-')
-                                    .all(|a| i.arches.iter().any(|x| x.as_str() == a))
-                            })
-                })
-        });
         let from = match origins.get(&t.name) {
             Some(o) => o.clone(),
-            None if spec => "built".to_string(),
+            None if specs.contains(&t.name) => "built".to_string(),
             None => "built (no spec of that name now)".to_string(),
         };
         rows.push((t, kind, bytes, missing.len(), from));
